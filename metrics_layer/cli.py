@@ -1,0 +1,305 @@
+"""metrics-layer validate | list | compile | query | demo | serve.
+
+Heavy modules (duckdb, psycopg, the HTTP stack) are imported inside the commands that need
+them, so `compile` and `validate` answer fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from typing import Any, Sequence
+
+_FILTER = re.compile(
+    r"^\s*(?P<field>[\w.]+)\s*(?P<op>!=|<=|>=|=|<|>|\s+not\s+in\s+|\s+in\s+|\s+is\s+not\s+null\s*$|\s+is\s+null\s*$|\s+contains\s+|\s+starts\s+with\s+|\s+between\s+)(?P<value>.*)$",
+    re.IGNORECASE,
+)
+
+
+class UserError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 1
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the user-facing errors of every layer
+        from .model import ValidationFailed
+        from .project import ProjectError
+        from .query import QueryError
+
+        if isinstance(e, ValidationFailed):
+            print(str(e), file=sys.stderr)
+            return 1
+        if isinstance(e, (QueryError, ProjectError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metrics-layer", description="A semantic metrics layer: YAML metrics served over SQL (PostgreSQL wire), GraphQL and REST.")
+    sub = parser.add_subparsers(dest="command")
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("validate", _validate, "Check the project's YAML; print every error with file:line.")
+    p.add_argument("directory", nargs="?", help="project folder (default: current project or the demo)")
+    p.add_argument("--project", help="project folder")
+
+    p = command("list", _list, "List metrics (with descriptions), dimensions and views.")
+    p.add_argument("--project", help="project folder")
+
+    for name, handler, text in (
+        ("compile", _compile, "Print the SQL for a query, for a dialect."),
+        ("query", _query, "Run a query on the project's engine and print the result."),
+    ):
+        p = command(name, handler, text)
+        p.add_argument("--project", help="project folder")
+        p.add_argument("--metric", "-m", action="append", default=[], help="metric (repeatable), e.g. accuracy or leads.lead_count")
+        p.add_argument("--by", "-b", action="append", default=[], help="dimension (repeatable), e.g. predictions.model_version or leads.created_at:hour")
+        p.add_argument("--grain", help="grain for time dimensions given without one: " + ", ".join(("minute", "hour", "day", "week", "month", "quarter", "year")))
+        p.add_argument("--filter", "-f", action="append", default=[], help="filter (repeatable): \"leads.utm_source = google\", \"accuracy > 0.8\", \"leads.utm_source in google,newsletter\"")
+        p.add_argument("--order-by", action="append", default=[], help="field, \"field desc\" or =-field for descending (repeatable)")
+        p.add_argument("--limit", type=int)
+        p.add_argument("--offset", type=int)
+        p.add_argument("--window", help="override every metric's trailing window, e.g. '3 hours'")
+        p.add_argument("--as-of", help="evaluate with only rows at or before this time (ISO 8601)")
+        if name == "compile":
+            p.add_argument("--dialect", help="duckdb, postgres, materialize or risingwave (default: the project's engine)")
+        else:
+            p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+            p.add_argument("--show-sql", action="store_true", help="print the SQL run, to stderr")
+
+    p = command("demo", _demo, "Write the demo's synthetic data into DuckDB (and PostgreSQL with --postgres).")
+    p.add_argument("--leads", type=int, default=100_000, help="number of leads and of transactions (default 100000)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--end", help="last moment of the data, ISO 8601 (default: today 00:00 UTC)")
+    p.add_argument("--duckdb", help="DuckDB file to write (default: the demo's own database)")
+    p.add_argument("--postgres", metavar="URL", help="also write the tables into this PostgreSQL database")
+
+    p = command("serve", _serve, "Serve the project over HTTP (GraphQL, REST) and the PostgreSQL wire protocol.")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="HTTP port (default 4000)")
+    p.add_argument("--sql-port", type=int, help="PostgreSQL wire port (default 15432)")
+    return parser
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+def _validate(args) -> int:
+    from .model import load_model
+    from .project import load_project
+
+    project = load_project(args.project or args.directory)
+    model = load_model(project.metrics_dir)
+    print(f"ok: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views in {project.metrics_dir}")
+    return 0
+
+
+def _list(args) -> int:
+    from .model import load_model
+    from .project import load_project
+
+    model = load_model(load_project(args.project).metrics_dir)
+    print("Metrics:")
+    for metric in model.metrics.values():
+        window = f" [window {metric.window.text}" + (f", label delay {metric.label_delay.text}]" if metric.label_delay else "]") if metric.window else ""
+        print(f"  {metric.name} ({metric.type}){window}: {_one_line(metric.description)}")
+    print("Measures (usable as metrics):")
+    for m in model.models.values():
+        for measure in m.measures.values():
+            print(f"  {measure.qualified_name} ({measure.agg}): {_one_line(measure.description)}")
+    print("Dimensions:")
+    for m in model.models.values():
+        for dim in m.dimensions.values():
+            print(f"  {dim.qualified_name} ({dim.type}): {_one_line(dim.description)}")
+    if model.views:
+        print("Views:")
+        for view in model.views.values():
+            print(f"  {view.name}: {_one_line(view.description)}")
+    return 0
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split()) or "-"
+
+
+def _semantic_query(args, model):
+    from .query import DimensionRef, OrderBy, SemanticQuery
+
+    dimensions = []
+    for by in args.by:
+        name, _, grain = by.partition(":")
+        dim = model.dimension(name)
+        if not grain and args.grain and (dim is None or dim.type == "time"):
+            grain = args.grain  # --grain applies to the time dimensions given without one
+        dimensions.append(DimensionRef(name, grain or None))
+    order = [_order(o) for o in args.order_by]
+    return SemanticQuery(
+        metrics=tuple(args.metric), dimensions=tuple(dimensions), filters=tuple(_filter(f) for f in args.filter),
+        order_by=tuple(order), limit=args.limit, offset=args.offset, window=args.window, as_of=args.as_of,
+    )
+
+
+def _order(text: str):
+    from .query import OrderBy
+
+    words = text.split()
+    if len(words) == 2 and words[1].lower() in ("asc", "desc"):
+        return OrderBy(words[0], words[1].lower() == "desc")
+    return OrderBy(text[1:], True) if text.startswith("-") else OrderBy(text)
+
+
+def _filter(text: str):
+    from .query import Filter
+
+    match = _FILTER.match(text)
+    if not match:
+        raise UserError(f"cannot read filter {text!r}; write e.g. \"leads.utm_source = google\" or \"accuracy > 0.8\"")
+    op = " ".join(match.group("op").lower().split())
+    raw = match.group("value").strip()
+    if op in ("in", "not in", "between"):
+        value: Any = tuple(_value(v) for v in raw.strip("()").split(","))
+    elif op in ("is null", "is not null"):
+        value = None
+    else:
+        value = _value(raw)
+    return Filter(match.group("field"), op, value)
+
+
+def _value(text: str) -> Any:
+    text = text.strip().strip("'\"")
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _ensure_demo_data(project) -> None:
+    from .project import demo_database
+
+    if project.engine_url == f"duckdb:///{demo_database()}" and not demo_database().exists():
+        from .demo_data import generate_duckdb
+
+        print(f"demo: first run, writing synthetic demo data to {demo_database()} ...", file=sys.stderr)
+        demo_database().parent.mkdir(parents=True, exist_ok=True)
+        generate_duckdb(str(demo_database()), progress=lambda msg: print(msg, file=sys.stderr))
+
+
+def _prepare(args):
+    from .model import load_model
+    from .project import load_project
+
+    project = load_project(args.project)
+    return project, load_model(project.metrics_dir)
+
+
+def _compile(args) -> int:
+    from .compile import compile_query
+    from .engines import engine_dialect
+
+    project, model = _prepare(args)
+    dialect = args.dialect or engine_dialect(project.engine_url)
+    print(compile_query(model, _semantic_query(args, model), dialect))
+    return 0
+
+
+def _query(args) -> int:
+    from .service import MetricsService
+
+    project, model = _prepare(args)
+    if project.is_demo:
+        _ensure_demo_data(project)
+    result = MetricsService(project, model=model).run(_semantic_query(args, model))
+    if args.show_sql:
+        print(result.sql, file=sys.stderr)
+    _print_result(result, args.format)
+    return 0
+
+
+def _print_result(result, fmt: str) -> None:
+    from .query import json_value
+
+    names = [c.name for c in result.columns]
+    if fmt == "json":
+        print(json.dumps([{n: json_value(v) for n, v in zip(names, row)} for row in result.rows], indent=2))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows([["" if v is None else json_value(v) for v in row] for row in result.rows])
+    else:
+        cells = [[_cell(v) for v in row] for row in result.rows]
+        widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+        numeric = [c.type in ("integer", "bigint", "double", "decimal") for c in result.columns]
+        print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
+        print("  ".join("-" * w for w in widths))
+        for row in cells:
+            print("  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(row, widths, numeric)))
+        print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def _demo(args) -> int:
+    from .demo_data import generate_duckdb, generate_postgres
+    from .project import demo_database
+    from .query import parse_timestamp
+
+    end = parse_timestamp(args.end, "--end") if args.end else None
+    if args.leads <= 0:
+        raise UserError("--leads must be a positive number")
+    path = args.duckdb or str(demo_database())
+    from pathlib import Path
+
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    generate_duckdb(path, leads=args.leads, seed=args.seed, end=end)
+    print(f"demo: DuckDB data written to {path}")
+    if args.postgres:
+        generate_postgres(args.postgres, leads=args.leads, seed=args.seed, end=end)
+        print(f"demo: PostgreSQL data written to {args.postgres}")
+    return 0
+
+
+def _serve(args) -> int:
+    try:
+        from .serve.run import serve
+    except ImportError as e:  # the HTTP stack is an install extra
+        raise UserError(f"serve needs the server dependencies ({e.name}); pip install 'metrics-layer[serve]'") from None
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""SemanticModel + SemanticQuery -> SQL text. Pure: no I/O; results cached per (query, dialect).
+
+Every query has the same three levels, which keeps each concern in one place:
+
+  rows:    one row per row of the measure's model, joined (many-to-one only) to the models
+           that dimensions and filters read; dedupe and as_of happen in each model's source.
+           Projects dimension values d0.., measure values v0.. and measure conditions c0..
+  groups:  aggregates rows per dimension values: AGG(CASE WHEN c THEN v END) AS m0..
+           (for a rolling window: a series of time buckets joined to rows by time range).
+  metrics: metric expressions over m0.. (ratios, derived formulas), metric filters,
+           order, limit.
+
+Measures from different models (or with different windows) are aggregated in separate
+groups and combined with UNION ALL + GROUP BY on the dimensions, so no join can fan out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from ..model.errors import did_you_mean
+from ..model.joins import JoinError, join_plan
+from ..model.load import parse_interval, qualify
+from ..model.types import Dimension, Interval, Measure, MeasureInput, Metric, Model, SemanticModel
+from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
+from . import dialects
+
+_CACHE_LIMIT = 4096
+_GRAIN_INTERVALS = {
+    "minute": Interval(60, "1 minute"), "hour": Interval(3600, "1 hour"), "day": Interval(86400, "1 day"),
+    "week": Interval(604800, "1 week"), "month": Interval(0, "1 month"), "quarter": Interval(0, "3 months"),
+    "year": Interval(0, "1 year"),
+}
+
+
+def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "duckdb") -> str:
+    """SQL text for `query` in `dialect`. Raises QueryError for anything not answerable."""
+    key = (query, dialect)
+    sql = model.compile_cache.get(key)
+    if sql is None:
+        dialects.check_dialect(dialect)
+        sql = _Compiler(model, query, dialect).build().sql(dialect=dialect)
+        if len(model.compile_cache) >= _CACHE_LIMIT:
+            model.compile_cache.clear()
+        model.compile_cache[key] = sql
+    return sql
+
+
+@dataclass(frozen=True)
+class Window:
+    length: Interval
+    delay: Interval | None
+
+
+@dataclass
+class _Dimension:
+    label: str
+    model: str
+    expr: exp.Expression  # qualified with the model's alias
+    type: str
+    grain: str | None
+    is_time_of_model: bool
+
+
+@dataclass
+class _Group:
+    """Measures aggregated over one model's rows with one window."""
+
+    base: str
+    window: Window | None
+    uses: dict[tuple, int] = field(default_factory=dict)  # use key -> m index
+    values: dict[str, exp.Expression] = field(default_factory=dict)  # measure -> value expr
+    conditions: dict[int, exp.Expression] = field(default_factory=dict)
+    models: set[str] = field(default_factory=set)
+
+
+class _Compiler:
+    def __init__(self, model: SemanticModel, query: SemanticQuery, dialect: str):
+        self.model = model
+        self.query = query
+        self.dialect = dialect
+        self.window_override = self._window_override()
+        self.groups: dict[tuple, _Group] = {}
+        self.use_count = 0
+        self.dimensions = [self._dimension(ref) for ref in query.dimensions]
+        self._check_labels()
+
+    # ---- resolving names ------------------------------------------------------------
+
+    def _window_override(self) -> Interval | None:
+        if self.query.window is None:
+            return None
+        value = parse_interval(self.query.window)
+        if value is None:
+            raise QueryError(f"window {self.query.window!r} is not a duration; write e.g. '3 hours', '30 minutes', '1 day'")
+        return value
+
+    def _find_dimension(self, name: str) -> tuple[Model, str, exp.Expression, str]:
+        model_name, dot, dim_name = name.partition(".")
+        if not dot:
+            matches = [d for d in self.model.dimension_names() if d.split(".", 1)[1] == name]
+            if len(matches) == 1:
+                return self._find_dimension(matches[0])
+            if len(matches) > 1:
+                raise QueryError(f"dimension '{name}' is ambiguous; write one of: {', '.join(matches)}", "42702")
+        model = self.model.models.get(model_name) if dot else None
+        if model is not None:
+            if dim_name in model.dimensions:
+                dim = model.dimensions[dim_name]
+                return model, dim.name, qualify(dim.expr, model.name), dim.type
+            if dim_name in model.entities:
+                return model, dim_name, qualify(model.entities[dim_name].expr, model.name), "categorical"
+        raise QueryError(
+            f"unknown dimension '{name}'{did_you_mean(name, self.model.dimension_names(), 'dimensions')}", "42703"
+        )
+
+    def _dimension(self, ref: DimensionRef) -> _Dimension:
+        model, name, expr, kind = self._find_dimension(ref.name)
+        grain = ref.grain.lower() if ref.grain else None
+        if grain is not None:
+            if grain not in GRAINS:
+                raise QueryError(f"unknown grain '{ref.grain}' for '{ref.name}'{did_you_mean(grain, GRAINS, 'grains')}")
+            if kind != "time":
+                raise QueryError(f"grain '{grain}' applies only to time dimensions; '{ref.name}' is {kind}")
+            expr = exp.TimestampTrunc(this=expr, unit=exp.Var(this=grain.upper()))
+        return _Dimension(ref.label, model.name, expr, kind, grain, model.time == name)
+
+    def _check_labels(self) -> None:
+        seen = set()
+        for label in [d.label for d in self.dimensions] + list(self.query.metrics):
+            if label in seen:
+                raise QueryError(f"'{label}' is asked for twice; ask for each dimension or metric once")
+            seen.add(label)
+
+    # ---- metrics to expressions over aggregated measures ----------------------------
+
+    def _window_for(self, metric: Metric | None, inherited: Window | None) -> Window | None:
+        if self.window_override is not None:
+            return Window(self.window_override, metric.label_delay if metric else None)
+        if metric is not None and metric.window is not None:
+            return Window(metric.window, metric.label_delay)
+        return inherited
+
+    def metric_expression(self, name: str, inherited: Window | None = None, trail: tuple = ()) -> exp.Expression:
+        metric = self.model.metrics.get(name)
+        if metric is None:
+            if self.model.measure(name) is None:
+                raise QueryError(
+                    f"unknown metric '{name}'{did_you_mean(name, self.model.metric_names(), 'metrics')}", "42703"
+                )
+            return self._use(MeasureInput(name, None, frozenset()), self._window_for(None, inherited))
+        window = self._window_for(metric, inherited)
+        if metric.type == "simple":
+            return self._use(metric.inputs["measure"], window)
+        if metric.type == "ratio":
+            numerator = self._use(metric.inputs["numerator"], window)
+            denominator = self._use(metric.inputs["denominator"], window)
+            return _safe_divide(exp.cast(numerator, exp.DataType.Type.DOUBLE), denominator)
+        return self._derived(metric, window, trail + (name,))
+
+    def _derived(self, metric: Metric, window: Window | None, trail: tuple) -> exp.Expression:
+        expression = metric.expr.copy()
+        for division in list(expression.find_all(exp.Div)):  # x / 0 is NULL on every engine
+            division.set("expression", exp.Nullif(this=division.expression, expression=exp.Literal.number(0)))
+        for column in list(expression.find_all(exp.Column)):
+            if column.table:
+                inner = self._use(MeasureInput(f"{column.table}.{column.name}", None, frozenset()), window)
+            else:
+                inner = exp.Paren(this=self.metric_expression(column.name, window, trail))
+            column.replace(inner)
+        return expression
+
+    def _use(self, inp: MeasureInput, window: Window | None) -> exp.Expression:
+        """The aggregated column for a measure under a filter and window, registered once."""
+        measure = self.model.measure(inp.measure)
+        group = self.groups.setdefault((measure.model, window), _Group(measure.model, window))
+        condition = _and(measure.filter, inp.filter)
+        key = (inp.measure, condition.sql() if condition is not None else None)
+        if key not in group.uses:
+            index = self.use_count
+            self.use_count += 1
+            group.uses[key] = index
+            group.values.setdefault(measure.qualified_name, measure.expr)
+            if condition is not None:
+                group.conditions[index] = condition
+            group.models |= measure.filter_models | inp.filter_models
+        return exp.column(f"m{group.uses[key]}")
+
+    # ---- building the three levels --------------------------------------------------
+
+    def build(self) -> exp.Select:
+        metric_exprs = [(name, self.metric_expression(name)) for name in self.query.metrics]
+        metric_filters, row_filters = self._split_filters()
+        if not self.groups:  # dimensions only: their distinct values
+            base = self.dimensions[0].model
+            self.groups[(base, None)] = _Group(base, None)
+        aggregated = [self._group_select(group, row_filters) for group in self.groups.values()]
+        source = aggregated[0] if len(aggregated) == 1 else self._combine(aggregated)
+        labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True) for i, d in enumerate(self.dimensions)]
+        outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True) for name, e in metric_exprs])
+        outer = outer.from_(source.subquery("agg"))
+        for condition in metric_filters:
+            outer = outer.where(condition)
+        return self._order_and_limit(outer, metric_exprs)
+
+    def _split_filters(self) -> tuple[list[exp.Expression], list[tuple[_Dimension, Filter]]]:
+        metric_filters, row_filters = [], []
+        metric_names = set(self.model.metric_names())
+        for flt in self.query.filters:
+            if flt.field in metric_names:
+                metric_filters.append(_condition(self.metric_expression(flt.field), flt, "number", self.dialect))
+            else:
+                dim = self._dimension(DimensionRef(flt.field, flt.grain))
+                row_filters.append((dim, flt))
+        return metric_filters, row_filters
+
+    def _group_select(self, group: _Group, row_filters: list[tuple[_Dimension, Filter]]) -> exp.Select:
+        base = self.model.models[group.base]
+        rolling = self._rolling_dimension(group)
+        conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters]
+        needed = group.models | {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}
+        try:
+            steps = join_plan(self.model.models, base.name, needed)
+        except JoinError as e:
+            raise QueryError(f"cannot combine these with measures of '{base.name}': {e}", "0A000") from None
+
+        rows = exp.select(*[exp.alias_(d.expr.copy(), f"d{i}") for i, d in enumerate(self.dimensions) if d is not rolling])
+        value_index = {name: i for i, name in enumerate(group.values)}
+        rows = rows.select(*[exp.alias_(v.copy(), f"v{i}") for i, v in enumerate(group.values.values())], append=True)
+        rows = rows.select(*[exp.alias_(c.copy(), f"c{i}") for i, c in group.conditions.items()], append=True)
+        if rolling is not None:
+            rows = rows.select(exp.alias_(base.time_expr.copy(), "t"), append=True)
+        if not rows.expressions:
+            rows = rows.select(exp.Literal.number(1))
+        rows = rows.from_(self._source(base))
+        for step in steps:
+            rows = rows.join(self._source(self.model.models[step.right]), on=self._join_on(step), join_type="left")
+        if group.window is not None and rolling is None:
+            conditions += dialects.trailing_window(self.dialect, base.time_expr, group.window.length, group.window.delay, self.query.as_of)
+        for condition in conditions:
+            rows = rows.where(condition)
+
+        unique_keys = {qualify(e.expr, base.name).sql() for e in base.entities.values() if e.type in ("primary", "unique")}
+        aggregates = []
+        for (measure_name, _), index in group.uses.items():
+            measure = self.model.measure(measure_name)
+            value = exp.column(f"v{value_index[measure.qualified_name]}", table="r")
+            if index in group.conditions:
+                value = exp.Case(ifs=[exp.If(this=exp.column(f"c{index}", table="r"), true=value)])
+            aggregates.append(exp.alias_(_aggregate(measure, value, unique_keys), f"m{index}"))
+        if rolling is None:
+            dims = [exp.column(f"d{i}", table="r") for i in range(len(self.dimensions))]
+            select = exp.select(*[exp.alias_(d, f"d{i}") for i, d in enumerate(dims)], *aggregates).from_(rows.subquery("r"))
+            return select.group_by(*dims) if dims else select
+        return self._rolling_select(group, base, rolling, rows, aggregates)
+
+    def _rolling_dimension(self, group: _Group) -> _Dimension | None:
+        """The time dimension a windowed group rolls along, if the query slices by its model's time."""
+        if group.window is None:
+            return None
+        for dim in self.dimensions:
+            if dim.model == group.base and dim.is_time_of_model:
+                if dim.grain is None:
+                    raise QueryError(
+                        f"a trailing window sliced by '{dim.label}' needs a grain (e.g. hour or day), so that "
+                        "each bucket's window can end at the bucket's end"
+                    )
+                return dim
+        return None
+
+    def _rolling_select(self, group: _Group, base: Model, rolling: _Dimension, rows: exp.Select, aggregates: list) -> exp.Select:
+        """For each time bucket, aggregate the rows of the window that ends at the bucket's end.
+
+        Aggregating the window's rows (not summing bucket values) keeps count distinct exact.
+        Buckets come from a series spanning the model's rows, so empty buckets still appear.
+        """
+        grain = _GRAIN_INTERVALS[rolling.grain]
+        unit = exp.Var(this=rolling.grain.upper())
+        time = base.time_expr
+        bounds = exp.select(
+            exp.alias_(exp.TimestampTrunc(this=exp.Min(this=time.copy()), unit=unit), "lo"),
+            exp.alias_(exp.TimestampTrunc(this=exp.Max(this=time.copy()), unit=unit.copy()), "hi"),
+        ).from_(self._source(base))
+        series = exp.Table(
+            this=exp.Anonymous(this="generate_series", expressions=[
+                exp.column("lo", table="bounds"), exp.column("hi", table="bounds"), dialects.interval(grain)]),
+            alias=exp.TableAlias(this=exp.to_identifier("s"), columns=[exp.to_identifier("bucket")]),
+        )
+        bucket = exp.column("bucket", table="s")
+        end = exp.Add(this=bucket, expression=dialects.interval(grain))
+        window = group.window
+        start_offset = window.length + window.delay if window.delay else window.length
+        lower = exp.Sub(this=end.copy(), expression=dialects.interval(start_offset))
+        upper = exp.Sub(this=end.copy(), expression=dialects.interval(window.delay)) if window.delay else end.copy()
+        on = exp.and_(
+            exp.GTE(this=exp.column("t", table="r"), expression=lower),
+            exp.LT(this=exp.column("t", table="r"), expression=upper),
+        )
+        dims = []
+        for i, dim in enumerate(self.dimensions):
+            dims.append(bucket.copy() if dim is rolling else exp.column(f"d{i}", table="r"))
+        select = (
+            exp.select(*[exp.alias_(d, f"d{i}") for i, d in enumerate(dims)], *aggregates)
+            .from_(bounds.subquery("bounds"))
+            .join(series)
+            .join(rows.subquery("r"), on=on, join_type="left")
+        )
+        return select.group_by(*[d.copy() for d in dims])
+
+    def _combine(self, aggregated: list[exp.Select]) -> exp.Select:
+        """Stack each group's aggregates and collapse them onto one row per dimension values."""
+        all_measures = sorted({int(a.alias[1:]) for s in aggregated for a in s.expressions if a.alias.startswith("m")})
+        parts = []
+        for select in aggregated:
+            own = {a.alias for a in select.expressions}
+            padded = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
+            padded += [exp.column(f"m{m}") if f"m{m}" in own else exp.alias_(exp.Null(), f"m{m}") for m in all_measures]
+            parts.append(exp.select(*padded).from_(select.subquery("g")))
+        union = parts[0]
+        for part in parts[1:]:
+            union = exp.union(union, part, distinct=False)
+        dims = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
+        measures = [exp.alias_(exp.Max(this=exp.column(f"m{m}")), f"m{m}") for m in all_measures]
+        select = exp.select(*dims, *measures).from_(union.subquery("groups"))
+        return select.group_by(*[d.copy() for d in dims]) if dims else select
+
+    def _order_and_limit(self, outer: exp.Select, metric_exprs) -> exp.Select:
+        labels = {d.label: exp.column(f"d{i}") for i, d in enumerate(self.dimensions)}
+        labels.update({name: expr for name, expr in metric_exprs})
+        order = []
+        for item in self.query.order_by:
+            if item.field not in labels:
+                raise QueryError(f"cannot order by '{item.field}': it is not in the query; order by one of: {', '.join(labels)}", "42703")
+            order.append(exp.Ordered(this=labels[item.field].copy(), desc=item.descending, nulls_first=item.descending))
+        if not order:  # a stable, readable default: by the dimensions, in the order asked
+            order = [exp.Ordered(this=exp.column(f"d{i}"), nulls_first=False) for i in range(len(self.dimensions))]
+        if order:
+            outer = outer.order_by(*order)
+        if self.query.limit is not None:
+            outer = outer.limit(self.query.limit)
+        if self.query.offset:
+            outer = outer.offset(self.query.offset)
+        return outer
+
+    # ---- model sources and joins ----------------------------------------------------
+
+    def _source(self, model: Model) -> exp.Expression:
+        """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe."""
+        alias = exp.to_identifier(model.name, quoted=True)
+        source = model.source.copy()
+        table = source if isinstance(source, exp.Table) else source.subquery()
+        table.set("alias", exp.TableAlias(this=alias))
+        as_of = None
+        if self.query.as_of is not None and model.time_expr is not None:
+            as_of = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(self.query.as_of))
+        if model.dedupe is not None:
+            keys = [qualify(exp.column(k), model.name) for k in model.dedupe.key]
+            order = qualify(exp.column(model.dedupe.by), model.name)
+            select = dialects.deduplicated(self.dialect, table, keys, order, model.dedupe.keep == "latest", as_of)
+            return select.subquery(alias.copy())
+        if as_of is not None:
+            return exp.select("*").from_(table).where(as_of).subquery(alias.copy())
+        return table
+
+    def _join_on(self, step) -> exp.Expression:
+        left = self.model.models[step.left].entities[step.entity]
+        right = self.model.models[step.right].entities[step.entity]
+        return exp.EQ(this=qualify(left.expr, step.left), expression=qualify(right.expr, step.right))
+
+
+# ---- small expression helpers ---------------------------------------------------------
+
+def _and(*conditions: exp.Expression | None) -> exp.Expression | None:
+    present = [c for c in conditions if c is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else exp.and_(*[exp.Paren(this=c.copy()) for c in present])
+
+
+def _safe_divide(numerator: exp.Expression, denominator: exp.Expression) -> exp.Expression:
+    return exp.Div(this=numerator, expression=exp.Nullif(this=denominator, expression=exp.Literal.number(0)))
+
+
+def _aggregate(measure: Measure, value: exp.Expression, unique_keys: set[str]) -> exp.Expression:
+    agg = measure.agg
+    if agg == "count" or (agg == "count_distinct" and measure.expr.sql() in unique_keys):
+        # Rows keep their model's grain (joins never fan out), so distinct keys need no DISTINCT.
+        return exp.Count(this=value)
+    if agg == "count_distinct":
+        return exp.Count(this=exp.Distinct(expressions=[value]))
+    if agg == "percentile":
+        return exp.PercentileCont(this=value, expression=exp.Literal.number(measure.percentile))
+    return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max, "median": exp.Median}[agg](this=value)
+
+
+def _literal(value, kind: str, field_name: str) -> exp.Expression:
+    """A user value as a typed SQL literal, checked against the field's type."""
+    if value is None:
+        return exp.Null()
+    if kind == "time":
+        if isinstance(value, dt.datetime):
+            return dialects.timestamp(value)
+        if isinstance(value, dt.date):
+            return dialects.timestamp(dt.datetime(value.year, value.month, value.day))
+        if isinstance(value, str):
+            return dialects.timestamp(parse_timestamp(value, f"filter on '{field_name}'"))
+        raise QueryError(f"filter on time dimension '{field_name}' needs a timestamp, got {value!r}", "22007")
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)) or type(value).__name__ == "Decimal":
+        if kind == "boolean":
+            raise QueryError(f"filter on boolean dimension '{field_name}' needs true or false, got {value!r}", "22P02")
+        return exp.Literal.number(value)
+    if isinstance(value, str):
+        if kind == "number":
+            try:
+                float(value)
+            except ValueError:
+                raise QueryError(f"filter on number dimension '{field_name}' needs a number, got {value!r}", "22P02") from None
+            return exp.Literal.number(value)
+        if kind == "boolean":
+            if value.lower() not in ("true", "false"):
+                raise QueryError(f"filter on boolean dimension '{field_name}' needs true or false, got {value!r}", "22P02")
+            return exp.Boolean(this=value.lower() == "true")
+        return exp.Literal.string(value)
+    raise QueryError(f"filter on '{field_name}': unsupported value {value!r}", "22P02")
+
+
+def _condition(target: exp.Expression, flt: Filter, kind: str, dialect: str) -> exp.Expression:
+    op = flt.op
+    target = target.copy()
+    if op == "is null":
+        return exp.Is(this=target, expression=exp.Null())
+    if op == "is not null":
+        return exp.Not(this=exp.Is(this=target, expression=exp.Null()))
+    if op in ("in", "not in"):
+        condition = exp.In(this=target, expressions=[_literal(v, kind, flt.field) for v in flt.value])
+        return exp.Not(this=condition) if op == "not in" else condition
+    if op == "between":
+        low, high = (_literal(v, kind, flt.field) for v in flt.value)
+        return exp.Between(this=target, low=low, high=high)
+    if op in ("contains", "starts with"):
+        if not isinstance(flt.value, str):
+            raise QueryError(f"'{op}' on '{flt.field}' needs a text value, got {flt.value!r}", "22P02")
+        position = exp.StrPosition(this=exp.cast(target, exp.DataType.Type.TEXT), substr=exp.Literal.string(flt.value))
+        if op == "contains":
+            return exp.GT(this=position, expression=exp.Literal.number(0))
+        return exp.EQ(this=position, expression=exp.Literal.number(1))
+    comparison = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
+    return comparison(this=target, expression=_literal(flt.value, kind, flt.field))

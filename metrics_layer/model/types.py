@@ -1,0 +1,172 @@
+"""The validated, immutable semantic model every door and the compiler work from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from .yaml_source import Location
+
+AGGREGATIONS = ("count", "count_distinct", "sum", "avg", "min", "max", "median", "percentile")
+ENTITY_TYPES = ("primary", "unique", "foreign")
+DIMENSION_TYPES = ("categorical", "time", "number", "boolean")
+METRIC_TYPES = ("simple", "ratio", "derived")
+FORMATS = ("number", "percent", "currency", "integer")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A duration written in YAML or a query ("3 hours"), kept in seconds."""
+
+    seconds: int
+    text: str
+
+    def __add__(self, other: "Interval") -> "Interval":
+        total = self.seconds + other.seconds
+        return Interval(total, describe_seconds(total))
+
+
+def describe_seconds(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    type: str
+    expr: exp.Expression  # over the model's own columns, unqualified
+    location: Location
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    model: str
+    type: str
+    expr: exp.Expression  # over the model's own columns, unqualified
+    description: str | None
+    location: Location
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.model}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    model: str
+    agg: str
+    expr: exp.Expression  # qualified with model aliases
+    filter: exp.Expression | None  # qualified with model aliases
+    filter_models: frozenset[str]  # models the filter reads, besides the measure's own
+    percentile: float | None
+    description: str | None
+    location: Location
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.model}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Dedupe:
+    key: tuple[str, ...]
+    keep: str  # latest | earliest
+    by: str
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: exp.Expression  # exp.Table or a parsed SELECT
+    entities: dict[str, Entity]
+    dimensions: dict[str, Dimension]
+    measures: dict[str, Measure]
+    time: str | None  # column (or dimension expression) that places a row in time
+    time_expr: exp.Expression | None
+    dedupe: Dedupe | None
+    description: str | None
+    location: Location
+
+    def unique_on(self, entity: str) -> bool:
+        """True when the model holds at most one row per value of this entity."""
+        ent = self.entities.get(entity)
+        if ent is None:
+            return False
+        if ent.type in ("primary", "unique"):
+            return True
+        return self.dedupe is not None and self.dedupe.key == (ent.expr.sql(),)
+
+
+@dataclass(frozen=True)
+class MeasureInput:
+    """A measure as a metric uses it: with the metric's extra row filter."""
+
+    measure: str  # model.measure
+    filter: exp.Expression | None
+    filter_models: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: str
+    description: str | None
+    label: str | None
+    format: str | None
+    inputs: dict[str, MeasureInput]  # simple: {"measure"}, ratio: {"numerator", "denominator"}
+    expr: exp.Expression | None  # derived: over metric names and model.measure references
+    window: Interval | None
+    label_delay: Interval | None
+    location: Location
+    depends_on: tuple[str, ...] = ()  # derived: metric names used in expr
+
+    @property
+    def qualified_name(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    description: str | None
+    metrics: tuple[str, ...]
+    dimensions: tuple[str, ...]
+    location: Location
+
+
+@dataclass
+class SemanticModel:
+    """Models, metrics and views of one project, validated. Treat as immutable."""
+
+    models: dict[str, Model]
+    metrics: dict[str, Metric]
+    views: dict[str, View]
+    files: tuple[str, ...] = ()
+    compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def measure(self, qualified: str) -> Measure | None:
+        model_name, _, name = qualified.partition(".")
+        model = self.models.get(model_name)
+        return model.measures.get(name) if model else None
+
+    def dimension(self, qualified: str) -> Dimension | None:
+        model_name, _, name = qualified.partition(".")
+        model = self.models.get(model_name)
+        return model.dimensions.get(name) if model else None
+
+    def metric_names(self) -> list[str]:
+        """Every name a query may ask for as a metric: metrics, then model.measure."""
+        names = list(self.metrics)
+        for model in self.models.values():
+            names.extend(m.qualified_name for m in model.measures.values())
+        return names
+
+    def dimension_names(self) -> list[str]:
+        return [d.qualified_name for m in self.models.values() for d in m.dimensions.values()]

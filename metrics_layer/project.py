@@ -1,0 +1,94 @@
+"""A project: a folder with `metrics_layer.yml` (engine URL, doors, users) and YAML under `metrics/`.
+
+With no project file the bundled demo is used: the demo YAML and a DuckDB file of synthetic
+data in the user's data folder. Environment variables override the file:
+METRICS_LAYER_PROJECT (folder), METRICS_LAYER_ENGINE (engine URL).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model.errors import did_you_mean
+
+PROJECT_FILE = "metrics_layer.yml"
+PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout")
+
+
+class ProjectError(ValueError):
+    pass
+
+
+@dataclass
+class Project:
+    root: Path
+    engine_url: str
+    metrics_dir: Path
+    is_demo: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_timeout(self) -> float | None:
+        value = self.settings.get("query_timeout")
+        return float(value) if value else None
+
+
+def data_home() -> Path:
+    base = os.environ.get("METRICS_LAYER_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "metrics-layer"
+    )
+    return Path(base)
+
+
+def demo_metrics_dir() -> Path:
+    """The demo YAML: shipped in the wheel as metrics_layer/demo_metrics, or the repo's metrics/."""
+    packaged = Path(__file__).parent / "demo_metrics"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "metrics"
+
+
+def demo_database() -> Path:
+    return data_home() / "demo.duckdb"
+
+
+def load_project(directory: str | Path | None = None) -> Project:
+    """The project in `directory`, else $METRICS_LAYER_PROJECT, else the current folder, else the demo."""
+    chosen = directory or os.environ.get("METRICS_LAYER_PROJECT")
+    if chosen is None and Path(PROJECT_FILE).is_file():
+        chosen = "."
+    engine_override = os.environ.get("METRICS_LAYER_ENGINE")
+    if chosen is None:
+        return Project(
+            root=demo_metrics_dir().parent, engine_url=engine_override or f"duckdb:///{demo_database()}",
+            metrics_dir=demo_metrics_dir(), is_demo=True,
+        )
+    root = Path(chosen).resolve()
+    if not root.is_dir():
+        raise ProjectError(f"project folder {str(chosen)!r} does not exist")
+    settings = _read_settings(root / PROJECT_FILE)
+    metrics_dir = root / str(settings.get("metrics", "metrics"))
+    if not metrics_dir.is_dir():
+        raise ProjectError(f"{root / PROJECT_FILE}: metrics folder {str(metrics_dir)!r} does not exist")
+    engine_url = engine_override or settings.get("engine") or "duckdb:///:memory:"
+    return Project(root=root, engine_url=str(engine_url), metrics_dir=metrics_dir, settings=settings)
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ProjectError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(settings, dict):
+        raise ProjectError(f"{path}: must be a mapping with keys: {', '.join(PROJECT_KEYS)}")
+    for key in settings:
+        if key not in PROJECT_KEYS:
+            raise ProjectError(f"{path}: unknown key '{key}'{did_you_mean(str(key), PROJECT_KEYS, 'valid keys')}")
+    return settings

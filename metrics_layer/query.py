@@ -1,0 +1,171 @@
+"""The shapes every door speaks: a SemanticQuery in, a Result out.
+
+Doors (CLI, REST, GraphQL, the PostgreSQL wire endpoint) translate their protocol into a
+`SemanticQuery`; the compiler turns it into SQL; an engine returns a `Result`. Queries are
+frozen and hashable so that compiled SQL can be cached per (query, dialect).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass, field
+from typing import Any
+
+GRAINS = ("minute", "hour", "day", "week", "month", "quarter", "year")
+
+# Filter operators, by the name every door uses.
+FILTER_OPS = (
+    "=", "!=", "<", "<=", ">", ">=",
+    "in", "not in", "between", "is null", "is not null",
+    "contains", "starts with",
+)
+_NO_VALUE_OPS = ("is null", "is not null")
+_LIST_OPS = ("in", "not in")
+
+
+class QueryError(ValueError):
+    """A request that cannot be answered as asked; the message says why and what is valid.
+
+    `code` is a PostgreSQL SQLSTATE, so that the SQL endpoint can pass it on unchanged:
+    42703 unknown column/field, 42P01 unknown table/view, 22023 invalid value,
+    0A000 not supported, 42883 wrong type, 57014 cancelled or timed out, 58000 engine error.
+    """
+
+    def __init__(self, message: str, code: str = "22023"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DimensionRef:
+    """A dimension asked for by a query: `model.dimension`, with a grain for time dimensions."""
+
+    name: str
+    grain: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The output column name: the name as written (grain does not rename it)."""
+        return self.name
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`field op value`. `field` is a dimension (filters rows) or a metric (filters results)."""
+
+    field: str
+    op: str
+    value: Any = None  # scalar; tuple for in / not in / between; None for is (not) null
+    grain: str | None = None  # compare the field truncated to this grain (time dimensions)
+
+    def __post_init__(self) -> None:
+        op = self.op.lower()
+        if op not in FILTER_OPS:
+            raise QueryError(
+                f"unknown filter operator {self.op!r} on {self.field!r}; "
+                f"valid operators: {', '.join(FILTER_OPS)}"
+            )
+        object.__setattr__(self, "op", op)
+        if isinstance(self.value, list):
+            object.__setattr__(self, "value", tuple(self.value))
+        if op in _NO_VALUE_OPS:
+            return
+        if op in _LIST_OPS and not isinstance(self.value, tuple):
+            object.__setattr__(self, "value", (self.value,))
+        if op == "between" and not (isinstance(self.value, tuple) and len(self.value) == 2):
+            raise QueryError(f"filter {self.field!r} between needs exactly two values [low, high]")
+        if self.value is None:
+            raise QueryError(f"filter {self.field!r} {op} needs a value")
+
+
+@dataclass(frozen=True)
+class OrderBy:
+    field: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class SemanticQuery:
+    """One request: metrics sliced by dimensions, filtered, ordered and limited.
+
+    `window` overrides every metric's trailing window ("3 hours"); `as_of` evaluates the
+    query using only rows whose time is at or before that moment, in every model involved.
+    """
+
+    metrics: tuple[str, ...] = ()
+    dimensions: tuple[DimensionRef, ...] = ()
+    filters: tuple[Filter, ...] = ()
+    order_by: tuple[OrderBy, ...] = ()
+    limit: int | None = None
+    offset: int | None = None
+    window: str | None = None
+    as_of: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Accept lists from callers; store tuples so the query stays hashable.
+        for name in ("metrics", "dimensions", "filters", "order_by"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        object.__setattr__(
+            self,
+            "dimensions",
+            tuple(DimensionRef(d) if isinstance(d, str) else d for d in self.dimensions),
+        )
+        for bound in ("limit", "offset"):
+            value = getattr(self, bound)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise QueryError(f"{bound} must be a non-negative integer, got {value!r}")
+        if isinstance(self.as_of, str):
+            object.__setattr__(self, "as_of", parse_timestamp(self.as_of, "as_of"))
+        if not self.metrics and not self.dimensions:
+            raise QueryError("a query needs at least one metric or dimension")
+
+
+def parse_timestamp(text: str, what: str) -> dt.datetime:
+    """ISO 8601 text to a naive UTC datetime (offsets are converted to UTC)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(
+            f"{what}: {text!r} is not a timestamp; write ISO 8601 such as 2026-03-01T12:00:00"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+# Logical column types a Result reports; doors map these to their own type systems.
+COLUMN_TYPES = ("boolean", "integer", "bigint", "double", "decimal", "text", "date", "timestamp", "interval", "unknown")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # one of COLUMN_TYPES
+
+
+@dataclass
+class Result:
+    """Columns and typed rows (Python values: int, float, Decimal, str, bool, datetime, date)."""
+
+    columns: list[Column]
+    rows: list[tuple] = field(default_factory=list)
+    sql: str | None = None
+
+    def records(self) -> list[dict[str, Any]]:
+        names = [c.name for c in self.columns]
+        return [dict(zip(names, row)) for row in self.rows]
+
+
+def json_value(value: Any) -> Any:
+    """A Python value as JSON would carry it without losing precision or type."""
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return value

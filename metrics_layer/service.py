@@ -1,0 +1,55 @@
+"""The one path from every door to the engine: model + query -> compiled SQL -> Result."""
+
+from __future__ import annotations
+
+import threading
+
+from .compile import compile_query
+from .engines import Cancel, Engine, EngineError, connect
+from .model import SemanticModel, load_model
+from .project import Project
+from .query import QueryError, Result, SemanticQuery
+
+
+class MetricsService:
+    """Holds the current model (replaced atomically on reload) and the engine."""
+
+    def __init__(self, project: Project, engine: Engine | None = None, model: SemanticModel | None = None):
+        self.project = project
+        self._model = model if model is not None else load_model(project.metrics_dir)
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+
+    @property
+    def model(self) -> SemanticModel:
+        return self._model
+
+    def replace_model(self, model: SemanticModel) -> None:
+        self._model = model  # one reference swap: requests in flight keep the model they started with
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = connect(self.project.engine_url, self.project.root)
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        from .engines import engine_dialect
+
+        return self._engine.dialect if self._engine is not None else engine_dialect(self.project.engine_url)
+
+    def compile(self, query: SemanticQuery, dialect: str | None = None) -> str:
+        return compile_query(self._model, query, dialect or self.dialect)
+
+    def run(self, query: SemanticQuery, cancel: Cancel | None = None, timeout: float | None = None) -> Result:
+        sql = self.compile(query)
+        try:
+            result = self.engine.execute(sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
+        except EngineError as e:
+            asked = ", ".join(query.metrics) or ", ".join(d.name for d in query.dimensions)
+            raise QueryError(f"query for {asked} failed: {e.message}", e.code) from None
+        result.sql = sql
+        return result
