@@ -74,6 +74,7 @@ class _Group:
     uses: dict[tuple, int] = field(default_factory=dict)  # use key -> m index
     values: dict[str, exp.Expression] = field(default_factory=dict)  # measure -> value expr
     conditions: dict[int, exp.Expression] = field(default_factory=dict)
+    counts: set[int] = field(default_factory=set)  # m indexes of counts: 0, not NULL, when absent
     models: set[str] = field(default_factory=set)
 
 
@@ -184,6 +185,8 @@ class _Compiler:
             self.use_count += 1
             group.uses[key] = index
             group.values.setdefault(measure.qualified_name, measure.expr)
+            if measure.agg in ("count", "count_distinct"):
+                group.counts.add(index)
             if condition is not None:
                 group.conditions[index] = condition
             group.models |= measure.filter_models | inp.filter_models
@@ -323,7 +326,15 @@ class _Compiler:
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
         dims = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
-        measures = [exp.alias_(exp.Max(this=exp.column(f"m{m}")), f"m{m}") for m in all_measures]
+        counts = set().union(*(g.counts for g in self.groups.values()))
+        measures = [
+            exp.alias_(
+                exp.Coalesce(this=exp.Max(this=exp.column(f"m{m}")), expressions=[exp.Literal.number(0)])
+                if m in counts else exp.Max(this=exp.column(f"m{m}")),
+                f"m{m}",
+            )
+            for m in all_measures
+        ]
         select = exp.select(*dims, *measures).from_(union.subquery("groups"))
         return select.group_by(*[d.copy() for d in dims]) if dims else select
 
