@@ -41,11 +41,13 @@ class MetricsService:
 
         return self._engine.dialect if self._engine is not None else engine_dialect(self.project.engine_url)
 
-    def compile(self, query: SemanticQuery, dialect: str | None = None) -> str:
-        return compile_query(self._model, query, dialect or self.dialect)
+    def compile(self, query: SemanticQuery, dialect: str | None = None, model: SemanticModel | None = None) -> str:
+        """SQL for `query`; `model` pins the model a request started with (default: the current one)."""
+        return compile_query(model if model is not None else self._model, query, dialect or self.dialect)
 
-    def run(self, query: SemanticQuery, cancel: Cancel | None = None, timeout: float | None = None) -> Result:
-        sql = self.compile(query)
+    def run(self, query: SemanticQuery, cancel: Cancel | None = None, timeout: float | None = None,
+            model: SemanticModel | None = None) -> Result:
+        sql = self.compile(query, model=model)
         try:
             result = self.engine.execute(sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
         except EngineError as e:

@@ -49,12 +49,15 @@ class DuckDBEngine(Engine):
         return cursor
 
     def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 10_000) -> tuple[list[Column], Iterator[list[tuple]]]:
-        cursor = self._cursor()
+        # A cursor of its own (~4 us): the caller may consume the batches later, from another
+        # thread, while this thread runs other queries (the SQL endpoint streams portals that way).
+        cursor = self._connection.cursor()
         if cancel is not None:
             cancel.bind(cursor.interrupt)
         try:
             cursor.execute(sql)
         except self._duckdb.Error as e:
+            cursor.close()
             if cancel is not None:
                 cancel.bind(None)
                 if cancel.cancelled:
@@ -75,6 +78,7 @@ class DuckDBEngine(Engine):
                         return
                     yield batch
             finally:
+                cursor.close()
                 if cancel is not None:
                     cancel.bind(None)
 

@@ -1,0 +1,224 @@
+"""Benchmark the SQL endpoint against the local PostgreSQL serving equal data, same client.
+
+    python bench/bench_pgwire.py [--leads 1000000] [--pg postgresql://postgres@127.0.0.1:5432/test]
+                                 [--seconds 5] [--keep]
+
+1. Streaming: rows/s of `SELECT id, utm_source, created_at FROM leads_view` (every lead, raw
+   dimensions, through a bench-only view) with psycopg, vs `SELECT id, utm_source, created_at
+   FROM <bench schema>.leads` on PostgreSQL.
+2. Round trips: small semantic queries per second with psycopg on one connection
+   (`SELECT utm_source, lead_count FROM channel_view WHERE utm_source = %s`, a 1,000-lead
+   table; psycopg prepares it on the server from the 5th run), vs the same question written by
+   hand on PostgreSQL.
+
+The endpoint runs in a server process of its own over DuckDB (demo data, `--leads` leads); the
+same rows go into PostgreSQL (demo_data.generate_postgres into schema `ml_bench`). Targets:
+>= 400,000 rows/s (>= 0.35x PostgreSQL) and >= 2,000 queries/s. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+END = dt.datetime(2026, 3, 1)
+SCHEMA = "ml_bench"
+
+BENCH_YAML = """
+# Bench-only: the leads table's raw columns as dimensions, and a small table of 1,000 leads.
+models:
+  - name: raw_leads
+    table: leads
+    entities: [{name: raw_lead, type: primary, expr: id}]
+    dimensions:
+      - {name: id, type: number}
+      - {name: utm_source}
+      - {name: created_at, type: time}
+  - name: channel_leads
+    table: leads_small
+    entities: [{name: channel_lead, type: primary, expr: id}]
+    dimensions:
+      - {name: utm_source}
+    measures:
+      - {name: lead_count, agg: count_distinct, expr: id}
+views:
+  - name: leads_view
+    dimensions: [raw_leads.id, raw_leads.utm_source, raw_leads.created_at]
+  - name: channel_view
+    dimensions: [channel_leads.utm_source]
+    metrics: [channel_leads.lead_count]
+"""
+
+SERVER_SCRIPT = """
+import asyncio, sys
+from metrics_layer.project import load_project
+from metrics_layer.service import MetricsService
+from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
+
+async def main():
+    project = load_project(sys.argv[1])
+    endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
+    print(endpoint.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await endpoint.close()
+
+asyncio.run(main())
+"""
+
+STREAM_SQL = "SELECT id, utm_source, created_at FROM leads_view"
+SMALL_SQL = "SELECT utm_source, lead_count FROM channel_view WHERE utm_source = %s"
+PG_STREAM_SQL = f"SELECT id, utm_source, created_at FROM {SCHEMA}.leads"
+PG_SMALL_SQL = (
+    f"SELECT utm_source, count(DISTINCT id) AS lead_count FROM {SCHEMA}.leads_small WHERE utm_source = %s GROUP BY 1"
+)
+SOURCES = ["google", "facebook", "newsletter", "direct", "bing"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare_data(folder: Path, leads: int, pg_url: str) -> Path:
+    import duckdb
+
+    from metrics_layer.demo_data import generate_duckdb, generate_postgres
+
+    path = folder / "bench.duckdb"
+    t0 = time.perf_counter()
+    generate_duckdb(str(path), leads=leads, end=END, progress=None)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE leads_small AS SELECT * FROM leads ORDER BY id LIMIT 1000")
+    con.close()
+    log(f"DuckDB: {leads:,} leads in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    generate_postgres(pg_url, leads=leads, end=END, progress=None, schema=SCHEMA)
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.leads_small")
+        conn.execute(f"CREATE TABLE {SCHEMA}.leads_small AS SELECT * FROM {SCHEMA}.leads ORDER BY id LIMIT 1000")
+        conn.execute(f"ANALYZE {SCHEMA}.leads_small")
+    log(f"PostgreSQL: same rows in schema {SCHEMA} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def start_endpoint(folder: Path, engine_url: str, name: str) -> tuple[subprocess.Popen, int]:
+    project = folder / name
+    (project / "metrics").mkdir(parents=True, exist_ok=True)
+    (project / "metrics" / "bench.yml").write_text(BENCH_YAML)
+    (project / "metrics_layer.yml").write_text(f"engine: {engine_url}\nusers:\n  bench: {{password: bench}}\n")
+    process = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(project)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    port = int(process.stdout.readline())
+    return process, port
+
+
+def stream(dsn: str, sql: str, runs: int = 3) -> tuple[float, int]:
+    """Best rows/s over `runs` full reads with psycopg (rows decoded into Python objects)."""
+    import psycopg
+
+    best, count = 0.0, 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            cur = conn.execute(sql)
+            count = 0
+            while batch := cur.fetchmany(50_000):
+                count += len(batch)
+            best = max(best, count / (time.perf_counter() - t0))
+    return best, count
+
+
+def round_trips(dsn: str, sql: str, seconds: float) -> tuple[float, list]:
+    """Queries per second, one connection, sequential, values rotating through SOURCES."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for source in SOURCES * 2:  # warm up: caches, and psycopg's prepare from the 5th run
+            last = conn.execute(sql, [source]).fetchall()
+        n = 0
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            for source in SOURCES:
+                last = conn.execute(sql, [source]).fetchall()
+            n += len(SOURCES)
+        return n / (time.perf_counter() - t0), last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--pg", default=os.environ.get("METRICS_LAYER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--keep", action="store_true", help="keep the bench schema in PostgreSQL")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="metrics-layer-bench-"))
+    processes = []
+    try:
+        data = prepare_data(folder, args.leads, args.pg)
+        process, port = start_endpoint(folder, f"duckdb:///{data}", "duckdb_project")
+        processes.append(process)
+        ours = f"host=127.0.0.1 port={port} user=bench password=bench dbname=metrics"
+        sep = "&" if "?" in args.pg else "?"
+        process, pg_port = start_endpoint(folder, f"{args.pg}{sep}options=-csearch_path%3D{SCHEMA}", "postgres_project")
+        processes.append(process)
+        ours_pg = f"host=127.0.0.1 port={pg_port} user=bench password=bench dbname=metrics"
+
+        log("streaming ...")
+        ours_rows, n_ours = stream(ours, STREAM_SQL)
+        pg_rows, n_pg = stream(args.pg, PG_STREAM_SQL)
+        assert n_ours == n_pg == args.leads, (n_ours, n_pg)
+        log("round trips ...")
+        ours_qps, ours_last = round_trips(ours, SMALL_SQL, args.seconds)
+        ours_pg_qps, ours_pg_last = round_trips(ours_pg, SMALL_SQL, args.seconds)
+        pg_qps, pg_last = round_trips(args.pg, PG_SMALL_SQL, args.seconds)
+        assert [tuple(r) for r in ours_last] == [tuple(r) for r in pg_last] == [tuple(r) for r in ours_pg_last]
+        ours_pg_rows, _ = stream(ours_pg, STREAM_SQL, runs=2)
+
+        print(f"| measure ({args.leads:,} leads, psycopg {__import__('psycopg').__version__}) | SQL endpoint | PostgreSQL | ratio | target |")
+        print("|---|---:|---:|---:|---|")
+        print(f"| streaming `{STREAM_SQL}` | {ours_rows:,.0f} rows/s | {pg_rows:,.0f} rows/s | "
+              f"{ours_rows / pg_rows:.2f}x | >= 400,000 rows/s, >= 0.35x |")
+        print(f"| round trips `{SMALL_SQL}` | {ours_qps:,.0f} q/s | {pg_qps:,.0f} q/s | "
+              f"{ours_qps / pg_qps:.2f}x | >= 2,000 q/s |")
+        print(f"| streaming, endpoint over the PostgreSQL engine | {ours_pg_rows:,.0f} rows/s | {pg_rows:,.0f} rows/s | "
+              f"{ours_pg_rows / pg_rows:.2f}x | |")
+        print(f"| round trips, endpoint over the PostgreSQL engine | {ours_pg_qps:,.0f} q/s | {pg_qps:,.0f} q/s | "
+              f"{ours_pg_qps / pg_qps:.2f}x | |")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end of the run")
+        ok = ours_rows >= 400_000 and ours_rows >= 0.35 * pg_rows and max(ours_qps, ours_pg_qps) >= 2_000
+        print(f"\ntargets {'met' if ok else 'NOT met'}")
+        return 0
+    finally:
+        for process in processes:
+            process.stdin.close()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+        if not args.keep:
+            try:
+                import psycopg
+
+                with psycopg.connect(args.pg, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+            except Exception as e:  # pragma: no cover
+                log(f"could not drop schema {SCHEMA}: {e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

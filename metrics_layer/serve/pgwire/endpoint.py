@@ -1,0 +1,153 @@
+"""Start the SQL endpoint: users from the project, the semantic backend, the protocol server.
+
+Project file:
+
+    sql:
+      port: 15432
+      auth: scram-sha-256          # or md5, password, trust
+    users:
+      analyst: {password_env: ANALYST_PASSWORD}                 # every view
+      fraud_team: {password: s3cret, views: [fraud_monitoring]}  # only these views
+
+$METRICS_LAYER_USERS ("name:password,name2:password2") adds users who see every view.
+With no users configured: the demo project accepts user `metrics`, password `metrics`;
+another project on a loopback address accepts any user name without a password (trust);
+on any other address the endpoint refuses to start until users are configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from typing import Any
+
+from ...project import Project, ProjectError
+from .semantic import SemanticBackend
+
+ENV_USERS = "METRICS_LAYER_USERS"
+DEMO_USER = ("metrics", "metrics")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_users(project: Project, environ: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, list[str] | None]]:
+    """(user -> password, user -> visible view names or None for all) from the project and env."""
+    environ = os.environ if environ is None else environ
+    passwords: dict[str, str] = {}
+    views: dict[str, list[str] | None] = {}
+    configured = project.settings.get("users") or {}
+    if isinstance(configured, list):  # [{name:, password:, views:}] is accepted too
+        configured = {str(u.get("name")): u for u in configured if isinstance(u, dict)}
+    if not isinstance(configured, dict):
+        raise ProjectError("users: must be a mapping of user name to {password | password_env, views}")
+    for name, spec in configured.items():
+        if isinstance(spec, str):
+            spec = {"password": spec}
+        if not isinstance(spec, dict):
+            raise ProjectError(f"users.{name}: must be a mapping with password (or password_env) and optional views")
+        unknown = set(spec) - {"password", "password_env", "views"}
+        if unknown:
+            raise ProjectError(f"users.{name}: unknown key(s) {', '.join(sorted(unknown))}; valid: password, password_env, views")
+        password = spec.get("password")
+        if password is None and spec.get("password_env"):
+            password = environ.get(str(spec["password_env"]))
+            if password is None:
+                raise ProjectError(f"users.{name}: environment variable {spec['password_env']} is not set")
+        if password is None:
+            raise ProjectError(f"users.{name}: needs password or password_env")
+        allowed = spec.get("views")
+        if allowed is not None and not (isinstance(allowed, list) and all(isinstance(v, str) for v in allowed)):
+            raise ProjectError(f"users.{name}.views: must be a list of view names")
+        passwords[str(name)] = str(password)
+        views[str(name)] = list(allowed) if allowed is not None else None
+    for entry in (environ.get(ENV_USERS) or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, password = entry.partition(":")
+        if not sep or not name or not password:
+            raise ProjectError(f"{ENV_USERS}: write name:password pairs separated by commas")
+        passwords[name] = password
+        views[name] = None
+    return passwords, views
+
+
+def check_views(views: dict[str, list[str] | None], known: list[str]) -> None:
+    from ...model.errors import did_you_mean
+
+    for user, allowed in views.items():
+        for name in allowed or []:
+            if name not in known:
+                raise ProjectError(f"users.{user}.views: unknown view '{name}'{did_you_mean(name, known, 'views')}")
+
+
+class SqlEndpoint:
+    """The running endpoint: `port` is the bound port; `await close()` stops it."""
+
+    def __init__(self, server: Any, backend: SemanticBackend, auth: str, users: dict[str, str]):
+        self.server = server
+        self.backend = backend
+        self.auth = auth
+        self.users = users
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    async def close(self) -> None:
+        await self.server.stop()
+
+
+def endpoint_config(project: Project, host: str, environ: dict[str, str] | None = None) -> tuple[str, dict[str, str] | None, dict]:
+    """(auth method, user -> password or None for trust, user -> views)."""
+    from ...views import public_views  # noqa: F401  (imported for check_views callers)
+
+    sql_settings = project.settings.get("sql") or {}
+    if not isinstance(sql_settings, dict):
+        raise ProjectError("sql: must be a mapping with host, port, auth")
+    passwords, views = load_users(project, environ)
+    auth = str(sql_settings.get("auth") or "scram-sha-256").lower()
+    if auth not in ("scram-sha-256", "md5", "password", "trust"):
+        raise ProjectError(f"sql.auth: {auth!r} is not one of scram-sha-256, md5, password, trust")
+    if not passwords:
+        if project.is_demo:
+            passwords = {DEMO_USER[0]: DEMO_USER[1]}
+            views = {DEMO_USER[0]: None}
+        elif auth == "trust" or _is_loopback(host):
+            return "trust", None, {}
+        else:
+            raise ProjectError(
+                f"the SQL endpoint listens on {host}, not a loopback address: configure users in metrics_layer.yml "
+                f"(users: {{name: {{password_env: VAR}}}}) or ${ENV_USERS}"
+            )
+    return auth, passwords, views
+
+
+async def start_sql_endpoint(service, host: str, port: int, project: Project, **server_options: Any) -> SqlEndpoint:
+    """Start the PostgreSQL-protocol endpoint over `service`; returns it once listening."""
+    from ...views import public_views
+    from .server import PgWireServer
+
+    auth, passwords, views = endpoint_config(project, host)
+    check_views(views, list(public_views(service.model)))
+    backend = SemanticBackend(service, views)
+    server = PgWireServer(backend, host=host, port=port, users=passwords, auth_method=auth, **server_options)
+    await server.start()
+    if project.is_demo and passwords == {DEMO_USER[0]: DEMO_USER[1]}:
+        print(f"SQL endpoint: demo user '{DEMO_USER[0]}', password '{DEMO_USER[1]}'", file=sys.stderr, flush=True)
+    elif passwords is None:
+        print("SQL endpoint: no users configured; any user name is accepted without a password on loopback (trust)",
+              file=sys.stderr, flush=True)
+    return SqlEndpoint(server, backend, auth, passwords or {})

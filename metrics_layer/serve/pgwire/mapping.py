@@ -1,0 +1,926 @@
+"""Semantic SQL: a client's SELECT over a public view, mapped exactly onto one SemanticQuery.
+
+The accepted shape (each part optional except SELECT and FROM):
+
+    SELECT [DISTINCT] <dimensions and metrics> FROM [public.]<view> [AS alias]
+    [WHERE <filters>] [GROUP BY <dimensions>] [HAVING <filters>]
+    [ORDER BY <columns>] [LIMIT n] [OFFSET n]
+
+* A dimension column is grouped by; `date_trunc('hour', created_at)` asks for it at a grain and
+  `CAST(created_at AS DATE)` / `created_at::date` at day grain (values are dates).
+* A metric column is written bare, as `MEASURE(m)`, or in the aggregate that matches its
+  definition: SUM for sum measures, COUNT for count and count_distinct (COUNT(DISTINCT x) for
+  count_distinct), MIN, MAX, AVG for those. Anything else (SUM(accuracy)) is refused.
+* GROUP BY is optional; when present it must list exactly the dimension columns selected (by
+  name, alias, position or expression). A query with dimensions only returns their distinct
+  combinations.
+* WHERE and HAVING: an AND of `col op value` with =, <>, !=, <, <=, >, >=, IN, NOT IN, BETWEEN,
+  IS [NOT] NULL, LIKE 'abc%' (starts with), LIKE '%abc%' (contains); an OR of equalities on one
+  column is an IN. A condition on a metric filters the aggregated rows.
+* Wrappers tools put around a query: `SELECT * FROM (<query>) t [LIMIT n] [OFFSET n]` and
+  `SELECT count(*) FROM (<query>) t`.
+
+Anything else is refused with QueryError (SQLSTATE 0A000, or 42703 / 42P01 for unknown names):
+never approximated. Parsing happens once per SQL text: the result is a `Template` whose
+`$n` placeholders become values in `bind`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from ...model.errors import did_you_mean
+from ...model.types import SemanticModel
+from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
+from ...views import PublicView, ViewField
+
+UNSUPPORTED = "0A000"
+
+SHAPE_HINT = (
+    "write SELECT <dimensions>, <metrics> FROM <view> [WHERE ...] [GROUP BY ...] [HAVING ...] "
+    "[ORDER BY ...] [LIMIT n]"
+)
+
+# The aggregate a metric column may be wrapped in, by the measure's aggregation.
+_MATCHING_AGG = {
+    "sum": ("SUM",),
+    "count": ("COUNT",),
+    "count_distinct": ("COUNT", "COUNT DISTINCT"),
+    "min": ("MIN",),
+    "max": ("MAX",),
+    "avg": ("AVG",),
+}
+_AGG_NODES = {exp.Sum: "SUM", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX", exp.Avg: "AVG"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A `$n` placeholder (1-based), bound at execute time."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str  # as the client sees it
+    source: int  # index into the compiled query's columns (dimensions, then metrics)
+    field: ViewField
+    grain: str | None = None
+    as_date: bool = False  # CAST(... AS DATE): the values are dates
+
+
+@dataclass(frozen=True)
+class FilterTemplate:
+    field: ViewField
+    op: str
+    value: Any  # literal, Param, tuple of those, or None
+    grain: str | None = None
+    like: bool = False  # value is a LIKE pattern (bound at execute time when a parameter)
+    negate_like: bool = False
+
+
+@dataclass
+class Template:
+    """A mapped statement: everything but the parameter values."""
+
+    view: PublicView
+    columns: list[OutputColumn]
+    metrics: tuple[str, ...]
+    dimensions: tuple[DimensionRef, ...]
+    filters: tuple[FilterTemplate, ...]
+    order_by: tuple[OrderBy, ...]
+    limit: int | Param | None
+    offset: int | Param | None
+    post_limit: int | Param | None = None  # an outer wrapper's LIMIT/OFFSET over the rows
+    post_offset: int | Param | None = None
+    count_rows: bool = False  # SELECT count(*) FROM (<query>) t
+    count_name: str = "count"
+    param_fields: dict[int, Any] = field(default_factory=dict)  # $n -> ViewField, or "int8"/"text"
+    param_count: int = 0
+    star: bool = False  # the select list has SELECT *
+
+    @property
+    def identity(self) -> bool:
+        """True when output columns are the compiled columns in order (rows pass through)."""
+        return [c.source for c in self.columns] == list(range(len(self.dimensions) + len(self.metrics)))
+
+    def bind(self, params: list[Any] | tuple = (), window: str | None = None, as_of: Any = None) -> SemanticQuery:
+        if len(params) < self.param_count:
+            raise QueryError(
+                f"bind message supplies {len(params)} parameters, but the statement requires {self.param_count}", "08P01"
+            )
+        filters = []
+        for f in self.filters:
+            value = _bind_value(f.value, params)
+            op = f.op
+            if f.like:
+                op, value = _like_filter(f.field.name, value, f.negate_like)
+            filters.append(Filter(f.field.ref, op, value, f.grain))
+        limit = _bind_count(self.limit, params, "LIMIT")
+        offset = _bind_count(self.offset, params, "OFFSET")
+        return SemanticQuery(
+            metrics=self.metrics, dimensions=self.dimensions, filters=tuple(filters), order_by=self.order_by,
+            limit=limit, offset=offset or None, window=window, as_of=as_of,
+        )
+
+    def bind_post(self, params) -> tuple[int, int | None]:
+        """(offset, limit) of an outer wrapper, applied to the rows as they stream."""
+        return _bind_count(self.post_offset, params, "OFFSET") or 0, _bind_count(self.post_limit, params, "LIMIT")
+
+
+def _bind_value(value: Any, params) -> Any:
+    if isinstance(value, Param):
+        return params[value.index - 1]
+    if isinstance(value, tuple):
+        return tuple(_bind_value(v, params) for v in value)
+    return value
+
+
+def _bind_count(value, params, what: str) -> int | None:
+    if isinstance(value, Param):
+        value = params[value.index - 1]
+        if value is None:
+            return None  # LIMIT NULL is LIMIT ALL
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise QueryError(f"invalid input syntax for type bigint: \"{value}\"", "22P02") from None
+        if isinstance(value, (float, decimal.Decimal)) and value == int(value):
+            value = int(value)
+    if value is not None and (not isinstance(value, int) or value < 0):
+        raise QueryError(f"{what} must not be negative" if isinstance(value, int) else f"{what} must be an integer", "2201W")
+    return value
+
+
+def _like_filter(column: str, pattern: Any, negate: bool) -> tuple[str, str]:
+    if not isinstance(pattern, str):
+        raise QueryError(f"LIKE on '{column}' needs a text pattern, got {pattern!r}", "22P02")
+    if negate:
+        raise QueryError(f"NOT LIKE on '{column}' is not supported; use LIKE 'abc%' or '%abc%', or <> / NOT IN", UNSUPPORTED)
+    body = pattern
+    starts = body.endswith("%") and not body.endswith("\\%")
+    contains = starts and body.startswith("%") and len(body) >= 2
+    core = body[1:-1] if contains else body[:-1] if starts else body
+    if "%" in core or "_" in core or "\\" in core or not core:
+        raise QueryError(
+            f"LIKE pattern {pattern!r} on '{column}' is not supported: write 'abc%' (starts with), "
+            "'%abc%' (contains) or a pattern without wildcards (equals); '_' and inner '%' cannot be mapped",
+            UNSUPPORTED,
+        )
+    if contains:
+        return "contains", core
+    if starts:
+        return "starts with", core
+    return "=", core
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+
+
+class _Cache:
+    def __init__(self, size: int = 2048):
+        self._items: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_templates = _Cache()
+
+
+def parse_sql(sql: str) -> exp.Expression:
+    """The statement as a sqlglot tree (PostgreSQL syntax); 42601 on a syntax error."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
+    except sqlglot.errors.ParseError as e:
+        errors = getattr(e, "errors", None) or [{}]
+        detail = errors[0].get("description") or str(e).splitlines()[0]
+        raise QueryError(f"syntax error: {detail}", "42601") from None
+    if len(statements) != 1:
+        raise QueryError("expected exactly one statement", "42601")
+    return statements[0]
+
+
+def template_for(sql: str, model: SemanticModel, views: dict[str, PublicView], tree: exp.Expression | None = None) -> Template:
+    """The (cached) template of `sql` over `views` (the views the user may query)."""
+    key = (sql, id(model), id(views))
+    cached = _templates.get(key)
+    if cached is not None and cached[0] is model and cached[1] is views:
+        return cached[2]
+    if tree is None:
+        tree = parse_sql(sql)
+    template = _Mapper(model, views).statement(tree)
+    _templates.put(key, (model, views, template))
+    return template
+
+
+def ident(node: exp.Expression | str | None) -> str | None:
+    """An identifier as PostgreSQL resolves it: unquoted names fold to lower case."""
+    if node is None:
+        return None
+    if isinstance(node, str):
+        return node.lower()
+    if isinstance(node, exp.Identifier):
+        return node.this if node.quoted else node.this.lower()
+    return node.name.lower()
+
+
+@dataclass
+class _Item:
+    """One entry of the select list, resolved."""
+
+    name: str
+    field: ViewField
+    kind: str  # dimension | metric
+    grain: str | None = None
+    as_date: bool = False
+    expr_key: str = ""  # canonical SQL of the expression, to match GROUP BY / ORDER BY items
+
+
+class _Mapper:
+    def __init__(self, model: SemanticModel, views: dict[str, PublicView]):
+        self.model = model
+        self.views = views
+        self.view: PublicView | None = None
+        self.qualifiers: set[str] = set()
+        self.params: dict[int, Any] = {}
+        self.star = False
+
+    # ---- statement level ------------------------------------------------------------
+
+    def statement(self, tree: exp.Expression) -> Template:
+        if not isinstance(tree, exp.Select):
+            if isinstance(tree, (exp.Union, exp.Intersect, exp.Except)):
+                raise QueryError(f"UNION / INTERSECT / EXCEPT cannot be mapped onto one metrics query; {SHAPE_HINT}", UNSUPPORTED)
+            raise QueryError(f"only SELECT over a view is supported here; {SHAPE_HINT}", UNSUPPORTED)
+        if tree.args.get("with_"):
+            raise QueryError(f"WITH (common table expressions) cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
+        source = tree.args.get("from_")
+        if source is not None and isinstance(source.this, exp.Subquery) and isinstance(source.this.this, exp.Select):
+            return self._wrapper(tree, source.this)
+        return self._select(tree)
+
+    def _wrapper(self, outer: exp.Select, sub: exp.Subquery) -> Template:
+        for part in ("where", "group", "having", "joins", "laterals", "distinct", "qualify", "windows"):
+            if outer.args.get(part):
+                raise QueryError(
+                    "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
+                    "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
+                )
+        inner = self._select(sub.this)
+        projections = outer.expressions
+        if len(projections) == 1 and isinstance(projections[0], exp.Star):
+            if outer.args.get("order"):
+                raise QueryError("put ORDER BY inside the subquery: SELECT * FROM (<query> ORDER BY ...) t", UNSUPPORTED)
+            limit, offset = self._limits(outer)
+            if inner.limit is None and inner.offset is None and not isinstance(limit, Param) and not isinstance(offset, Param):
+                inner.limit, inner.offset = limit, offset
+            else:
+                inner.post_limit, inner.post_offset = limit, offset
+            inner.param_fields.update(self.params)
+            inner.param_count = max(self.params, default=0)
+            return inner
+        if len(projections) == 1:
+            node = projections[0]
+            name = ident(node.alias) if isinstance(node, exp.Alias) else "count"
+            target = node.this if isinstance(node, exp.Alias) else node
+            if isinstance(target, exp.Count) and isinstance(target.this, exp.Star) and not outer.args.get("order"):
+                limit, offset = self._limits(outer)
+                if limit is not None or offset:
+                    raise QueryError("LIMIT / OFFSET on SELECT count(*) FROM (<query>) t cannot be mapped", UNSUPPORTED)
+                inner.count_rows = True
+                inner.count_name = name
+                return inner
+        raise QueryError(
+            "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
+            "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
+        )
+
+    def _select(self, select: exp.Select) -> Template:
+        for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
+                           ("with_", "WITH"), ("into", "SELECT INTO"), ("locks", "FOR UPDATE / FOR SHARE")):
+            if select.args.get(part):
+                raise QueryError(f"{what} cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
+        distinct = select.args.get("distinct")
+        if distinct is not None and distinct.args.get("on") is not None:
+            raise QueryError("DISTINCT ON cannot be mapped onto a metrics query", UNSUPPORTED)
+        self._from(select)
+        items = self._items(select)
+        dims = [i for i in items if i.kind == "dimension"]
+        mets = [i for i in items if i.kind == "metric"]
+
+        # The compiled query has one column per distinct dimension (with grain) and metric.
+        dim_keys: list[tuple[str, str | None]] = []
+        for item in dims:
+            key = (item.field.ref, item.grain)
+            if key not in dim_keys:
+                if any(k[0] == key[0] for k in dim_keys):
+                    raise QueryError(
+                        f"'{item.field.name}' is asked for at two grains; ask for each dimension at one grain per query",
+                        UNSUPPORTED,
+                    )
+                dim_keys.append(key)
+        met_keys: list[str] = []
+        for item in mets:
+            if item.field.ref not in met_keys:
+                met_keys.append(item.field.ref)
+        columns = []
+        for item in items:
+            if item.kind == "dimension":
+                source = dim_keys.index((item.field.ref, item.grain))
+            else:
+                source = len(dim_keys) + met_keys.index(item.field.ref)
+            columns.append(OutputColumn(item.name, source, item.field, item.grain, item.as_date))
+
+        self._group_by(select, items, dims)
+        filters = []
+        for clause in ("where", "having"):
+            node = select.args.get(clause)
+            if node is not None:
+                filters += self._conditions(node.this, items)
+        order = self._order(select, items)
+        limit, offset = self._limits(select)
+        dimension_refs = tuple(DimensionRef(ref, grain) for ref, grain in dim_keys)
+        return Template(
+            view=self.view, columns=columns, metrics=tuple(met_keys), dimensions=dimension_refs,
+            filters=tuple(filters), order_by=tuple(order), limit=limit, offset=offset,
+            param_fields=dict(self.params), param_count=max(self.params, default=0), star=self.star,
+        )
+
+    def _from(self, select: exp.Select) -> None:
+        source = select.args.get("from_")
+        if source is None:
+            raise QueryError(f"a query needs FROM <view>; {SHAPE_HINT}", UNSUPPORTED)
+        table = source.this
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+            raise QueryError(f"FROM must name one view; {SHAPE_HINT}", UNSUPPORTED)
+        name = ident(table.this)
+        schema = ident(table.args.get("db"))
+        if schema not in (None, "public"):
+            raise QueryError(f"relation \"{schema}.{name}\" does not exist; views are in schema public: {self._view_list()}", "42P01")
+        view = self.views.get(name)
+        if view is None:
+            raise QueryError(self._unknown_view(name), "42P01")
+        self.view = view
+        alias = table.args.get("alias")
+        self.qualifiers = {name, f"public.{name}"}
+        if alias is not None and alias.this is not None:
+            if alias.columns:
+                raise QueryError("column aliases on the view (AS t(a, b)) are not supported", UNSUPPORTED)
+            self.qualifiers = {ident(alias.this)}
+
+    def _view_list(self) -> str:
+        return ", ".join(sorted(self.views)) or "(none)"
+
+    def _unknown_view(self, name: str) -> str:
+        tables = {m.name for m in self.model.models.values()}
+        for m in self.model.models.values():
+            if isinstance(m.source, exp.Table):
+                tables.add(m.source.name.lower())
+        if name in tables:
+            return (
+                f"relation \"{name}\" does not exist: '{name}' is a table of the semantic model, not a view; "
+                f"query one of the views: {self._view_list()}"
+            )
+        hint = did_you_mean(name, self.views, "views")
+        return f"relation \"{name}\" does not exist{hint if hint else '; no views are available'}"
+
+    # ---- select list ----------------------------------------------------------------
+
+    def _items(self, select: exp.Select) -> list[_Item]:
+        items: list[_Item] = []
+        for node in select.expressions:
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                if isinstance(node, exp.Column):
+                    self._check_qualifier(node)
+                self.star = True
+                for f in self.view.dimensions + self.view.metrics:
+                    items.append(_Item(f.name, f, f.kind, expr_key=f"col:{f.name}"))
+                continue
+            alias = None
+            if isinstance(node, exp.Alias):
+                alias = ident(node.args.get("alias"))
+                node = node.this
+            item = self._expression(node)
+            if alias:
+                item.name = alias
+            items.append(item)
+        if not items:
+            raise QueryError(f"select at least one column; {SHAPE_HINT}", UNSUPPORTED)
+        return items
+
+    def _check_qualifier(self, column: exp.Column) -> None:
+        table = ident(column.args.get("table"))
+        if table is None:
+            return
+        db = ident(column.args.get("db"))
+        qualified = f"{db}.{table}" if db else table
+        if qualified not in self.qualifiers and table not in self.qualifiers:
+            raise QueryError(f"missing FROM-clause entry for table \"{table}\"", "42P01")
+
+    def _column(self, column: exp.Column) -> ViewField:
+        self._check_qualifier(column)
+        name = ident(column.this)
+        f = self.view.field(name)
+        if f is None:
+            names = [x.name for x in self.view.fields]
+            raise QueryError(
+                f"column \"{name}\" does not exist in view {self.view.name}{did_you_mean(name, names, 'columns')}", "42703"
+            )
+        return f
+
+    def _expression(self, node: exp.Expression) -> _Item:
+        """A select-list expression: a dimension (maybe at a grain) or a metric."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Column):
+            f = self._column(node)
+            return _Item(f.name, f, f.kind, expr_key=f"col:{f.name}")
+        if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) or (
+            isinstance(node, exp.Anonymous) and node.name.lower() == "date_trunc"
+        ):
+            f, grain = self._truncation(node)
+            return _Item("date_trunc", f, "dimension", grain=grain, expr_key=f"trunc:{f.name}:{grain}")
+        if isinstance(node, exp.Cast):
+            target = node.to.this
+            inner = _strip_parens(node.this)
+            if isinstance(inner, exp.Column):
+                f = self._column(inner)
+                if f.kind == "dimension" and f.type == "time" and target == exp.DataType.Type.DATE:
+                    return _Item(f.name, f, "dimension", grain="day", as_date=True, expr_key=f"date:{f.name}")
+                raise QueryError(
+                    f"CAST of '{f.name}' to {node.to.sql('postgres')} cannot be mapped; the only cast supported is "
+                    "CAST(<time column> AS DATE) (day grain); cast in your tool instead", UNSUPPORTED,
+                )
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "measure":
+            if len(node.expressions) != 1 or not isinstance(_strip_parens(node.expressions[0]), exp.Column):
+                raise QueryError("MEASURE() takes one metric column: MEASURE(accuracy)", UNSUPPORTED)
+            f = self._column(_strip_parens(node.expressions[0]))
+            if f.kind != "metric":
+                raise QueryError(f"MEASURE() takes a metric; '{f.name}' is a dimension", UNSUPPORTED)
+            return _Item("measure", f, "metric", expr_key=f"met:{f.name}")
+        agg = self._aggregate_name(node)
+        if agg is not None:
+            f = self._aggregated_metric(node, agg)
+            return _Item(agg.split()[0].lower(), f, "metric", expr_key=f"met:{f.name}")
+        if isinstance(node, exp.Extract):
+            raise QueryError(
+                "EXTRACT cannot be mapped onto a metrics query (it would merge different periods); "
+                "use date_trunc('hour' | 'day' | 'week' | 'month' | 'quarter' | 'year', <time column>)", UNSUPPORTED,
+            )
+        raise QueryError(
+            f"expression {node.sql('postgres')[:80]!r} cannot be mapped onto a metrics query; select view columns, "
+            "MEASURE(metric), the aggregate matching a metric (SUM(x), COUNT(x) ...), date_trunc('<grain>', <time column>) "
+            "or CAST(<time column> AS DATE)", UNSUPPORTED,
+        )
+
+    def _aggregate_name(self, node: exp.Expression) -> str | None:
+        for cls, name in _AGG_NODES.items():
+            if type(node) is cls:
+                if cls is exp.Count and isinstance(node.this, exp.Distinct):
+                    return "COUNT DISTINCT"
+                return name
+        return None
+
+    def _aggregated_metric(self, node: exp.Expression, agg: str) -> ViewField:
+        arg = node.this
+        if isinstance(arg, exp.Distinct):
+            if len(arg.expressions) != 1:
+                raise QueryError("COUNT(DISTINCT ...) takes one metric column", UNSUPPORTED)
+            arg = arg.expressions[0]
+        arg = _strip_parens(arg)
+        if isinstance(arg, exp.Star):
+            raise QueryError(
+                "COUNT(*) over a view cannot be mapped: select a count metric instead (e.g. lead_count), "
+                "or count the rows of a query with SELECT count(*) FROM (<query>) t", UNSUPPORTED,
+            )
+        if not isinstance(arg, exp.Column):
+            raise QueryError(f"{agg.split()[0]}() takes one metric column here, e.g. {agg.split()[0]}(lead_count)", UNSUPPORTED)
+        f = self._column(arg)
+        if f.kind != "metric":
+            raise QueryError(
+                f"{agg.split()[0]}({f.name}) aggregates a dimension, which cannot be mapped onto a metrics query; "
+                f"aggregate metrics only (columns: {', '.join(m.name for m in self.view.metrics)})", UNSUPPORTED,
+            )
+        allowed = self._accepted_aggregates(f)
+        if agg not in allowed:
+            forms = [f.name, f"MEASURE({f.name})"] + [
+                f"COUNT(DISTINCT {f.name})" if a == "COUNT DISTINCT" else f"{a}({f.name})" for a in allowed
+            ]
+            raise QueryError(
+                f"{agg.replace(' DISTINCT', '(DISTINCT')}{'' if ' ' in agg else '('}{f.name}) does not match how "
+                f"'{f.name}' is defined ({self._definition(f)}); write {' or '.join(forms)}", UNSUPPORTED,
+            )
+        return f
+
+    def _measure_agg(self, f: ViewField) -> str | None:
+        metric = self.model.metrics.get(f.ref)
+        if metric is None:
+            measure = self.model.measure(f.ref)
+            return measure.agg if measure is not None else None
+        if metric.type == "simple" and "measure" in metric.inputs and metric.window is None:
+            measure = self.model.measure(metric.inputs["measure"].measure)
+            return measure.agg if measure is not None else None
+        return None
+
+    def _accepted_aggregates(self, f: ViewField) -> tuple[str, ...]:
+        agg = self._measure_agg(f)
+        return _MATCHING_AGG.get(agg, ()) if agg else ()
+
+    def _definition(self, f: ViewField) -> str:
+        agg = self._measure_agg(f)
+        if agg:
+            return f"a {agg} measure"
+        metric = self.model.metrics.get(f.ref)
+        return f"a {metric.type} metric" if metric else f"a {f.type} measure"
+
+    def _truncation(self, node: exp.Expression) -> tuple[ViewField, str]:
+        if isinstance(node, exp.Anonymous):
+            args = node.expressions
+            if len(args) != 2 or not (isinstance(args[0], exp.Literal) and args[0].is_string):
+                raise QueryError("date_trunc takes a grain and a time column: date_trunc('hour', created_at)", UNSUPPORTED)
+            unit, target = args[0].this, args[1]
+        else:
+            unit_node = node.args.get("unit")
+            unit = unit_node.name if unit_node is not None else ""
+            target = node.this
+            if node.args.get("zone") is not None:
+                raise QueryError("date_trunc with a time zone cannot be mapped; times are UTC", UNSUPPORTED)
+        grain = str(unit).strip("'").lower()
+        target = _strip_parens(target)
+        if isinstance(target, exp.Cast) and isinstance(_strip_parens(target.this), exp.Column):
+            target = _strip_parens(target.this)  # date_trunc('day', created_at::timestamp)
+        if not isinstance(target, exp.Column):
+            raise QueryError("date_trunc takes a time column of the view: date_trunc('hour', created_at)", UNSUPPORTED)
+        f = self._column(target)
+        if f.kind != "dimension" or f.type != "time":
+            raise QueryError(f"date_trunc applies to time dimensions; '{f.name}' is not one", UNSUPPORTED)
+        if grain not in GRAINS:
+            raise QueryError(
+                f"date_trunc grain '{grain}' is not supported{did_you_mean(grain, GRAINS, 'grains')}", UNSUPPORTED
+            )
+        return f, grain
+
+    # ---- GROUP BY -------------------------------------------------------------------
+
+    def _resolve_reference(self, node: exp.Expression, items: list[_Item], clause: str) -> _Item:
+        """A GROUP BY / ORDER BY item: a position, an output name or an expression of the list."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            try:
+                position = int(node.this)
+            except ValueError:
+                position = 0
+            if not 1 <= position <= len(items):
+                raise QueryError(f"{clause} position {node.this} is not in select list", "42P10")
+            return items[position - 1]
+        if isinstance(node, exp.Column) and node.args.get("table") is None:
+            name = ident(node.this)
+            named = [i for i in items if i.name == name]
+            if len(named) == 1 or (named and all(i.expr_key == named[0].expr_key for i in named)):
+                return named[0]
+            if len(named) > 1:
+                raise QueryError(f"{clause} \"{name}\" is ambiguous", "42702")
+        item = self._expression(node)
+        for candidate in items:
+            if candidate.expr_key == item.expr_key:
+                return candidate
+        return item  # not selected: the caller decides
+
+    def _group_by(self, select: exp.Select, items: list[_Item], dims: list[_Item]) -> None:
+        group = select.args.get("group")
+        if group is None:
+            return
+        if group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets"):
+            raise QueryError("ROLLUP / CUBE / GROUPING SETS cannot be mapped; run one query per grouping", UNSUPPORTED)
+        grouped = set()
+        for node in group.expressions:
+            item = self._resolve_reference(node, items, "GROUP BY")
+            if item.kind != "dimension":
+                raise QueryError(f"GROUP BY {item.field.name}: metrics are aggregates and cannot be grouped by", UNSUPPORTED)
+            if item not in items:
+                raise QueryError(
+                    f"GROUP BY {node.sql('postgres')} groups by a dimension that is not selected; a metrics query "
+                    "groups by exactly the dimensions it selects: add it to the select list", UNSUPPORTED,
+                )
+            grouped.add(item.expr_key)
+        missing = [d.name for d in dims if d.expr_key not in grouped]
+        if missing:
+            raise QueryError(
+                f"column \"{missing[0]}\" must appear in the GROUP BY clause (metrics queries group by every selected "
+                "dimension; GROUP BY may also be left out)", "42803",
+            )
+
+    # ---- WHERE / HAVING -------------------------------------------------------------
+
+    def _conditions(self, node: exp.Expression, items: list[_Item]) -> list[FilterTemplate]:
+        node = _strip_parens(node)
+        if isinstance(node, exp.And):
+            return self._conditions(node.this, items) + self._conditions(node.expression, items)
+        if isinstance(node, exp.Boolean) and node.this is True:
+            return []  # WHERE true / 1=1 style
+        return [self._condition(node, items)]
+
+    def _target(self, node: exp.Expression, items: list[_Item]) -> tuple[ViewField, str | None] | None:
+        """The filtered field (and grain) when `node` is a column-like expression, else None."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Column) and node.args.get("table") is None:
+            name = ident(node.this)
+            if self.view.field(name) is None:
+                for item in items:  # an output alias (accepted in HAVING by some tools)
+                    if item.name == name:
+                        return item.field, item.grain
+        if isinstance(node, (exp.Column, exp.TimestampTrunc, exp.DateTrunc, exp.Cast, exp.Anonymous, *_AGG_NODES)):
+            if isinstance(node, exp.Anonymous) and node.name.lower() not in ("measure", "date_trunc"):
+                return None
+            if isinstance(node, exp.Cast):
+                inner = _strip_parens(node.this)
+                if not isinstance(inner, exp.Column):
+                    return None
+                f = self._column(inner)
+                if f.type == "time" and f.kind == "dimension" and node.to.this == exp.DataType.Type.DATE:
+                    return f, "day"
+                if f.type == "time" and f.kind == "dimension" and node.to.this in (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ):
+                    return f, None
+                if f.kind == "dimension" and f.type == "categorical" and node.to.is_type("text", "varchar"):
+                    return f, None
+                raise QueryError(f"a filter on CAST({f.name} AS {node.to.sql('postgres')}) cannot be mapped", UNSUPPORTED)
+            item = self._expression(node)
+            return item.field, item.grain
+        return None
+
+    def _condition(self, node: exp.Expression, items: list[_Item]) -> FilterTemplate:
+        negate = False
+        if isinstance(node, exp.Not):
+            negate = True
+            node = _strip_parens(node.this)
+        if isinstance(node, exp.Or):
+            if negate:
+                raise QueryError("NOT (... OR ...) cannot be mapped; write <> / NOT IN conditions joined by AND", UNSUPPORTED)
+            return self._or(node, items)
+        if isinstance(node, exp.Is):
+            target = self._require_target(node.this, items)
+            if not isinstance(node.expression, exp.Null):
+                raise QueryError("IS supports NULL only (IS NULL / IS NOT NULL)", UNSUPPORTED)
+            is_not = bool(node.args.get("negate")) != negate
+            return FilterTemplate(target[0], "is not null" if is_not else "is null", None, target[1])
+        if isinstance(node, (exp.In, exp.Between)) and node.args.get("negate"):
+            negate = not negate
+        if isinstance(node, exp.In):
+            if node.args.get("query") is not None or node.args.get("unnest") is not None:
+                raise QueryError("IN (subquery) cannot be mapped; list the values: IN ('a', 'b')", UNSUPPORTED)
+            target = self._require_target(node.this, items)
+            values = tuple(self._value(v, target[0]) for v in node.expressions)
+            return FilterTemplate(target[0], "not in" if negate else "in", values, target[1])
+        if isinstance(node, exp.Between):
+            if negate:
+                raise QueryError("NOT BETWEEN cannot be mapped (it is an OR); write < low and > high as separate queries", UNSUPPORTED)
+            target = self._require_target(node.this, items)
+            values = (self._value(node.args["low"], target[0]), self._value(node.args["high"], target[0]))
+            return FilterTemplate(target[0], "between", values, target[1])
+        if isinstance(node, (exp.Like, exp.ILike)):
+            if isinstance(node, exp.ILike):
+                raise QueryError("ILIKE cannot be mapped (case-insensitive matching); use LIKE 'abc%' or '%abc%'", UNSUPPORTED)
+            if node.args.get("escape") is not None:
+                raise QueryError("LIKE ... ESCAPE cannot be mapped", UNSUPPORTED)
+            if node.args.get("negate"):
+                negate = not negate
+            target = self._require_target(node.this, items)
+            pattern = self._value(node.expression, target[0], text=True)
+            if isinstance(pattern, Param):
+                return FilterTemplate(target[0], "=", pattern, target[1], like=True, negate_like=negate)
+            op, value = _like_filter(target[0].name, pattern, negate)
+            return FilterTemplate(target[0], op, value, target[1])
+        if isinstance(node, exp.Escape):
+            raise QueryError("LIKE ... ESCAPE cannot be mapped", UNSUPPORTED)
+        comparisons = {exp.EQ: "=", exp.NEQ: "!=", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+        flipped = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+        negated = {"=": "!=", "!=": "="}
+        op = comparisons.get(type(node))
+        if op is not None:
+            left, right = node.this, node.expression
+            target = self._target(left, items)
+            if target is None:
+                target = self._target(right, items)
+                if target is None:
+                    raise self._unmappable_condition(node)
+                left, right, op = right, left, flipped[op]
+            elif self._target(right, items) is not None:
+                raise QueryError(
+                    f"a condition comparing two columns ({node.sql('postgres')[:60]}) cannot be mapped; compare a column with a value",
+                    UNSUPPORTED,
+                )
+            if negate:
+                if op not in negated:
+                    raise QueryError(f"NOT ({node.sql('postgres')[:60]}) cannot be mapped; write the opposite comparison", UNSUPPORTED)
+                op = negated[op]
+            value = self._value(right, target[0])
+            if value is None:
+                raise QueryError(f"comparing with NULL is never true; write {target[0].name} IS NULL / IS NOT NULL", UNSUPPORTED)
+            return FilterTemplate(target[0], op, value, target[1])
+        raise self._unmappable_condition(node)
+
+    def _unmappable_condition(self, node: exp.Expression) -> QueryError:
+        return QueryError(
+            f"condition {node.sql('postgres')[:80]!r} cannot be mapped; WHERE / HAVING accept an AND of "
+            "<column> =, <>, <, <=, >, >= <value>, IN (...), NOT IN (...), BETWEEN a AND b, IS [NOT] NULL, "
+            "LIKE 'abc%' or '%abc%', and OR of equalities on one column", UNSUPPORTED,
+        )
+
+    def _require_target(self, node: exp.Expression, items: list[_Item]) -> tuple[ViewField, str | None]:
+        target = self._target(node, items)
+        if target is None:
+            raise QueryError(f"{_strip_parens(node).sql('postgres')[:60]!r} is not a column of view {self.view.name}", UNSUPPORTED)
+        return target
+
+    def _or(self, node: exp.Or, items: list[_Item]) -> FilterTemplate:
+        parts: list[exp.Expression] = []
+
+        def flatten(n):
+            n = _strip_parens(n)
+            if isinstance(n, exp.Or):
+                flatten(n.this)
+                flatten(n.expression)
+            else:
+                parts.append(n)
+
+        flatten(node)
+        conditions = []
+        for part in parts:
+            condition = self._condition(part, items) if isinstance(part, (exp.EQ, exp.In)) else None
+            if condition is None or condition.op not in ("=", "in"):
+                raise QueryError(
+                    "OR is supported only between equalities on the same column (it becomes IN); "
+                    f"{_strip_parens(part).sql('postgres')[:60]!r} cannot be combined with OR", UNSUPPORTED,
+                )
+            conditions.append(condition)
+        first = conditions[0]
+        if any((c.field.ref, c.grain) != (first.field.ref, first.grain) for c in conditions):
+            raise QueryError(
+                "OR across different columns cannot be mapped onto a metrics query (filters are ANDed); "
+                "OR is supported only between equalities on the same column, e.g. utm_source = 'a' OR utm_source = 'b'",
+                UNSUPPORTED,
+            )
+        values: list[Any] = []
+        for c in conditions:
+            values.extend(c.value if c.op == "in" else (c.value,))
+        return FilterTemplate(first.field, "in", tuple(values), first.grain)
+
+    def _value(self, node: exp.Expression, target: ViewField, text: bool = False) -> Any:
+        """A literal or parameter compared with `target`."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Parameter) or isinstance(node, exp.Placeholder):
+            raw = node.this.this if isinstance(node.this, exp.Literal) else node.name
+            try:
+                index = int(str(raw).lstrip("$"))
+            except ValueError:
+                raise QueryError(f"parameter {node.sql()} is not supported; use $1, $2 ...", UNSUPPORTED) from None
+            self.params[index] = "text" if text else target
+            return Param(index)
+        if isinstance(node, exp.Null):
+            return None
+        if isinstance(node, exp.Boolean):
+            return bool(node.this)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return node.this
+            return _number(node.this)
+        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            return -_number(node.this.this)
+        if isinstance(node, exp.Cast):
+            inner = self._value(node.this, target, text)
+            if isinstance(inner, Param) or inner is None:
+                return inner
+            return _cast_literal(inner, node.to)
+        if isinstance(node, exp.Anonymous) and node.name.upper() in ("TIMESTAMP", "DATE"):
+            return self._value(node.expressions[0], target) if node.expressions else None
+        if isinstance(node, exp.Interval):
+            raise QueryError("interval arithmetic in a filter cannot be mapped; compare with a timestamp literal", UNSUPPORTED)
+        raise QueryError(
+            f"{node.sql('postgres')[:60]!r} is not a value; compare columns with literals or $n parameters "
+            "(no functions, NOW() or arithmetic)", UNSUPPORTED,
+        )
+
+    # ---- ORDER BY / LIMIT -----------------------------------------------------------
+
+    def _order(self, select: exp.Select, items: list[_Item]) -> list[OrderBy]:
+        order = select.args.get("order")
+        if order is None:
+            return []
+        result = []
+        for ordered in order.expressions:
+            item = self._resolve_reference(ordered.this, items, "ORDER BY")
+            if item not in items:
+                raise QueryError(
+                    f"ORDER BY {ordered.this.sql('postgres')[:40]}: it is not in the select list; a metrics query can "
+                    "order only by the columns it returns", UNSUPPORTED,
+                )
+            desc = bool(ordered.args.get("desc"))
+            nulls_first = ordered.args.get("nulls_first")
+            explicit = "NULLS" in ordered.sql("postgres").upper()
+            if explicit and bool(nulls_first) != desc:
+                raise QueryError(
+                    f"ORDER BY {item.name} {'DESC NULLS LAST' if desc else 'ASC NULLS FIRST'} cannot be mapped; "
+                    "NULLs sort last ascending and first descending (the PostgreSQL default)", UNSUPPORTED,
+                )
+            label = item.field.ref
+            if any(o.field == label for o in result):
+                continue
+            result.append(OrderBy(label, desc))
+        return result
+
+    def _limits(self, select: exp.Select) -> tuple[Any, Any]:
+        limit = offset = None
+        node = select.args.get("limit")
+        if isinstance(node, exp.Limit):
+            limit = self._count(node.expression, "LIMIT")
+        elif isinstance(node, exp.Fetch):
+            if node.args.get("limit_options") is not None and (
+                node.args["limit_options"].args.get("percent") or node.args["limit_options"].args.get("with_ties")
+            ):
+                raise QueryError("FETCH ... PERCENT / WITH TIES cannot be mapped", UNSUPPORTED)
+            count = node.args.get("count")
+            limit = 1 if count is None else self._count(count, "FETCH FIRST")
+        node = select.args.get("offset")
+        if node is not None:
+            offset = self._count(node.expression, "OFFSET")
+        return limit, offset
+
+    def _count(self, node: exp.Expression, what: str) -> int | Param | None:
+        node = _strip_parens(node)
+        if isinstance(node, (exp.Parameter, exp.Placeholder)):
+            raw = node.this.this if isinstance(node.this, exp.Literal) else node.name
+            index = int(str(raw).lstrip("$"))
+            self.params[index] = "int8"
+            return Param(index)
+        if isinstance(node, exp.Null) or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
+            return None
+        if isinstance(node, exp.Literal) and not node.is_string:
+            value = _number(node.this)
+            if isinstance(value, int) and value >= 0:
+                return value
+        if isinstance(node, exp.Neg):
+            raise QueryError(f"{what} must not be negative", "2201W")
+        raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _strip_parens(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def _number(text: str) -> int | decimal.Decimal | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        return float(text)
+
+
+def _cast_literal(value: Any, to: exp.DataType) -> Any:
+    """A typed literal (TIMESTAMP '...', '...'::date, '3'::int) as a Python value."""
+    t = to.this
+    T = exp.DataType.Type
+    try:
+        if t in (T.TIMESTAMP, T.TIMESTAMPTZ, T.DATETIME):
+            from ...query import parse_timestamp
+
+            return parse_timestamp(str(value), "timestamp literal")
+        if t == T.DATE:
+            return dt.date.fromisoformat(str(value).strip()[:10])
+        if t in (T.INT, T.BIGINT, T.SMALLINT, T.TINYINT):
+            return int(str(value).strip())
+        if t in (T.DOUBLE, T.FLOAT, T.DECIMAL):
+            return _number(str(value).strip())
+        if t in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME if hasattr(T, "NAME") else T.TEXT):
+            return str(value)
+        if t == T.BOOLEAN:
+            return str(value).strip().lower() in ("t", "true", "1", "yes", "on")
+    except ValueError:
+        raise QueryError(f"invalid input syntax for type {to.sql('postgres').lower()}: \"{value}\"", "22007") from None
+    raise QueryError(f"a value cast to {to.sql('postgres')} cannot be mapped", UNSUPPORTED)

@@ -1,0 +1,2 @@
+-- client: jdbc
+SET extra_float_digits = 3

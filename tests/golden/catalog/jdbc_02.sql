@@ -1,0 +1,2 @@
+-- client: jdbc
+SET application_name = 'PostgreSQL JDBC Driver'

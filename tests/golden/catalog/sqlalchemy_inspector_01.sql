@@ -1,0 +1,2 @@
+-- client: sqlalchemy inspector
+select pg_catalog.version()

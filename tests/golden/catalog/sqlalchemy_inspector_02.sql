@@ -1,0 +1,2 @@
+-- client: sqlalchemy inspector
+select current_schema()

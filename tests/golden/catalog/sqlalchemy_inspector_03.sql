@@ -1,0 +1,2 @@
+-- client: sqlalchemy inspector
+show transaction isolation level

@@ -1,0 +1,2 @@
+-- client: sqlalchemy inspector
+show standard_conforming_strings

@@ -1,0 +1,591 @@
+"""The SQL endpoint, end to end: the real server on a loopback port, driven by real clients.
+
+Every client's numbers for the mission metrics are compared with independent hand-written SQL
+(tests/reference.py) run directly on the same data. Catalog statements captured from real
+clients (tests/golden/catalog/) must run and show the views with typed columns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import reference
+from conftest import make_project
+
+psycopg = pytest.importorskip("psycopg")
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "golden" / "catalog"
+AS_OF = dt.datetime(2026, 2, 25, 12, 0, 0)
+PASSWORD = "s3cret-pw"
+
+SLOW_YAML = """
+models:
+  - name: slow
+    description: A very large synthetic range, to test cancelling a long query.
+    sql: SELECT range AS id, range % 10 AS k FROM range(50000000000)
+    entities: [{name: slow_row, type: primary, expr: id}]
+    dimensions:
+      - {name: k, type: number}
+    measures:
+      - {name: total, agg: sum, expr: id % 7}
+views:
+  - name: slow_view
+    description: Takes minutes unless cancelled.
+    metrics: [slow.total]
+    dimensions: [slow.k]
+"""
+
+USERS_YAML = f"""
+sql:
+  auth: scram-sha-256
+users:
+  analyst: {{password: {PASSWORD}}}
+  fraud_team: {{password_env: ML_TEST_FRAUD_PW, views: [fraud_monitoring]}}
+"""
+
+
+SERVER_SCRIPT = """
+import asyncio, sys
+from metrics_layer.project import load_project
+from metrics_layer.service import MetricsService
+from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
+
+async def main():
+    project = load_project(sys.argv[1])
+    endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
+    print(endpoint.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+    await endpoint.close()
+
+asyncio.run(main())
+"""
+
+
+class Endpoint:
+    """`metrics-layer`'s SQL endpoint (start_sql_endpoint) in a server process of its own."""
+
+    def __init__(self, project_dir: Path):
+        self.project_dir = project_dir
+
+    def start(self) -> "Endpoint":
+        import sys
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVER_SCRIPT, str(self.project_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE.parent),
+        )
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.process.kill()
+            raise RuntimeError(f"the SQL endpoint did not start: {line!r}")
+        self.port = int(line)
+        return self
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def dsn(self, user: str = "analyst", password: str = PASSWORD) -> str:
+        return f"host=127.0.0.1 port={self.port} user={user} password={password} dbname=metrics"
+
+    def url(self, user: str = "analyst", password: str = PASSWORD, driver: str = "postgresql") -> str:
+        return f"{driver}://{user}:{password}@127.0.0.1:{self.port}/metrics"
+
+
+@pytest.fixture(scope="module")
+def data_path(demo_duckdb_path) -> Path:
+    return demo_duckdb_path
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory, data_path, truth):
+    os.environ["ML_TEST_FRAUD_PW"] = "fraud-pw"
+    folder = make_project(tmp_path_factory.mktemp("sqlproj"), f"duckdb:///{data_path}", USERS_YAML)
+    (folder / "metrics" / "slow.yml").write_text(SLOW_YAML)
+    ep = Endpoint(folder).start()  # the server process inherits ML_TEST_FRAUD_PW
+    yield ep
+    ep.stop()
+
+
+@pytest.fixture(scope="module")
+def truth(data_path, tmp_path_factory):
+    """Run hand-written reference SQL directly on the same DuckDB data (a byte copy of the file,
+    made before the server opens it: DuckDB lets one process at a time open a file)."""
+    import duckdb
+
+    copy = tmp_path_factory.mktemp("truth") / "demo.duckdb"
+    shutil.copyfile(data_path, copy)
+
+    def run(sql: str) -> list[tuple]:
+        con = duckdb.connect(str(copy), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    return run
+
+
+# ---- comparing numbers -------------------------------------------------------------------
+
+def same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (float, decimal.Decimal)) or isinstance(b, (float, decimal.Decimal)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, str) and not isinstance(b, str):
+        return a == str(b)
+    return a == b
+
+
+def assert_rows(actual, expected, label: str = "") -> None:
+    actual, expected = [tuple(r) for r in actual], [tuple(r) for r in expected]
+    assert len(actual) == len(expected), f"{label}: {len(actual)} rows, expected {len(expected)}\n{actual}\n{expected}"
+    for a, e in zip(actual, expected):
+        assert len(a) == len(e) and all(same(x, y) for x, y in zip(a, e)), f"{label}: {a} != {e}"
+
+
+Q_ACCURACY = "SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1 ORDER BY 1"
+Q_FRAUD = "SELECT merchant_category, fraud_loss FROM fraud_monitoring GROUP BY merchant_category ORDER BY 1"
+Q_ACC3H = "SELECT accuracy_3h FROM conversion_monitoring"
+
+
+def expected_accuracy(truth):
+    return [(r[0], r[1]) for r in truth(reference.conversion_metrics_by_model_version())]
+
+
+def expected_fraud(truth):
+    return [(r[0], r[1]) for r in truth(reference.fraud_by_merchant_category())]
+
+
+def expected_acc3h(truth, window: str = "3 hours"):
+    return truth(reference.trailing_accuracy_at(AS_OF, window, "1 day"))
+
+
+# ---- psql ----------------------------------------------------------------------------------
+
+def psql(endpoint, *commands: str, user: str = "analyst", password: str = PASSWORD, check: bool = True):
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    args = ["psql", "-h", "127.0.0.1", "-p", str(endpoint.port), "-U", user, "-d", "metrics", "-X", "-A", "-F", "|"]
+    for command in commands:
+        args += ["-c", command]
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_psql_lists_describes_and_queries(endpoint, truth):
+    out = psql(endpoint, r"\dt").stdout
+    assert "public|conversion_monitoring|table|" in out and "public|fraud_monitoring|table|" in out
+    out = psql(endpoint, r"\d conversion_monitoring").stdout
+    assert "accuracy|double precision" in out and "created_at|timestamp without time zone" in out
+    assert "lead_count|bigint" in out and "utm_source|text" in out
+    out = psql(endpoint, r"\dt+").stdout
+    assert "Quality of the lead-conversion model" in out
+    assert "metrics|" in psql(endpoint, r"\l").stdout and "public|" in psql(endpoint, r"\dn").stdout
+    lines = psql(endpoint, Q_ACCURACY).stdout.strip().splitlines()
+    assert lines[0] == "model_version|accuracy"
+    rows = [tuple(line.split("|")) for line in lines[1:-1]]
+    expected = expected_accuracy(truth)
+    assert [r[0] or None for r in rows] == [e[0] for e in expected]
+    assert all(same(float(r[1]) if r[1] else None, e[1]) for r, e in zip(rows, expected))
+
+
+def test_psql_second_statement_is_classified_on_its_own(endpoint):
+    result = psql(endpoint, "SELECT lead_count FROM conversion_monitoring; CREATE TABLE evil (a int)", check=False)
+    assert "lead_count" in result.stdout  # the first statement ran
+    assert "read-only" in result.stderr  # the second was refused, not run
+    result = psql(endpoint, "SELECT 1 AS one; SELECT nope FROM conversion_monitoring; SELECT 2", check=False)
+    assert "column \"nope\" does not exist" in result.stderr
+
+
+# ---- psycopg 3 -----------------------------------------------------------------------------
+
+def test_psycopg_numbers_parameters_and_prepared_statements(endpoint, truth):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        assert_rows(conn.execute(Q_ACCURACY).fetchall(), expected_accuracy(truth), "accuracy")
+        assert_rows(conn.execute(Q_FRAUD).fetchall(), expected_fraud(truth), "fraud_loss")
+        expected = dict(expected_accuracy(truth))
+        sql = "SELECT model_version, accuracy FROM conversion_monitoring WHERE model_version = %s"
+        for run in range(8):  # psycopg prepares on the server from the 5th execution on
+            version = "v1" if run % 2 else "v2"
+            rows = conn.execute(sql, [version]).fetchall()
+            assert len(rows) == 1 and rows[0][0] == version and same(rows[0][1], expected[version]), run
+        rows = conn.execute(sql, ["v1"], prepare=True).fetchall()
+        assert same(rows[0][1], expected["v1"])
+        conn.execute("SET metrics.as_of = '2026-02-25 12:00:00'")
+        assert_rows(conn.execute(Q_ACC3H).fetchall(), expected_acc3h(truth), "accuracy_3h")
+        conn.execute("SET metrics.window = '6 hours'")
+        assert_rows(conn.execute(Q_ACC3H).fetchall(), expected_acc3h(truth, "6 hours"), "accuracy_3h, 6 hours")
+        assert conn.execute("SHOW metrics.window").fetchone() == ("6 hours",)
+        conn.execute("RESET metrics.window")
+        conn.execute("RESET metrics.as_of")
+        assert conn.execute("SHOW metrics.as_of").fetchone() == ("",)
+        # a time filter bound as a parameter, and a grain
+        rows = conn.execute(
+            "SELECT date_trunc('day', created_at) AS day, lead_count FROM conversion_monitoring "
+            "WHERE created_at >= %s AND created_at < %s GROUP BY 1 ORDER BY 1",
+            [dt.datetime(2026, 2, 20), dt.datetime(2026, 2, 23)],
+        ).fetchall()
+        expected = truth(
+            "SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads "
+            "WHERE created_at >= TIMESTAMP '2026-02-20' AND created_at < TIMESTAMP '2026-02-23' GROUP BY 1 ORDER BY 1")
+        assert_rows(rows, expected, "leads per day")
+
+
+def test_psycopg_server_side_cursor(endpoint, truth):
+    expected = truth("SELECT count(*) FROM (SELECT DISTINCT utm_source, created_at FROM leads)")[0][0]
+    with psycopg.connect(endpoint.dsn()) as conn:
+        with conn.cursor(name="big") as cur:
+            cur.itersize = 500
+            cur.execute("SELECT utm_source, created_at FROM conversion_monitoring")
+            first = cur.fetchmany(10)
+            assert len(first) == 10 and isinstance(first[0][1], dt.datetime)
+            rest = sum(1 for _ in cur)
+        assert 10 + rest == expected
+
+
+def test_psycopg_error_then_rollback_keeps_the_connection(endpoint):
+    with psycopg.connect(endpoint.dsn()) as conn:
+        with pytest.raises(psycopg.errors.UndefinedColumn) as info:
+            conn.execute("SELECT acuracy FROM conversion_monitoring")
+        assert "did you mean 'accuracy'" in str(info.value)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT lead_count FROM conversion_monitoring")
+        conn.rollback()
+        assert conn.execute("SELECT lead_count FROM conversion_monitoring").fetchone()[0] > 0
+
+
+def test_refusals_have_a_sqlstate_and_the_connection_continues(endpoint):
+    cases = [
+        ("SELECT SUM(accuracy) FROM conversion_monitoring", "0A000", "MEASURE(accuracy)"),
+        ("SELECT lead_count FROM conversion_monitoring WHERE utm_source = 'a' OR model_version = 'b'", "0A000", "OR"),
+        ("SELECT EXTRACT(hour FROM created_at), lead_count FROM conversion_monitoring", "0A000", "date_trunc"),
+        ("CREATE TABLE t (a int)", "25006", "read-only"),
+        ("INSERT INTO conversion_monitoring (utm_source) VALUES ('x')", "25006", "read-only"),
+        ("DELETE FROM conversion_monitoring", "25006", "read-only"),
+        ("DROP TABLE conversion_monitoring", "25006", "read-only"),
+        ("SELECT accuracy FROM conversion_monitorng", "42P01", "did you mean 'conversion_monitoring'"),
+        ("SELECT acuracy FROM conversion_monitoring", "42703", "did you mean 'accuracy'"),
+        ("SELECT id, utm_source FROM leads", "42P01", "not a view"),
+        ("SELECT c.relname, v.lead_count FROM pg_class c, conversion_monitoring v", "0A000", "catalog"),
+        ("SHOW no_such_setting", "42704", "unrecognized configuration parameter"),
+        ("SET metrics.as_of = 'yesterday'", "22007", "metrics.as_of"),
+    ]
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        for sql, code, words in cases:
+            with pytest.raises(psycopg.Error) as info:
+                conn.execute(sql)
+            assert info.value.sqlstate == code, (sql, info.value)
+            assert words in str(info.value), (sql, str(info.value))
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cancel_a_long_query(endpoint):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        outcome = {}
+
+        def run():
+            started = time.monotonic()
+            try:
+                conn.execute("SELECT k, total FROM slow_view")
+                outcome["error"] = None
+            except psycopg.Error as e:
+                outcome["error"] = e
+            outcome["seconds"] = time.monotonic() - started
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.0)
+        assert thread.is_alive(), "the slow query finished before it could be cancelled"
+        cancelled_at = time.monotonic()
+        conn.cancel()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert isinstance(outcome["error"], psycopg.errors.QueryCanceled), outcome
+        assert time.monotonic() - cancelled_at < 2.0
+        assert conn.execute("SELECT lead_count FROM conversion_monitoring").fetchone()[0] > 0
+
+
+def test_limit_is_applied_exactly(endpoint, truth):
+    expected = truth("SELECT count(*) FROM (SELECT DISTINCT utm_source, created_at FROM leads)")[0][0]
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute("SELECT utm_source, created_at FROM conversion_monitoring LIMIT 60000").fetchall()
+        assert len(rows) == expected  # more than any cap: every row
+        assert len(conn.execute("SELECT utm_source, created_at FROM conversion_monitoring LIMIT 7").fetchall()) == 7
+        count = conn.execute("SELECT count(*) FROM (SELECT utm_source, created_at FROM conversion_monitoring) t").fetchone()
+        assert count == (expected,)
+        cur = conn.execute("SELECT * FROM conversion_monitoring LIMIT 0")
+        assert cur.fetchall() == [] and [d.name for d in cur.description][:3] == ["utm_source", "model_version", "created_at"]
+
+
+def test_result_types_equal_the_catalog_types(endpoint):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        catalog = dict(conn.execute(
+            "SELECT a.attname, a.atttypid FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname = 'fraud_monitoring' AND a.attnum > 0").fetchall())
+        assert catalog["fraud_loss"] == 1700 and catalog["false_alarms"] == 20 and catalog["fraud_precision"] == 701
+        assert catalog["created_at"] == 1114 and catalog["merchant_category"] == 25
+        columns = ", ".join(name for name in catalog if name != "created_at")
+        cur = conn.execute(f"SELECT {columns} FROM fraud_monitoring GROUP BY 1, 2")  # runs the engine
+        rows = cur.fetchall()
+        assert rows and {d.name: d.type_code for d in cur.description} == {k: v for k, v in catalog.items() if k != "created_at"}
+        described = conn.cursor()
+        described.execute(f"SELECT {columns} FROM fraud_monitoring GROUP BY 1, 2", prepare=True)
+        assert [d.type_code for d in described.description] == [d.type_code for d in cur.description]
+
+
+# ---- asyncpg, pg8000 -----------------------------------------------------------------------
+
+def test_asyncpg_binary_results_and_dollar_parameters(endpoint, truth):
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def go():
+        conn = await asyncpg.connect(endpoint.url())
+        try:
+            rows = await conn.fetch(Q_ACCURACY)
+            assert_rows([tuple(r) for r in rows], expected_accuracy(truth), "asyncpg accuracy")
+            rows = await conn.fetch(Q_FRAUD)
+            assert isinstance(rows[0]["fraud_loss"], decimal.Decimal)
+            assert_rows([tuple(r) for r in rows], expected_fraud(truth), "asyncpg fraud_loss")
+            rows = await conn.fetch(
+                "SELECT merchant_category, fraud_loss FROM fraud_monitoring WHERE merchant_category = $1", "travel")
+            assert_rows([tuple(r) for r in rows], [e for e in expected_fraud(truth) if e[0] == "travel"])
+            rows = await conn.fetch(
+                "SELECT date_trunc('hour', created_at) AS h, lead_count FROM conversion_monitoring "
+                "WHERE created_at >= $1 GROUP BY 1 ORDER BY 1 LIMIT $2", dt.datetime(2026, 2, 28), 3)
+            assert len(rows) == 3 and isinstance(rows[0]["h"], dt.datetime) and isinstance(rows[0]["lead_count"], int)
+            await conn.execute("SET metrics.as_of = '2026-02-25 12:00:00'")
+            rows = await conn.fetch(Q_ACC3H)
+            assert_rows([tuple(r) for r in rows], expected_acc3h(truth), "asyncpg accuracy_3h")
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def test_pg8000(endpoint, truth):
+    native = pytest.importorskip("pg8000.native")
+    conn = native.Connection("analyst", host="127.0.0.1", port=endpoint.port, password=PASSWORD, database="metrics")
+    try:
+        assert_rows(conn.run(Q_ACCURACY), expected_accuracy(truth), "pg8000 accuracy")
+        assert_rows(conn.run(Q_FRAUD), expected_fraud(truth), "pg8000 fraud_loss")
+        rows = conn.run("SELECT model_version, accuracy FROM conversion_monitoring WHERE model_version = :v", v="v2")
+        assert_rows(rows, [e for e in expected_accuracy(truth) if e[0] == "v2"])
+        conn.run("SET metrics.as_of = '2026-02-25 12:00:00'")
+        assert_rows(conn.run(Q_ACC3H), expected_acc3h(truth), "pg8000 accuracy_3h")
+    finally:
+        conn.close()
+
+
+# ---- SQLAlchemy, pandas ----------------------------------------------------------------------
+
+def test_sqlalchemy_inspector_and_pandas(endpoint, truth):
+    sa = pytest.importorskip("sqlalchemy")
+    pd = pytest.importorskip("pandas")
+    engine = sa.create_engine(endpoint.url(driver="postgresql+psycopg"))
+    try:
+        inspector = sa.inspect(engine)
+        assert "public" in inspector.get_schema_names()
+        assert sorted(inspector.get_table_names()) == ["conversion_monitoring", "fraud_monitoring", "slow_view"]
+        columns = {c["name"]: c for c in inspector.get_columns("conversion_monitoring")}
+        assert list(columns)[:3] == ["utm_source", "model_version", "created_at"]
+        assert isinstance(columns["accuracy"]["type"], sa.Float) and isinstance(columns["lead_count"]["type"], sa.BigInteger)
+        assert isinstance(columns["created_at"]["type"], sa.DateTime)
+        assert columns["accuracy"]["comment"].startswith("Share of predicted leads")
+        assert inspector.has_table("fraud_monitoring") and not inspector.has_table("leads")
+        assert inspector.get_table_comment("fraud_monitoring")["text"].startswith("Cost and quality")
+        assert inspector.get_pk_constraint("fraud_monitoring")["constrained_columns"] == []
+        frame = pd.read_sql(Q_FRAUD, engine)
+        assert list(frame.columns) == ["merchant_category", "fraud_loss"]
+        assert_rows(frame.itertuples(index=False), expected_fraud(truth), "pandas fraud_loss")
+        with engine.connect() as conn:
+            frame = pd.read_sql(sa.text("SELECT model_version, accuracy FROM conversion_monitoring WHERE model_version = :v"),
+                                conn, params={"v": "v1"})
+        assert_rows(frame.itertuples(index=False), [e for e in expected_accuracy(truth) if e[0] == "v1"])
+    finally:
+        engine.dispose()
+
+
+# ---- JDBC ------------------------------------------------------------------------------------
+
+def _jdbc_jar() -> str | None:
+    for candidate in (os.environ.get("PGJDBC_JAR"), "/usr/share/java/postgresql.jar"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def test_jdbc(endpoint, truth, tmp_path):
+    jar = _jdbc_jar()
+    if shutil.which("javac") is None or shutil.which("java") is None or jar is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs java, javac and the PostgreSQL JDBC driver (apt-get install default-jdk-headless libpostgresql-jdbc-java)")
+        pytest.skip("java, javac or the PostgreSQL JDBC driver is missing")
+    subprocess.run(["javac", "-d", str(tmp_path), str(HERE / "jdbc" / "JdbcSmoke.java")], check=True, timeout=120)
+    url = f"jdbc:postgresql://127.0.0.1:{endpoint.port}/metrics"
+    result = subprocess.run(
+        ["java", "-cp", f"{jar}{os.pathsep}{tmp_path}", "JdbcSmoke", url, "analyst", PASSWORD, "conversion_monitoring",
+         "SELECT model_version, accuracy FROM conversion_monitoring WHERE model_version = ? ORDER BY 1", "v1",
+         "SELECT utm_source, created_at FROM conversion_monitoring", Q_FRAUD],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert lines[-1] == ["OK"]
+    tables = {line[1]: line[2] for line in lines if line[0] == "TABLE"}
+    assert tables == {"conversion_monitoring": "TABLE", "fraud_monitoring": "TABLE", "slow_view": "TABLE"}
+    columns = {line[2]: (int(line[3]), line[4]) for line in lines if line[0] == "COLUMN"}
+    assert columns["accuracy"] == (8, "float8") and columns["lead_count"] == (-5, "int8")
+    assert columns["created_at"] == (93, "timestamp") and columns["utm_source"] == (12, "text")
+    expected_v1 = dict(expected_accuracy(truth))["v1"]
+    prepared = [line for line in lines if line[0] == "PREPARED"]
+    assert len(prepared) == 6 and all(line[2] == "v1" and same(float(line[3]), expected_v1) for line in prepared)
+    fetched = int(next(line[1] for line in lines if line[0] == "FETCH"))
+    assert fetched == truth("SELECT count(*) FROM (SELECT DISTINCT utm_source, created_at FROM leads)")[0][0]
+    query = [dict(cell.split("=", 1) for cell in line[1:]) for line in lines if line[0] == "QUERY"]
+    assert_rows([(q["merchant_category"], decimal.Decimal(q["fraud_loss"])) for q in query], expected_fraud(truth), "jdbc")
+
+
+# ---- access control -----------------------------------------------------------------------------
+
+def test_users_and_view_access(endpoint):
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(endpoint.dsn(password="wrong"))
+    assert "password authentication failed" in str(info.value)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(endpoint.dsn(user="nobody", password="x"))
+    with psycopg.connect(endpoint.dsn("fraud_team", "fraud-pw"), autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1").fetchall()]
+        assert tables == ["fraud_monitoring"]
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'conversion_monitoring'").fetchone() == (0,)
+        assert conn.execute("SELECT false_alarms FROM fraud_monitoring").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.UndefinedTable) as info:
+            conn.execute("SELECT accuracy FROM conversion_monitoring")
+        assert "fraud_monitoring" in str(info.value)
+    out = psql(endpoint, r"\dt", user="fraud_team", password="fraud-pw").stdout
+    assert "fraud_monitoring" in out and "conversion_monitoring" not in out
+
+
+# ---- catalog statements captured from real clients ----------------------------------------------
+
+# file name -> what the result must show (rows containing these values)
+GOLDEN_EXPECT = {
+    "psql_dt_01.sql": {"conversion_monitoring", "fraud_monitoring"},
+    "psql_d_01.sql": {"conversion_monitoring", "fraud_monitoring"},
+    "psql_d_conversion_monitoring_03.sql": {"accuracy", "double precision", "timestamp without time zone", "bigint"},
+    "psql_dt_plus_01.sql": {"Quality of the lead-conversion model, by model version, channel and time."},
+    "jdbc_04.sql": {"conversion_monitoring", "fraud_monitoring", "TABLE"},
+    "jdbc_05.sql": {"utm_source", "model_version", "created_at", "accuracy", "lead_count"},
+    "sqlalchemy_inspector_07.sql": {"conversion_monitoring", "fraud_monitoring"},
+    "sqlalchemy_inspector_09.sql": {"accuracy", "double precision", "lead_count", "bigint"},
+    "sqlalchemy_inspector_17.sql": {"conversion_monitoring"},
+}
+
+
+def _golden(path: Path) -> tuple[str, list]:
+    text = path.read_text()
+    params = []
+    for line in text.splitlines():
+        if line.startswith("-- params: "):
+            params = json.loads(line[len("-- params: "):])
+    sql = "\n".join(line for line in text.splitlines() if not line.startswith("-- ")).strip()
+    return sql, params
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.sql")), ids=lambda p: p.name)
+def test_captured_catalog_statement(endpoint, path):
+    asyncpg = pytest.importorskip("asyncpg")
+    sql, params = _golden(path)
+
+    async def go():
+        conn = await asyncpg.connect(endpoint.url())
+        try:
+            if sql.lower().startswith(("set ", "show ")):
+                await conn.execute(sql)
+                return []
+            statement = await conn.prepare(sql)  # Parse/Describe as drivers do
+            # the log shows parameters as text; bind them as the types the endpoint described
+            kinds = [t.name for t in statement.get_parameters()]
+            values = [int(v) if k in ("int2", "int4", "int8", "oid") else (v in ("t", "true")) if k == "bool" else v
+                      for v, k in zip(params, kinds)]
+            return await statement.fetch(*values)
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(go())
+    values = {str(v) for row in rows for v in row}
+    missing = GOLDEN_EXPECT.get(path.name, set()) - values
+    assert not missing, f"{path.name}: missing {missing} in {rows[:5]}"
+
+
+def test_session_functions_and_settings(endpoint):
+    with psycopg.connect(endpoint.dsn(), autocommit=True, application_name="tests") as conn:
+        row = conn.execute(
+            "SELECT current_user, session_user, current_database(), current_catalog, current_schema(), "
+            "current_setting('application_name'), has_table_privilege('conversion_monitoring', 'SELECT'), "
+            "pg_encoding_to_char(6), 'fraud_monitoring'::regclass::oid > 0, format_type(1114, -1), "
+            "col_description('conversion_monitoring'::regclass, 4), obj_description('fraud_monitoring'::regclass, 'pg_class') IS NOT NULL, "
+            "to_regtype('integer')::oid, pg_backend_pid() > 0, version() LIKE 'PostgreSQL 15%'").fetchone()
+        assert row[:6] == ("analyst", "analyst", "metrics", "metrics", "public", "tests")
+        assert row[6:10] == (True, "UTF8", True, "timestamp without time zone")
+        assert row[10].startswith("Share of predicted leads") and row[11] is True and row[12] == 23
+        assert row[13:] == (True, True)
+        assert conn.execute("SELECT set_config('application_name', 'renamed', false)").fetchone() == ("renamed",)
+        assert conn.execute("SHOW application_name").fetchone() == ("renamed",)
+        keywords = conn.execute("SELECT count(*) FROM pg_get_keywords() WHERE catcode = 'R'").fetchone()[0]
+        assert keywords > 50
+        assert conn.execute("SELECT pg_postmaster_start_time() <= now()").fetchone() == (True,)
+        names = conn.execute(
+            "SELECT format('%I.%I', table_schema, table_name)::regclass::text FROM information_schema.tables "
+            "WHERE table_schema = 'public' ORDER BY 1").fetchall()
+        assert names[0] == ("conversion_monitoring",)
+        explain = conn.execute("EXPLAIN SELECT model_version, accuracy FROM conversion_monitoring").fetchall()
+        assert "SELECT" in "\n".join(r[0] for r in explain)
+
+
+# ---- the endpoint over the PostgreSQL engine ------------------------------------------------------
+
+def test_endpoint_over_postgres_types_and_numbers(tmp_path, demo_postgres_url):
+    folder = make_project(tmp_path / "pgproj", demo_postgres_url, USERS_YAML)
+    os.environ["ML_TEST_FRAUD_PW"] = "fraud-pw"
+    ep = Endpoint(folder).start()
+    try:
+        with psycopg.connect(demo_postgres_url) as pg:
+            truth_fraud = [tuple(r[:2]) for r in pg.execute(reference.fraud_by_merchant_category()).fetchall()]
+            truth_acc = [tuple(r[:2]) for r in pg.execute(reference.conversion_metrics_by_model_version()).fetchall()]
+        with psycopg.connect(ep.dsn(), autocommit=True) as conn:
+            catalog = dict(conn.execute(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c "
+                "ON c.oid = a.attrelid WHERE c.relname = 'fraud_monitoring' AND a.attnum > 0").fetchall())
+            assert catalog["fraud_loss"] == "numeric" and catalog["false_alarms"] == "bigint"
+            assert catalog["fraud_precision"] == "double precision" and catalog["created_at"] == "timestamp without time zone"
+            cur = conn.execute("SELECT merchant_category, fraud_loss, false_alarms, fraud_precision FROM fraud_monitoring GROUP BY 1 ORDER BY 1")
+            rows = cur.fetchall()
+            assert [d.type_code for d in cur.description] == [25, 1700, 20, 701]
+            assert_rows([r[:2] for r in rows], truth_fraud, "fraud_loss over PostgreSQL")
+            assert_rows(conn.execute(Q_ACCURACY).fetchall(), truth_acc, "accuracy over PostgreSQL")
+    finally:
+        ep.stop()

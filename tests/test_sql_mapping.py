@@ -1,0 +1,262 @@
+"""Unit tests of the semantic SQL mapping: client SQL -> one SemanticQuery, or a clear refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from metrics_layer.compile import compile_query
+from metrics_layer.model import load_model
+from metrics_layer.query import DimensionRef, Filter, OrderBy, QueryError
+from metrics_layer.serve.pgwire.mapping import Param, template_for
+from metrics_layer.serve.pgwire.semantic import classify
+from metrics_layer.views import public_views
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(REPO / "metrics")
+
+
+def mapped(model, sql, params=(), **bind):
+    template = template_for(sql, model, public_views(model))
+    query = template.bind(list(params), **bind)
+    compile_query(model, query)  # every accepted statement compiles
+    return template, query
+
+
+def refused(model, sql, code="0A000"):
+    with pytest.raises(QueryError) as info:
+        template_for(sql, model, public_views(model)).bind([])
+    assert info.value.code == code, info.value.message
+    return info.value.message
+
+
+MV = DimensionRef("predictions.model_version")
+
+
+def test_dimension_and_metric(model):
+    t, q = mapped(model, "SELECT model_version, accuracy FROM conversion_monitoring GROUP BY model_version")
+    assert q.metrics == ("accuracy",) and q.dimensions == (MV,)
+    assert [c.name for c in t.columns] == ["model_version", "accuracy"]
+    assert t.identity
+
+
+def test_group_by_is_optional_and_positional(model):
+    _, a = mapped(model, "SELECT model_version, accuracy FROM conversion_monitoring")
+    _, b = mapped(model, "SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1")
+    assert a == b
+
+
+def test_metric_forms(model):
+    t, q = mapped(model, "SELECT MEASURE(accuracy), SUM(missed_fraud_amount) FROM fraud_monitoring".replace(
+        "MEASURE(accuracy), ", "MEASURE(fraud_loss), "))
+    assert q.metrics == ("fraud_loss", "transactions.missed_fraud_amount")
+    assert [c.name for c in t.columns] == ["measure", "sum"]
+    _, q = mapped(model, "SELECT COUNT(false_alarms), COUNT(transaction_count) FROM fraud_monitoring")
+    assert q.metrics == ("transactions.false_alarms", "transactions.transaction_count")
+    _, q = mapped(model, "SELECT COUNT(DISTINCT lead_count), COUNT(lead_count) AS n FROM conversion_monitoring")
+    assert q.metrics == ("leads.lead_count",)
+
+
+def test_mismatching_aggregate_is_refused_with_the_accepted_forms(model):
+    message = refused(model, "SELECT SUM(accuracy) FROM conversion_monitoring")
+    assert "accuracy" in message and "MEASURE(accuracy)" in message
+    message = refused(model, "SELECT AVG(missed_fraud_amount) FROM fraud_monitoring")
+    assert "SUM(missed_fraud_amount)" in message
+    refused(model, "SELECT SUM(transaction_count) FROM fraud_monitoring")
+    refused(model, "SELECT COUNT(DISTINCT false_alarms) FROM fraud_monitoring")
+    refused(model, "SELECT MAX(utm_source) FROM conversion_monitoring")
+
+
+def test_grains_and_names(model):
+    t, q = mapped(model, "SELECT date_trunc('hour', created_at), accuracy FROM conversion_monitoring GROUP BY 1 ORDER BY 1")
+    assert q.dimensions == (DimensionRef("leads.created_at", "hour"),)
+    assert t.columns[0].name == "date_trunc"
+    assert q.order_by == (OrderBy("leads.created_at"),)
+    t, q = mapped(model, "SELECT CAST(created_at AS DATE), lead_count FROM conversion_monitoring GROUP BY 1")
+    assert q.dimensions == (DimensionRef("leads.created_at", "day"),) and t.columns[0].as_date
+    assert t.columns[0].name == "created_at"
+    _, q2 = mapped(model, "SELECT created_at::date AS day, lead_count FROM conversion_monitoring GROUP BY day")
+    assert q2 == q
+    for grain in ("minute", "day", "week", "month", "quarter", "year"):
+        _, q = mapped(model, f"SELECT DATE_TRUNC('{grain}', created_at) AS t, lead_count FROM conversion_monitoring GROUP BY t")
+        assert q.dimensions[0].grain == grain
+
+
+def test_extract_and_other_expressions_are_refused(model):
+    assert "date_trunc" in refused(model, "SELECT EXTRACT(hour FROM created_at), lead_count FROM conversion_monitoring")
+    refused(model, "SELECT accuracy * 100 FROM conversion_monitoring")
+    refused(model, "SELECT upper(utm_source) FROM conversion_monitoring")
+    refused(model, "SELECT COUNT(*) FROM conversion_monitoring")
+    refused(model, "SELECT date_trunc('fortnight', created_at) FROM conversion_monitoring")
+
+
+def test_aliases_quoted_identifiers_and_qualified_names(model):
+    t, q = mapped(model, 'SELECT v."model_version" AS "Model", v.accuracy AS acc FROM public.conversion_monitoring AS v ORDER BY acc DESC')
+    assert [c.name for c in t.columns] == ["Model", "acc"]
+    assert q.order_by == (OrderBy("accuracy", True),)
+    _, q = mapped(model, 'SELECT "conversion_monitoring".utm_source FROM "conversion_monitoring"')
+    assert q.dimensions == (DimensionRef("leads.utm_source"),)
+    refused(model, 'SELECT "Model_Version" FROM conversion_monitoring', "42703")
+    refused(model, "SELECT x.utm_source FROM conversion_monitoring v", "42P01")
+
+
+def test_reordered_and_repeated_columns(model):
+    t, q = mapped(model, "SELECT accuracy, model_version, accuracy AS again FROM conversion_monitoring")
+    assert q.metrics == ("accuracy",) and q.dimensions == (MV,)
+    assert [c.source for c in t.columns] == [1, 0, 1] and not t.identity
+
+
+def test_select_star_is_every_dimension_then_every_metric(model):
+    t, q = mapped(model, "SELECT * FROM fraud_monitoring WHERE merchant_category = 'travel' LIMIT 0")
+    view = public_views(model)["fraud_monitoring"]
+    assert [c.name for c in t.columns] == [f.name for f in view.dimensions + view.metrics]
+
+
+def test_where_operators(model):
+    sql = """SELECT utm_source, lead_count FROM conversion_monitoring
+             WHERE utm_source IN ('google', 'bing') AND model_version <> 'v1' AND created_at >= TIMESTAMP '2026-02-20'
+               AND created_at < '2026-02-25'::timestamp AND utm_source LIKE 'go%' AND model_version LIKE '%2%'
+               AND utm_source IS NOT NULL AND model_version NOT IN ('v0') AND created_at BETWEEN '2026-01-01' AND '2026-03-01'
+               AND (utm_source = 'google' OR utm_source = 'bing') AND NOT utm_source = 'x' AND utm_source LIKE 'google'"""
+    _, q = mapped(model, sql)
+    assert q.filters == (
+        Filter("leads.utm_source", "in", ("google", "bing")),
+        Filter("predictions.model_version", "!=", "v1"),
+        Filter("leads.created_at", ">=", dt.datetime(2026, 2, 20)),
+        Filter("leads.created_at", "<", dt.datetime(2026, 2, 25)),
+        Filter("leads.utm_source", "starts with", "go"),
+        Filter("predictions.model_version", "contains", "2"),
+        Filter("leads.utm_source", "is not null"),
+        Filter("predictions.model_version", "not in", ("v0",)),
+        Filter("leads.created_at", "between", ("2026-01-01", "2026-03-01")),
+        Filter("leads.utm_source", "in", ("google", "bing")),
+        Filter("leads.utm_source", "!=", "x"),
+        Filter("leads.utm_source", "=", "google"),
+    )
+
+
+def test_value_on_the_left_and_grain_filters(model):
+    _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE '2026-02-20' <= created_at AND created_at::date = '2026-02-21'")
+    assert q.filters == (Filter("leads.created_at", ">=", "2026-02-20"), Filter("leads.created_at", "=", "2026-02-21", "day"))
+    _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE date_trunc('hour', created_at) = TIMESTAMP '2026-02-21 10:00'")
+    assert q.filters == (Filter("leads.created_at", "=", dt.datetime(2026, 2, 21, 10), "hour"),)
+
+
+def test_metric_filters_in_having_and_where(model):
+    _, q = mapped(model, "SELECT merchant_category, fraud_loss FROM fraud_monitoring GROUP BY 1 HAVING fraud_loss > 100 AND SUM(missed_fraud_amount) < 1e9")
+    assert q.filters == (Filter("fraud_loss", ">", 100), Filter("transactions.missed_fraud_amount", "<", 1e9))
+    _, q = mapped(model, "SELECT merchant_category FROM fraud_monitoring WHERE false_alarms >= 3")
+    assert q.filters == (Filter("transactions.false_alarms", ">=", 3),)
+
+
+def test_refused_conditions(model):
+    message = refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source = 'a' OR model_version = 'v1'")
+    assert "OR" in message and "same column" in message
+    assert "LIKE" in refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source LIKE 'a_c%'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source LIKE '%a'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source ILIKE 'a%'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source NOT LIKE 'a%'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source = model_version")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at > now()")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at > TIMESTAMP '2026-01-01' - INTERVAL '1 day'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source IN (SELECT 1)")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE lower(utm_source) = 'a'")
+    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at NOT BETWEEN '2026-01-01' AND '2026-02-01'")
+
+
+def test_group_by_must_match_the_selected_dimensions(model):
+    assert refused(model, "SELECT model_version, utm_source, accuracy FROM conversion_monitoring GROUP BY 1", "42803")
+    refused(model, "SELECT accuracy FROM conversion_monitoring GROUP BY model_version")
+    refused(model, "SELECT model_version, accuracy FROM conversion_monitoring GROUP BY ROLLUP (model_version)")
+    refused(model, "SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 2")
+
+
+def test_order_limit_offset(model):
+    _, q = mapped(model, "SELECT model_version, accuracy FROM conversion_monitoring ORDER BY 2 DESC, model_version LIMIT 5 OFFSET 2")
+    assert q.order_by == (OrderBy("accuracy", True), OrderBy("predictions.model_version"))
+    assert (q.limit, q.offset) == (5, 2)
+    _, q = mapped(model, "SELECT model_version FROM conversion_monitoring FETCH FIRST 3 ROWS ONLY")
+    assert q.limit == 3
+    _, q = mapped(model, "SELECT model_version, accuracy FROM conversion_monitoring ORDER BY accuracy DESC NULLS FIRST")
+    assert q.order_by == (OrderBy("accuracy", True),)
+    refused(model, "SELECT model_version, accuracy FROM conversion_monitoring ORDER BY accuracy NULLS FIRST")
+    refused(model, "SELECT model_version FROM conversion_monitoring ORDER BY accuracy")
+
+
+def test_parameters_bind_at_execute(model):
+    sql = "SELECT merchant_category, fraud_loss FROM fraud_monitoring WHERE model_version = $1 AND created_at >= $2 GROUP BY 1 HAVING fraud_loss > $3 LIMIT $4"
+    t, q = mapped(model, sql, ["fraud-v2", dt.datetime(2026, 2, 10), 10, 3])
+    assert t.param_count == 4 and t.param_fields[4] == "int8"
+    assert t.filters[0].value == Param(1)
+    assert q.filters == (
+        Filter("fraud_scores.model_version", "=", "fraud-v2"), Filter("transactions.created_at", ">=", dt.datetime(2026, 2, 10)),
+        Filter("fraud_loss", ">", 10),
+    )
+    assert q.limit == 3
+    assert template_for(sql, model, public_views(model)) is t  # parsed once per text
+    q2 = t.bind(["fraud-v1", "2026-02-01", 1, None])
+    assert q2.filters[0].value == "fraud-v1" and q2.limit is None
+    t, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source LIKE $1", ["goo%"])
+    assert q.filters == (Filter("leads.utm_source", "starts with", "goo"),)
+    with pytest.raises(QueryError):
+        t.bind(["g_o%"])
+
+
+def test_session_settings_reach_the_query(model):
+    t = template_for("SELECT accuracy_3h FROM conversion_monitoring", model, public_views(model))
+    q = t.bind([], window="6 hours", as_of=dt.datetime(2026, 2, 25, 12))
+    assert q.window == "6 hours" and q.as_of == dt.datetime(2026, 2, 25, 12)
+
+
+def test_wrappers(model):
+    t, q = mapped(model, "SELECT * FROM (SELECT utm_source, lead_count FROM conversion_monitoring ORDER BY 2 DESC) AS t LIMIT 2")
+    assert q.limit == 2 and q.order_by == (OrderBy("leads.lead_count", True),)
+    t, q = mapped(model, "SELECT * FROM (SELECT utm_source FROM conversion_monitoring LIMIT 4) t LIMIT 2 OFFSET 1")
+    assert q.limit == 4 and t.bind_post([]) == (1, 2)
+    t, q = mapped(model, "SELECT count(*) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) AS t")
+    assert t.count_rows and q.dimensions == (DimensionRef("leads.utm_source"),)
+    refused(model, "SELECT utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t WHERE lead_count > 1")
+    refused(model, "SELECT sum(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t")
+
+
+def test_unknown_names(model):
+    message = refused(model, "SELECT acuracy FROM conversion_monitoring", "42703")
+    assert "did you mean 'accuracy'" in message
+    message = refused(model, "SELECT accuracy FROM conversion_monitorin", "42P01")
+    assert "did you mean 'conversion_monitoring'" in message
+    message = refused(model, "SELECT id FROM leads", "42P01")
+    assert "not a view" in message and "conversion_monitoring" in message
+    refused(model, "SELECT accuracy FROM other_schema.conversion_monitoring", "42P01")
+
+
+def test_shapes_that_cannot_be_mapped(model):
+    refused(model, "SELECT a.utm_source FROM conversion_monitoring a JOIN fraud_monitoring b ON true")
+    refused(model, "SELECT utm_source FROM conversion_monitoring UNION SELECT merchant_category FROM fraud_monitoring")
+    refused(model, "WITH x AS (SELECT 1) SELECT utm_source FROM conversion_monitoring")
+    refused(model, "SELECT DISTINCT ON (utm_source) utm_source FROM conversion_monitoring")
+    refused(model, "SELECT date_trunc('day', created_at), date_trunc('hour', created_at), lead_count FROM conversion_monitoring")
+
+
+def test_classification():
+    assert classify("SELECT * FROM pg_catalog.pg_class").kind == "catalog"
+    assert classify("select version()").kind == "catalog"
+    assert classify("SELECT accuracy FROM conversion_monitoring").kind == "semantic"
+    assert classify("set application_name = 'x'").kind == "set"
+    assert classify("SHOW TimeZone").kind == "show"
+    assert classify("EXPLAIN SELECT accuracy FROM conversion_monitoring").kind == "explain"
+    for sql, code in [
+        ("INSERT INTO conversion_monitoring VALUES (1)", "25006"), ("CREATE LOCAL TEMPORARY TABLE t (a int)", "25006"),
+        ("DROP TABLE conversion_monitoring", "25006"), ("UPDATE x SET a = 1", "25006"), ("DELETE FROM x", "25006"),
+        ("COPY x TO STDOUT", "0A000"), ("LISTEN x", "0A000"),
+        ("SELECT c.relname, v.accuracy FROM pg_class c, conversion_monitoring v", "0A000"),
+        ("WITH d AS (DELETE FROM x RETURNING *) SELECT * FROM d", "25006"),
+    ]:
+        with pytest.raises(QueryError) as info:
+            classify(sql)
+        assert info.value.code == code, sql
