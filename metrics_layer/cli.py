@@ -188,14 +188,17 @@ def _filter(text: str):
     return Filter(match.group("field"), op, value)
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _value(text: str) -> Any:
     text = text.strip().strip("'\"")
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+    if not _NUMBER.match(text):  # 'nan', 'inf' and '1_000' stay text, as written
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _ensure_demo_data(project) -> None:

@@ -45,6 +45,10 @@ class DimensionRef:
     name: str
     grain: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not (self.grain is None or isinstance(self.grain, str)):
+            raise QueryError(f"a dimension is a name and an optional grain, both text; got {self.name!r}, {self.grain!r}")
+
     @property
     def label(self) -> str:
         """The output column name: the name as written (grain does not rename it)."""
@@ -61,11 +65,14 @@ class Filter:
     grain: str | None = None  # compare the field truncated to this grain (time dimensions)
 
     def __post_init__(self) -> None:
-        op = self.op.lower()
+        if not isinstance(self.field, str):
+            raise QueryError(f"a filter's field must be a dimension or metric name, got {self.field!r}")
+        op = " ".join(self.op.lower().split()) if isinstance(self.op, str) else self.op
         if op not in FILTER_OPS:
             raise QueryError(
                 f"unknown filter operator {self.op!r} on {self.field!r}; "
-                f"valid operators: {', '.join(FILTER_OPS)}"
+                f"valid operators: {', '.join(FILTER_OPS)}",
+                "42883",  # PostgreSQL's code for "operator does not exist"
             )
         object.__setattr__(self, "op", op)
         if isinstance(self.value, list):
@@ -78,6 +85,10 @@ class Filter:
             raise QueryError(f"filter {self.field!r} between needs exactly two values [low, high]")
         if self.value is None:
             raise QueryError(f"filter {self.field!r} {op} needs a value")
+        try:
+            hash(self.value)
+        except TypeError:  # a dict, or a list inside the list
+            raise QueryError(f"filter {self.field!r} {op}: a value must be a scalar or a list of scalars, got {self.value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,13 @@ class SemanticQuery:
         # Accept lists from callers; store tuples so the query stays hashable.
         for name in ("metrics", "dimensions", "filters", "order_by"):
             value = getattr(self, name)
+            if isinstance(value, (str, DimensionRef, Filter, OrderBy)):
+                raise QueryError(f"{name} must be a list, got {value!r}")
             if not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        for metric in self.metrics:
+            if not isinstance(metric, str):
+                raise QueryError(f"a metric is named by text, got {metric!r}")
         object.__setattr__(
             self,
             "dimensions",
@@ -120,6 +136,12 @@ class SemanticQuery:
                 raise QueryError(f"{bound} must be a non-negative integer, got {value!r}")
         if isinstance(self.as_of, str):
             object.__setattr__(self, "as_of", parse_timestamp(self.as_of, "as_of"))
+        elif isinstance(self.as_of, dt.date) and not isinstance(self.as_of, dt.datetime):
+            object.__setattr__(self, "as_of", dt.datetime(self.as_of.year, self.as_of.month, self.as_of.day))
+        elif self.as_of is not None and not isinstance(self.as_of, dt.datetime):
+            raise QueryError(f"as_of must be a timestamp (ISO 8601 text), got {self.as_of!r}", "22007")
+        if self.window is not None and not isinstance(self.window, (str, int)):
+            raise QueryError(f"window must be a duration such as '3 hours', got {self.window!r}")
         if not self.metrics and not self.dimensions:
             raise QueryError("a query needs at least one metric or dimension")
 
@@ -130,7 +152,7 @@ def parse_timestamp(text: str, what: str) -> dt.datetime:
         value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise QueryError(
-            f"{what}: {text!r} is not a timestamp; write ISO 8601 such as 2026-03-01T12:00:00"
+            f"{what}: {text!r} is not a timestamp; write ISO 8601 such as 2026-03-01T12:00:00", "22007"
         ) from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)

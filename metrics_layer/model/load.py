@@ -45,6 +45,35 @@ def parse_interval(text: Any) -> Interval | None:
     return Interval(count * _UNIT_SECONDS[unit], f"{count} {unit}{'s' if count != 1 else ''}")
 
 
+def _sql_problem(error: Exception) -> str:
+    """What sqlglot found wrong, in one line."""
+    if isinstance(error, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(error, sqlglot.errors.ParseError) and error.errors:
+        first = error.errors[0]
+        description = first["description"]
+        if description.startswith("Required keyword"):  # names a sqlglot class; say what it means
+            description = "an operand is missing"
+        near = first.get("highlight")
+        return f"{description} near {near!r} (column {first['col']})" if near else description
+    if isinstance(error, sqlglot.errors.TokenError):
+        return "cannot split it into SQL tokens (an unclosed quote?)"
+    return str(error)
+
+
+def _kind(value: Any) -> str:
+    """A YAML value's kind, as a user would call it."""
+    if isinstance(value, Node):
+        return "a mapping"
+    if isinstance(value, Seq):
+        return "a list"
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
 def qualify(expression: exp.Expression, model: str) -> exp.Expression:
     """Give every unqualified column the model's alias, so the SQL is unambiguous in joins."""
     expression = expression.copy()
@@ -60,6 +89,9 @@ class _Loader:
         self.models: dict[str, Model] = {}
         self.metrics: dict[str, Metric] = {}
         self.views: dict[str, View] = {}
+        # Declared but invalid (already reported): referring to them is not a second error.
+        self.rejected: set[str] = set()  # model.dimension, model.measure
+        self.unjoinable: set[str] = set()  # models with a broken entity or dedupe
 
     def error(self, location: Location, message: str) -> None:
         self.errors.append(ModelError(location, message))
@@ -70,6 +102,8 @@ class _Loader:
         if not isinstance(value, Node):
             self.error(location, f"{what} must be a mapping with keys: {', '.join(allowed)}")
             return None
+        if what in ("model", "metric", "view") and isinstance(value.get("name"), str):
+            what = f"{what} '{value['name']}'"
         for key in value:
             if key not in allowed:
                 self.error(value.at(key), f"unknown key '{key}' in {what}{did_you_mean(key, allowed, 'valid keys')}")
@@ -90,7 +124,7 @@ class _Loader:
         if value is None:
             return None
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            self.error(node.at(key), f"{what} '{key}' must be text, got {type(value).__name__}")
+            self.error(node.at(key), f"{what} '{key}' must be text, got {_kind(value)}")
             return None
         return str(value)
 
@@ -111,12 +145,14 @@ class _Loader:
             return None
         try:
             parsed = sqlglot.parse_one(str(text))
-        except sqlglot.errors.ParseError as e:
-            detail = e.errors[0]["description"] if e.errors else str(e)
-            self.error(location, f"{what} is not valid SQL: {detail} in {str(text).strip()!r}")
+        except (sqlglot.errors.SqlglotError, RecursionError) as e:
+            self.error(location, f"{what} is not valid SQL: {_sql_problem(e)} in {str(text).strip()!r}")
             return None
         if isinstance(parsed, (exp.Select, exp.Union, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop)):
             self.error(location, f"{what} must be an expression, not a statement: {str(text).strip()!r}")
+            return None
+        if isinstance(parsed, exp.Alias):  # `a b` parses as `a AS b`: almost always a missing operator
+            self.error(location, f"{what} is not valid SQL: an operator is missing between {parsed.this.sql()!r} and {parsed.alias!r} in {str(text).strip()!r}")
             return None
         return parsed
 
@@ -149,9 +185,12 @@ class _Loader:
             self.error(node.at("name"), f"duplicate model '{name}' (first defined at {self.models[name].location})")
             return
         source = self.model_source(node, name)
+        errors_before = len(self.errors)
         entities = self.entities(node, name)
-        dimensions = self.dimensions(node, name)
         dedupe = self.dedupe(node, name)
+        if len(self.errors) > errors_before:
+            self.unjoinable.add(name)
+        dimensions = self.dimensions(node, name)
         time_name = self.text(node, "time", f"model '{name}'")
         time_expr = None
         if time_name is not None:
@@ -170,20 +209,24 @@ class _Loader:
 
     def model_source(self, node: Node, name: str) -> exp.Expression:
         table, sql = node.get("table"), node.get("sql")
-        if (table is None) == (sql is None):
-            self.error(node.location, f"model '{name}' needs exactly one of 'table' (a table or view name) or 'sql' (a SELECT)")
+        if table is None and sql is None:
+            self.error(node.location, f"model '{name}' needs its rows: table (a table or view name) or sql (a SELECT)")
+            return exp.to_table(name)
+        if table is not None and sql is not None:
+            self.error(node.at("sql"), f"model '{name}' has both table and sql; keep one: table (a table or view name) or sql (a SELECT)")
             return exp.to_table(name)
         if table is not None:
-            try:
-                return exp.to_table(str(table))
-            except sqlglot.errors.ParseError:
-                self.error(node.at("table"), f"model '{name}' table {table!r} is not a table name")
-                return exp.to_table(name)
+            if isinstance(table, str) and table.strip():
+                try:
+                    return exp.to_table(table)
+                except sqlglot.errors.SqlglotError:
+                    pass
+            self.error(node.at("table"), f"model '{name}' table must be a table name such as orders or schema.orders, got {_kind(table)}")
+            return exp.to_table(name)
         try:
             parsed = sqlglot.parse_one(str(sql))
-        except sqlglot.errors.ParseError as e:
-            detail = e.errors[0]["description"] if e.errors else str(e)
-            self.error(node.at("sql"), f"model '{name}' sql is not valid SQL: {detail}")
+        except (sqlglot.errors.SqlglotError, RecursionError) as e:
+            self.error(node.at("sql"), f"model '{name}' sql is not valid SQL: {_sql_problem(e)}")
             return exp.to_table(name)
         if not isinstance(parsed, (exp.Select, exp.Union)):
             self.error(node.at("sql"), f"model '{name}' sql must be a SELECT query")
@@ -198,7 +241,7 @@ class _Loader:
             if not name:
                 continue
             if name in result:
-                self.error(ent.at("name"), f"duplicate entity '{name}' in model '{model}'")
+                self.error(ent.at("name"), f"duplicate entity '{name}' in model '{model}' (first at {result[name].location})")
                 continue
             if "type" not in ent:
                 self.error(ent.location, f"entity '{name}' of model '{model}' needs a type: {', '.join(ENTITY_TYPES)}")
@@ -225,6 +268,8 @@ class _Loader:
                 result[name] = Dimension(
                     name, model, kind, expr, self.text(dim, "description", "dimension"), dim.location
                 )
+            else:
+                self.rejected.add(f"{model}.{name}")
         return result
 
     def dedupe(self, node: Node, model: str) -> Dedupe | None:
@@ -253,9 +298,10 @@ class _Loader:
             if not name:
                 continue
             if name in model.measures:
-                self.error(mea.at("name"), f"duplicate measure '{name}' in model '{model_name}'")
+                self.error(mea.at("name"), f"duplicate measure '{name}' in model '{model_name}' (first at {model.measures[name].location})")
                 continue
             what = f"measure '{model_name}.{name}'"
+            self.rejected.add(f"{model_name}.{name}")  # until it is known to be valid
             if "agg" not in mea:
                 self.error(mea.location, f"{what} needs agg: {', '.join(AGGREGATIONS)}")
                 continue
@@ -268,12 +314,13 @@ class _Loader:
                     self.error(mea.at("percentile") if "percentile" in mea else mea.location,
                                f"{what} with agg percentile needs percentile: a number between 0 and 1 (e.g. 0.95)")
                     continue
-            elif percentile is not None:
+            elif percentile is not None and agg is not None:
                 self.error(mea.at("percentile"), f"{what}: percentile is only valid with agg: percentile")
             if agg is None:
                 continue
             value = qualify(expr, model_name) if expr is not None else exp.Literal.number(1)
             condition, models = self.row_filter(mea.get("filter"), mea.at("filter"), f"{what} filter", model_name)
+            self.rejected.discard(f"{model_name}.{name}")
             model.measures[name] = Measure(
                 name=name, model=model_name, agg=agg, expr=value, filter=condition,
                 filter_models=models, percentile=float(percentile) if agg == "percentile" else None,
@@ -304,7 +351,11 @@ class _Loader:
                 self.error(location, f"{what}: unknown model '{table}'{did_you_mean(table, self.models, 'models')}")
                 continue
             models.add(table)
-            column.replace(self.resolve_column(model, column.name))
+            resolved = self.resolve_column(model, column.name)
+            if column is parsed:  # the whole filter is one boolean column: replace() has no parent to edit
+                parsed = resolved
+            else:
+                column.replace(resolved)
         return parsed, frozenset(models - {home})
 
     @staticmethod
@@ -317,18 +368,23 @@ class _Loader:
 
     def check_reach(self, base: str, models, location: Location, what: str) -> None:
         for target in sorted(models):
-            if target == base or target not in self.models:
-                continue
+            if target == base or target not in self.models or {base, target} & self.unjoinable:
+                continue  # an unknown model or a broken entity/dedupe is reported where it is written
             try:
                 join_path(self.models, base, target)
             except JoinError as e:
-                self.error(location, f"{what} uses model '{target}', unreachable from '{base}': {e}")
+                self.error(location, f"{what} uses model '{target}': {e}")
 
     # ---- metrics --------------------------------------------------------------------
 
     def measure_ref(self, text: Any, location: Location, what: str) -> str | None:
+        if text is None:
+            self.error(location, f"{what} is missing: name a measure as model.measure{did_you_mean('', self.all_measures(), 'measures')}")
+            return None
         if not isinstance(text, str) or "." not in text:
             self.error(location, f"{what} must name a measure as model.measure, got {text!r}{did_you_mean(str(text), self.all_measures(), 'measures')}")
+            return None
+        if text in self.rejected:
             return None
         if text not in self.all_measures():
             self.error(location, f"{what}: unknown measure '{text}'{did_you_mean(text, self.all_measures(), 'measures')}")
@@ -419,7 +475,7 @@ class _Loader:
             for column in metric.expr.find_all(exp.Column):
                 if column.table:
                     ref = f"{column.table}.{column.name}"
-                    if ref not in self.all_measures():
+                    if ref not in self.all_measures() and ref not in self.rejected:
                         self.error(metric.location, f"metric '{name}' expr: unknown measure '{ref}'{did_you_mean(ref, self.all_measures(), 'measures')}")
                 elif column.name in self.metrics:
                     depends.append(column.name)
@@ -427,6 +483,30 @@ class _Loader:
                     self.error(metric.location, f"metric '{name}' expr: unknown metric '{column.name}'{did_you_mean(column.name, self.metrics, 'metrics')} (measures are written model.measure)")
             self.metrics[name] = replace(metric, depends_on=tuple(dict.fromkeys(depends)))
         self.check_cycles()
+        self.check_derived_windows()
+
+    def check_derived_windows(self) -> None:
+        """A derived metric's window applies to every measure under it: their models need time."""
+        for name, metric in self.metrics.items():
+            if metric.type != "derived" or metric.window is None:
+                continue
+            for model_name in sorted(self.measure_models(name, set())):
+                model = self.models.get(model_name)
+                if model is not None and model.time_expr is None:
+                    self.error(metric.location, f"metric '{name}' has a window but model '{model_name}' (used in its expr) has no time; add `time: <timestamp column>` to model '{model_name}'")
+
+    def measure_models(self, name: str, seen: set[str]) -> set[str]:
+        """Models of every measure a metric reads, through derived metrics too."""
+        if name in seen or name not in self.metrics:
+            return set()
+        seen.add(name)
+        metric = self.metrics[name]
+        models = {inp.measure.split(".")[0] for inp in metric.inputs.values()}
+        if metric.expr is not None:
+            models |= {c.table for c in metric.expr.find_all(exp.Column) if c.table}
+        for dep in metric.depends_on:
+            models |= self.measure_models(dep, seen)
+        return models
 
     def check_cycles(self) -> None:
         state: dict[str, int] = {}  # 1 visiting, 2 done
@@ -467,6 +547,8 @@ class _Loader:
     def names_from(self, node: Node, key: str, valid: list[str], what: str, kind: str) -> list[str]:
         names = []
         for value, location in self.items(node.get(key), node.at(key), f"{what} {key}"):
+            if isinstance(value, str) and value in self.rejected:
+                continue
             if value not in valid:
                 self.error(location, f"{what}: unknown {kind} '{value}'{did_you_mean(str(value), valid, kind + 's')}")
             else:
