@@ -1,0 +1,546 @@
+"""The HTTP doors: GraphQL (+ GraphiQL page) and a small REST API, as one FastAPI app.
+
+    POST /graphql             GraphQL (GET with ?query= too; GET from a browser: GraphiQL)
+    POST /api/v1/query        run a query (JSON mirroring SemanticQuery) -> columns, rows, sql
+    POST /api/v1/compile      the SQL a query compiles to, for a dialect
+    GET  /api/v1/catalog      views, metrics and dimensions
+    GET  /health              model status, engine reachability, last reload errors (no auth)
+
+Every door only translates: JSON or a GraphQL selection into a SemanticQuery, the Result back
+into JSON. Engine work runs in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from inspect import isawaitable
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Union
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.staticfiles import StaticFiles
+
+from ..model.types import SemanticModel
+from ..query import DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
+from ..service import MetricsService
+from .auth import ApiKeys
+from .json_values import dumps
+
+log = logging.getLogger("metrics_layer.serve")
+
+STATIC_DIR = Path(__file__).parent / "static"
+_UNAUTHORIZED = json.dumps({"error": {"message": "missing or invalid API key"}}).encode()
+# Paths readable without a key: they hold no model or data (the GraphiQL page and its assets,
+# the REST API's own description) or are meant for probes (/health).
+_PUBLIC_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/")
+
+
+# ---- request bodies (pydantic: they make /docs meaningful) -------------------------------
+
+class DimensionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="model.dimension (or the dimension's own name when unambiguous)", examples=["leads.created_at"])
+    grain: str | None = Field(None, description="minute, hour, day, week, month, quarter or year (time dimensions)", examples=["hour"])
+
+
+class FilterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str = Field(description="a dimension (filters rows) or a metric (filters result rows)", examples=["predictions.model_version"])
+    op: str = Field(description="=, !=, <, <=, >, >=, in, not in, between, is null, is not null, contains, starts with", examples=["="])
+    value: Any = Field(None, description="a value; a list for in / not in / between; none for is (not) null", examples=["v2"])
+    grain: str | None = Field(None, description="compare a time dimension truncated to this grain")
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str = Field(description="a dimension or metric of the query, as written", examples=["accuracy"])
+    descending: bool = False
+
+
+class QueryIn(BaseModel):
+    """A SemanticQuery as JSON."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "metrics": ["accuracy"], "dimensions": ["predictions.model_version", {"name": "leads.created_at", "grain": "hour"}],
+        "filters": [{"field": "leads.utm_source", "op": "in", "value": ["google", "newsletter"]}],
+        "order_by": ["-leads.created_at"], "limit": 24,
+    }]})
+    metrics: list[str] = Field(default_factory=list, description="metric names, or model.measure")
+    dimensions: list[Union[str, DimensionIn]] = Field(
+        default_factory=list, description='"model.dimension", "model.dimension:grain" or {"name", "grain"}')
+    filters: list[FilterIn] = Field(default_factory=list)
+    order_by: list[Union[str, OrderIn]] = Field(default_factory=list, description='"field", "-field" (descending) or {"field", "descending"}')
+    limit: int | None = Field(None, ge=0)
+    offset: int | None = Field(None, ge=0)
+    window: str | None = Field(None, description="override every metric's trailing window, e.g. '3 hours'")
+    as_of: str | None = Field(None, description="evaluate with only rows at or before this moment (ISO 8601)")
+
+    def semantic_query(self) -> SemanticQuery:
+        dimensions = []
+        for d in self.dimensions:
+            if isinstance(d, str):
+                name, _, grain = d.partition(":")
+                dimensions.append(DimensionRef(name, grain or None))
+            else:
+                dimensions.append(DimensionRef(d.name, d.grain))
+        order = []
+        for o in self.order_by:
+            if isinstance(o, str):
+                order.append(OrderBy(o[1:], True) if o.startswith("-") else OrderBy(o))
+            else:
+                order.append(OrderBy(o.field, o.descending))
+        filters = [Filter(f.field, f.op, _filter_value(f.value), f.grain) for f in self.filters]
+        return SemanticQuery(
+            metrics=tuple(self.metrics), dimensions=tuple(dimensions), filters=tuple(filters), order_by=tuple(order),
+            limit=self.limit, offset=self.offset, window=self.window, as_of=self.as_of,
+        )
+
+
+class CompileIn(QueryIn):
+    dialect: str | None = Field(None, description="duckdb, postgres, materialize or risingwave (default: the engine's)")
+
+
+def _filter_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        raise QueryError("a filter value must be a scalar or a list of scalars, not an object", "22023")
+    if isinstance(value, list):
+        if any(isinstance(v, (list, dict)) for v in value):
+            raise QueryError("a filter value list must hold scalars", "22023")
+        return tuple(value)
+    return value
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+def http_status(code: str) -> int:
+    """The HTTP status for a QueryError's SQLSTATE."""
+    if code.startswith("08") or code.startswith("57P") or code == "53300":
+        return 503  # engine unreachable or refusing connections
+    if code == "57014":
+        return 504  # timed out (or cancelled)
+    if code in ("58000", "XX000"):
+        return 502  # the engine failed the query
+    return 400
+
+
+def error_response(message: str, code: str, status: int | None = None) -> Response:
+    body = dumps({"error": {"message": message, "code": code}})
+    return Response(body, status_code=status or http_status(code), media_type="application/json")
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(dumps(document), status_code=status, media_type="application/json")
+
+
+# ---- auth and last-resort errors (plain ASGI: cheaper per request than BaseHTTPMiddleware) --
+
+class DoorMiddleware:
+    """Refuses requests without a valid API key; turns an unexpected exception into one JSON 500."""
+
+    def __init__(self, app, keys: ApiKeys):
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if not self.keys or _is_public(scope) or self._authorized(scope):
+            started = False
+
+            async def tracking_send(message):
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
+
+            try:
+                return await self.app(scope, receive, tracking_send)
+            except Exception as e:
+                log.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+                if started:
+                    raise
+                body = dumps({"error": {"message": f"internal error ({type(e).__name__}); see the server log", "code": "XX000"}})
+                await send({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+            (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+
+    def _authorized(self, scope) -> bool:
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        return self.keys.check(authorization)
+
+
+def _is_public(scope) -> bool:
+    path = scope["path"]
+    if path in _PUBLIC_PATHS or path.startswith("/static/"):
+        return True
+    # The GraphiQL page (what a browser GET receives, even with ?query=) holds nothing of the
+    # model; its requests to /graphql carry the key from its header editor.
+    if path == "/graphql" and scope["method"] == "GET":
+        return _wants_html(scope)
+    return False
+
+
+def _wants_html(scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            return b"text/html" in value
+    return False
+
+
+# ---- GraphQL over HTTP ------------------------------------------------------------------
+
+@dataclass
+class GraphQLContext:
+    service: MetricsService
+    workers: "EngineWorkers"
+    request: Request | None = None
+
+
+async def _run_query(context: GraphQLContext, model: SemanticModel, query: SemanticQuery, transform):
+    service = context.service
+    return await context.workers.run(lambda: transform(service.run(query, model=model)))
+
+
+class EngineWorkers:
+    """Worker threads for engine work, at most `size` at once.
+
+    Each thread keeps its own engine cursor or connection, so queries run in parallel; the cap
+    keeps memory bounded (every DuckDB cursor and thread holds buffers) and stops a burst of
+    requests from thrashing the engine, which parallelises each query by itself anyway.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._limiter = None
+
+    async def run(self, func, *args):
+        if self._limiter is None:  # made inside the event loop, as anyio requires
+            self._limiter = anyio.CapacityLimiter(self.size)
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+
+def default_workers(service: MetricsService) -> int:
+    """`http: {workers: N}` in the project file, else twice the CPUs (at least 4, at most 32)."""
+    import os
+
+    http = service.project.settings.get("http")
+    if isinstance(http, dict) and http.get("workers"):
+        return max(1, int(http["workers"]))
+    return min(32, max(4, 2 * (os.cpu_count() or 2)))
+
+
+class _DocumentCache:
+    """Parsed and validated documents by query text, per schema (validation is the costly part)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.entries: OrderedDict[tuple[int, str], tuple[Any, Any, list]] = OrderedDict()
+
+    def get(self, schema, text: str) -> tuple[Any, list]:
+        from graphql import parse, validate
+        from graphql.error import GraphQLSyntaxError
+
+        key = (id(schema), text)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is schema:
+            self.entries.move_to_end(key)
+            return entry[1], entry[2]
+        try:
+            document = parse(text)
+        except GraphQLSyntaxError as e:
+            return None, [e]
+        errors = validate(schema, document)
+        if len(text) <= 32_768:  # queries are small; a huge one is not worth keeping
+            self.entries[key] = (schema, document, errors)
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return document, errors
+
+
+# ---- the app -----------------------------------------------------------------------------
+
+def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher=None) -> FastAPI:
+    """The FastAPI app for `service`; `watcher` (a ModelWatcher) feeds /health its reload errors."""
+    app = FastAPI(
+        title="metrics-layer", version=_version(),
+        description="Semantic metrics over REST. GraphQL is at [/graphql](/graphql) (GraphiQL in a browser).",
+    )
+    keys = api_keys or ApiKeys()
+    workers = EngineWorkers(default_workers(service))
+    documents = _DocumentCache()
+    app.state.service = service
+    app.state.watcher = watcher
+    schema_cache: list = []  # the SchemaCache, made on first use: graphql-core is imported late to start fast
+    schema_lock = threading.Lock()
+
+    def schema_for(model: SemanticModel):
+        if not schema_cache:
+            with schema_lock:
+                if not schema_cache:
+                    from .graphql_schema import SchemaCache
+
+                    schema_cache.append(SchemaCache(_run_query))
+        return schema_cache[0].get(model)
+
+    def warm_up() -> None:
+        """Import and build what the first requests need; call in a thread once serving."""
+        schema_for(service.model)
+        _ping(service)
+
+    app.state.schema_for = schema_for
+    app.state.warm_up = warm_up
+    started = dt.datetime.now(dt.timezone.utc)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(DoorMiddleware, keys=keys)
+
+    @app.exception_handler(QueryError)
+    async def _query_error(_request: Request, e: QueryError) -> Response:
+        return error_response(e.message, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_request: Request, e: RequestValidationError) -> Response:
+        problems = []
+        for err in e.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg')}")
+        return error_response("invalid request: " + "; ".join(problems), "22023", 400)
+
+    @app.get("/", include_in_schema=False)
+    async def _root() -> Response:
+        return RedirectResponse("/graphql")
+
+    # -- GraphQL
+
+    async def graphql_endpoint(request: Request) -> Response:
+        if request.method == "GET":
+            params = request.query_params
+            if "text/html" in request.headers.get("accept", ""):  # a browser: GraphiQL (it reads ?query=)
+                return HTMLResponse(graphiql_page(service.model, keys_required=bool(keys)))
+            payload: dict[str, Any] = {"query": params.get("query"), "operationName": params.get("operationName")}
+            if params.get("variables"):
+                try:
+                    payload["variables"] = json.loads(params["variables"])
+                except ValueError:
+                    return _graphql_request_error("variables is not valid JSON")
+        else:
+            content_type = request.headers.get("content-type", "")
+            body = await request.body()
+            if content_type.startswith("application/graphql"):
+                payload = {"query": body.decode("utf-8", "replace")}
+            else:
+                try:
+                    payload = json.loads(body or b"null")
+                except ValueError:
+                    return _graphql_request_error("the request body is not valid JSON; send {\"query\": \"...\"}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str) or not payload["query"].strip():
+            return _graphql_request_error("no query: send {\"query\": \"{ ... }\", \"variables\": {...}}")
+        variables = payload.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            return _graphql_request_error("variables must be a JSON object")
+        operation = payload.get("operationName")
+        if operation is not None and not isinstance(operation, str):
+            return _graphql_request_error("operationName must be a string")
+
+        model = service.model  # one model for the whole request, even if a reload lands meanwhile
+        schema = schema_for(model)
+        document, errors = documents.get(schema, payload["query"])
+        if errors:
+            return _json({"errors": [e.formatted for e in errors]})
+        from graphql import GraphQLError, execute
+
+        from .graphql_schema import CompletingExecutionContext
+
+        result = execute(schema, document, context_value=GraphQLContext(service, workers, request),
+                         variable_values=variables, operation_name=operation,
+                         execution_context_class=CompletingExecutionContext)
+        if isawaitable(result):
+            result = await result
+        response: dict[str, Any] = {}
+        if result.errors:
+            for error in result.errors:
+                if error.original_error is not None and not isinstance(error.original_error, GraphQLError):
+                    log.error("GraphQL resolver error at %s", error.path, exc_info=error.original_error)
+            response["errors"] = [e.formatted for e in result.errors]
+        response["data"] = result.data
+        return _json(response)
+
+    app.add_api_route("/graphql", graphql_endpoint, methods=["GET", "POST"], include_in_schema=False)
+
+    # -- REST
+
+    @app.post("/api/v1/query", tags=["query"], summary="Run a query", responses={
+        200: {"description": "columns with logical types, rows as objects keyed by the names as written, and the SQL run",
+              "content": {"application/json": {"example": {
+                  "columns": [{"name": "predictions.model_version", "type": "text"}, {"name": "accuracy", "type": "double"}],
+                  "rows": [{"predictions.model_version": "v2", "accuracy": 0.8123}], "sql": "SELECT ..."}}}},
+        400: {"description": "the query cannot be answered as asked: {error: {message, code}}"},
+        401: {"description": "missing or invalid API key"},
+        503: {"description": "the engine cannot be reached"}, 504: {"description": "the query timed out"},
+    })
+    async def query_endpoint(body: QueryIn) -> Response:
+        query = body.semantic_query()
+        model = service.model
+
+        def answer() -> bytes:  # in the worker thread, encoding included: big results spare the loop
+            result = service.run(query, model=model)
+            names = [c.name for c in result.columns]
+            # Values go as they are: dumps writes Decimal, datetime and the like without loss.
+            rows = [dict(zip(names, row)) for row in result.rows]
+            return dumps({"columns": [{"name": c.name, "type": c.type} for c in result.columns], "rows": rows, "sql": result.sql})
+
+        return Response(await workers.run(answer), media_type="application/json")
+
+    @app.post("/api/v1/compile", tags=["query"], summary="Compile a query to SQL", responses={
+        200: {"content": {"application/json": {"example": {"sql": "SELECT ...", "dialect": "duckdb"}}}},
+        400: {"description": "the query cannot be compiled: {error: {message, code}}"},
+    })
+    async def compile_endpoint(body: CompileIn) -> Response:
+        query = body.semantic_query()
+        dialect = body.dialect or service.dialect
+        sql = await workers.run(partial(service.compile, query, dialect, model=service.model))
+        return _json({"sql": sql, "dialect": dialect})
+
+    @app.get("/api/v1/catalog", tags=["catalog"], summary="Views, metrics and dimensions")
+    async def catalog_endpoint() -> Response:
+        from .graphql_schema import model_catalog
+
+        return _json(model_catalog(service.model))
+
+    @app.get("/health", tags=["health"], summary="Model status, engine reachability, last reload errors")
+    async def health_endpoint() -> Response:
+        model = service.model
+        engine: dict[str, Any] = {"dialect": service.dialect, "reachable": True, "error": None}
+        t0 = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(_ping, service)  # not behind busy query workers
+        except QueryError as e:
+            engine.update(reachable=False, error=e.message, code=e.code)
+        except Exception as e:  # health must answer whatever the engine does
+            engine.update(reachable=False, error=f"{type(e).__name__}: {e}")
+        engine["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        reload_errors = list(watcher.last_reload_errors) if watcher is not None else []
+        last_reload = watcher.last_reload_at.isoformat() if watcher is not None and watcher.last_reload_at else None
+        status = "ok" if engine["reachable"] and not reload_errors else "degraded"
+        document = {
+            "status": status,
+            "model": {
+                "status": "stale: the last reload failed, the previous model is serving" if reload_errors else "ok",
+                "models": len(model.models), "metrics": len(model.metrics), "views": len(model.views),
+                "directory": str(service.project.metrics_dir),
+            },
+            "engine": engine,
+            "last_reload_errors": reload_errors,
+            "last_reload_at": last_reload,
+            "hot_reload": watcher is not None,
+            "auth": "api keys" if keys else "none",
+            "started_at": started.isoformat(),
+        }
+        return _json(document, 200 if engine["reachable"] else 503)
+
+    return app
+
+
+def _ping(service: MetricsService) -> None:
+    service.engine.execute("SELECT 1", timeout=5)
+
+
+def _graphql_request_error(message: str) -> Response:
+    return Response(dumps({"errors": [{"message": message}]}), status_code=400, media_type="application/json")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ---- GraphiQL ----------------------------------------------------------------------------
+
+def example_query(model: SemanticModel) -> str:
+    """A small query over the first view, to start GraphiQL and the printed curl example with."""
+    from ..views import public_views
+
+    views = list(public_views(model).values())
+    if not views:
+        return "{\n  catalog {\n    metrics { name description }\n  }\n}\n"
+    view = views[0]
+    lines = []
+    dims = [f for f in view.dimensions if f.type != "time"][:1]
+    times = [f for f in view.dimensions if f.type == "time"][:1]
+    lines += [f.name for f in dims]
+    lines += [f"{f.name} {{ day }}" for f in times]
+    lines += [f.name for f in view.metrics[:2]]
+    order = f"orderBy: {{{times[0].name}: desc}}, " if times else ""
+    body = "\n    ".join(lines)
+    return f"{{\n  {view.name}({order}limit: 10) {{\n    {body}\n  }}\n}}\n"
+
+
+_GRAPHIQL_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>metrics-layer GraphiQL</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/graphiql.min.css">
+<style>html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
+</head>
+<body>
+<div id="graphiql">Loading GraphiQL…</div>
+<script id="config" type="application/json">{config}</script>
+<script src="/static/react.production.min.js"></script>
+<script src="/static/react-dom.production.min.js"></script>
+<script src="/static/graphiql.min.js"></script>
+<script>
+(function () {{
+  var config = JSON.parse(document.getElementById("config").textContent);
+  var params = new URLSearchParams(window.location.search);
+  var query = params.get("query") || config.defaultQuery;
+  var fetcher = GraphiQL.createFetcher({{ url: window.location.pathname }});
+  var props = {{
+    fetcher: fetcher,
+    query: query,
+    defaultEditorToolsVisibility: config.keysRequired ? "headers" : false,
+    shouldPersistHeaders: false,
+    isHeadersEditorEnabled: true
+  }};
+  if (config.keysRequired) {{ props.headers = '{{"Authorization": "Bearer <your API key>"}}'; }}
+  ReactDOM.createRoot(document.getElementById("graphiql")).render(React.createElement(GraphiQL, props));
+  if (params.get("run") === "1") {{
+    // Press the run button once GraphiQL has rendered it (used by links and the browser test).
+    var tries = 0;
+    var timer = setInterval(function () {{
+      var button = document.querySelector(".graphiql-execute-button");
+      if (button || ++tries > 200) {{ clearInterval(timer); if (button) button.click(); }}
+    }}, 50);
+  }}
+}})();
+</script>
+</body>
+</html>
+"""
+
+
+def graphiql_page(model: SemanticModel, keys_required: bool = False) -> str:
+    config = json.dumps({"defaultQuery": example_query(model), "keysRequired": keys_required})
+    return _GRAPHIQL_HTML.format(config=config.replace("</", "<\\/"))
