@@ -17,18 +17,20 @@ groups and combined with UNION ALL + GROUP BY on the dimensions, so no join can 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from dataclasses import dataclass, field
 
 from sqlglot import exp
 
 from ..model.errors import did_you_mean
-from ..model.joins import JoinError, join_plan
+from ..model.joins import JoinError, join_path, join_plan
 from ..model.load import parse_interval, qualify
-from ..model.types import Dimension, Interval, Measure, MeasureInput, Metric, Model, SemanticModel
+from ..model.types import Dimension, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
 from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 from . import dialects
 
 _CACHE_LIMIT = 4096
+_MAX_FAN_OUT = 1024  # most buckets a rolling window's rows are fanned out to (else a range join)
 _GRAIN_INTERVALS = {
     "minute": Interval(60, "1 minute"), "hour": Interval(3600, "1 hour"), "day": Interval(86400, "1 day"),
     "week": Interval(604800, "1 week"), "month": Interval(0, "1 month"), "quarter": Interval(0, "3 months"),
@@ -42,7 +44,8 @@ def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "du
     sql = model.compile_cache.get(key)
     if sql is None:
         dialects.check_dialect(dialect)
-        sql = _Compiler(model, query, dialect).build().sql(dialect=dialect)
+        # The tree is built for this call only: no defensive copy before rendering.
+        sql = _Compiler(model, query, dialect).build().sql(dialect=dialect, copy=False)
         if len(model.compile_cache) >= _CACHE_LIMIT:
             model.compile_cache.clear()
         model.compile_cache[key] = sql
@@ -126,7 +129,7 @@ class _Compiler:
                 raise QueryError(f"unknown grain '{ref.grain}' for '{ref.name}'{did_you_mean(grain, GRAINS, 'grains')}")
             if kind != "time":
                 raise QueryError(f"grain '{grain}' applies only to time dimensions; '{ref.name}' is {kind}")
-            expr = exp.TimestampTrunc(this=expr, unit=exp.Var(this=grain.upper()))
+            expr = dialects.truncate(expr, grain)
         return _Dimension(ref.label, model.name, expr, kind, grain, model.time == name)
 
     def _check_labels(self) -> None:
@@ -159,7 +162,8 @@ class _Compiler:
         if metric.type == "ratio":
             numerator = self._use(metric.inputs["numerator"], window)
             denominator = self._use(metric.inputs["denominator"], window)
-            return _safe_divide(exp.cast(numerator, exp.DataType.Type.DOUBLE), denominator)
+            double = exp.DataType(this=exp.DataType.Type.DOUBLE)  # exp.cast() would copy and re-check
+            return _safe_divide(exp.Cast(this=numerator, to=double), denominator)
         return self._derived(metric, window, trail + (name,))
 
     def _derived(self, metric: Metric, window: Window | None, trail: tuple) -> exp.Expression:
@@ -171,16 +175,22 @@ class _Compiler:
                 inner = self._use(MeasureInput(f"{column.table}.{column.name}", None, frozenset()), window)
             else:
                 inner = exp.Paren(this=self.metric_expression(column.name, window, trail))
-            column.replace(inner)
+            if column is expression:  # `expr: other_metric`: replace() has no parent to edit
+                expression = inner
+            else:
+                column.replace(inner)
         return expression
 
     def _use(self, inp: MeasureInput, window: Window | None) -> exp.Expression:
         """The aggregated column for a measure under a filter and window, registered once."""
         measure = self.model.measure(inp.measure)
         group = self.groups.setdefault((measure.model, window), _Group(measure.model, window))
-        condition = _and(measure.filter, inp.filter)
-        key = (inp.measure, condition.sql() if condition is not None else None)
+        # The measure fixes its own filter, so (measure, metric filter) identifies the use.
+        # sqlglot expressions hash and compare by structure, and cache their hash: cheaper
+        # than rendering the condition to text on every use.
+        key = (inp.measure, inp.filter)
         if key not in group.uses:
+            condition = _and(measure.filter, inp.filter)
             index = self.use_count
             self.use_count += 1
             group.uses[key] = index
@@ -202,11 +212,11 @@ class _Compiler:
             self.groups[(base, None)] = _Group(base, None)
         aggregated = [self._group_select(group, row_filters) for group in self.groups.values()]
         source = aggregated[0] if len(aggregated) == 1 else self._combine(aggregated)
-        labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True) for i, d in enumerate(self.dimensions)]
-        outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True) for name, e in metric_exprs])
-        outer = outer.from_(source.subquery("agg"))
+        labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True, copy=False) for i, d in enumerate(self.dimensions)]
+        outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True, copy=False) for name, e in metric_exprs], copy=False)
+        outer = outer.from_(source.subquery("agg", copy=False), copy=False)
         for condition in metric_filters:
-            outer = outer.where(condition)
+            outer = outer.where(condition, copy=False)
         return self._order_and_limit(outer, metric_exprs)
 
     def _split_filters(self) -> tuple[list[exp.Expression], list[tuple[_Dimension, Filter]]]:
@@ -214,7 +224,7 @@ class _Compiler:
         metric_names = set(self.model.metric_names())
         for flt in self.query.filters:
             if flt.field in metric_names:
-                metric_filters.append(_condition(self.metric_expression(flt.field), flt, "number", self.dialect))
+                metric_filters.append(_condition(self.metric_expression(flt.field), flt, "metric", self.dialect))
             else:
                 dim = self._dimension(DimensionRef(flt.field, flt.grain))
                 row_filters.append((dim, flt))
@@ -222,43 +232,65 @@ class _Compiler:
 
     def _group_select(self, group: _Group, row_filters: list[tuple[_Dimension, Filter]]) -> exp.Select:
         base = self.model.models[group.base]
+        if group.window is not None and base.time_expr is None:
+            raise QueryError(
+                f"a trailing window of {group.window.length.text} needs the time of model '{base.name}', which has "
+                f"none; query its measures without a window, or add `time: <timestamp column>` to model '{base.name}'",
+                "0A000",
+            )
         rolling = self._rolling_dimension(group)
         conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters]
         needed = group.models | {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}
         try:
             steps = join_plan(self.model.models, base.name, needed)
         except JoinError as e:
-            raise QueryError(f"cannot combine these with measures of '{base.name}': {e}", "0A000") from None
+            raise QueryError(self._join_refusal(base, group, row_filters, e), "0A000") from None
 
-        rows = exp.select(*[exp.alias_(d.expr.copy(), f"d{i}") for i, d in enumerate(self.dimensions) if d is not rolling])
+        rows = exp.select(*[exp.alias_(d.expr.copy(), f"d{i}", copy=False) for i, d in enumerate(self.dimensions) if d is not rolling], copy=False)
         value_index = {name: i for i, name in enumerate(group.values)}
-        rows = rows.select(*[exp.alias_(v.copy(), f"v{i}") for i, v in enumerate(group.values.values())], append=True)
-        rows = rows.select(*[exp.alias_(c.copy(), f"c{i}") for i, c in group.conditions.items()], append=True)
+        rows.select(*[exp.alias_(v, f"v{i}") for i, v in enumerate(group.values.values())], copy=False)
+        rows.select(*[exp.alias_(c, f"c{i}") for i, c in group.conditions.items()], copy=False)
         if rolling is not None:
-            rows = rows.select(exp.alias_(base.time_expr.copy(), "t"), append=True)
+            rows.select(exp.alias_(base.time_expr, "t"), copy=False)
         if not rows.expressions:
-            rows = rows.select(exp.Literal.number(1))
-        rows = rows.from_(self._source(base))
+            rows.select(exp.Literal.number(1), copy=False)
+        rows.from_(self._source(base), copy=False)
         for step in steps:
-            rows = rows.join(self._source(self.model.models[step.right]), on=self._join_on(step), join_type="left")
+            _left_join(rows, self._source(self.model.models[step.right]), self._join_on(step))
         if group.window is not None and rolling is None:
             conditions += dialects.trailing_window(self.dialect, base.time_expr, group.window.length, group.window.delay, self.query.as_of)
         for condition in conditions:
-            rows = rows.where(condition)
+            rows.where(condition, copy=False)
 
-        unique_keys = {qualify(e.expr, base.name).sql() for e in base.entities.values() if e.type in ("primary", "unique")}
+        unique_keys = {qualify(e.expr, base.name) for e in base.entities.values() if e.type in ("primary", "unique")}
         aggregates = []
         for (measure_name, _), index in group.uses.items():
             measure = self.model.measure(measure_name)
             value = exp.column(f"v{value_index[measure.qualified_name]}", table="r")
-            if index in group.conditions:
-                value = exp.Case(ifs=[exp.If(this=exp.column(f"c{index}", table="r"), true=value)])
-            aggregates.append(exp.alias_(_aggregate(measure, value, unique_keys), f"m{index}"))
+            condition = exp.column(f"c{index}", table="r") if index in group.conditions else None
+            aggregate = dialects.aggregate_where(self.dialect, lambda v: _aggregate(measure, v, unique_keys), value, condition)
+            aggregates.append(exp.alias_(aggregate, f"m{index}", copy=False))
         if rolling is None:
             dims = [exp.column(f"d{i}", table="r") for i in range(len(self.dimensions))]
-            select = exp.select(*[exp.alias_(d, f"d{i}") for i, d in enumerate(dims)], *aggregates).from_(rows.subquery("r"))
-            return select.group_by(*dims) if dims else select
+            select = exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
+            select.from_(rows.subquery("r", copy=False), copy=False)
+            return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
         return self._rolling_select(group, base, rolling, rows, aggregates)
+
+    def _join_refusal(self, base: Model, group: _Group, row_filters, error: JoinError) -> str:
+        """Name the dimensions and filters that cannot meet the rows of `base`, and why."""
+        blocked = set()
+        for name in {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}:
+            try:
+                join_path(self.model.models, base.name, name)
+            except JoinError:
+                blocked.add(name)
+        fields = [d.label for d in self.dimensions if d.model in blocked]
+        fields += [f.field for d, f in row_filters if d.model in blocked]
+        asked = ", ".join(dict.fromkeys(fields)) or "these"
+        if group.values:
+            return f"measures of '{base.name}' ({', '.join(group.values)}) cannot be sliced or filtered by {asked}: {error}"
+        return f"dimensions of '{base.name}' cannot be combined with {asked}: {error}"
 
     def _rolling_dimension(self, group: _Group) -> _Dimension | None:
         """The time dimension a windowed group rolls along, if the query slices by its model's time."""
@@ -279,19 +311,25 @@ class _Compiler:
 
         Aggregating the window's rows (not summing bucket values) keeps count distinct exact.
         Buckets come from a series spanning the model's rows, so empty buckets still appear.
+        When the window and the delay are whole buckets, the rows are fanned out to the buckets
+        whose windows hold them and joined to the series on equality (_fanned_out_select);
+        otherwise the series is joined to the rows on a time range.
         """
         grain = _GRAIN_INTERVALS[rolling.grain]
-        unit = exp.Var(this=rolling.grain.upper())
         time = base.time_expr
         bounds = exp.select(
-            exp.alias_(exp.TimestampTrunc(this=exp.Min(this=time.copy()), unit=unit), "lo"),
-            exp.alias_(exp.TimestampTrunc(this=exp.Max(this=time.copy()), unit=unit.copy()), "hi"),
-        ).from_(self._source(base))
+            exp.alias_(dialects.truncate(exp.Min(this=time.copy()), rolling.grain), "lo", copy=False),
+            exp.alias_(dialects.truncate(exp.Max(this=time.copy()), rolling.grain), "hi", copy=False),
+            copy=False,
+        ).from_(self._source(base), copy=False)
         series = exp.Table(
             this=exp.Anonymous(this="generate_series", expressions=[
                 exp.column("lo", table="bounds"), exp.column("hi", table="bounds"), dialects.interval(grain)]),
             alias=exp.TableAlias(this=exp.to_identifier("s"), columns=[exp.to_identifier("bucket")]),
         )
+        shifts = _window_shifts(grain, group.window)
+        if shifts is not None:
+            return self._fanned_out_select(group, rolling, rows, aggregates, bounds, series, shifts)
         bucket = exp.column("bucket", table="s")
         end = exp.Add(this=bucket, expression=dialects.interval(grain))
         window = group.window
@@ -306,12 +344,58 @@ class _Compiler:
         for i, dim in enumerate(self.dimensions):
             dims.append(bucket.copy() if dim is rolling else exp.column(f"d{i}", table="r"))
         select = (
-            exp.select(*[exp.alias_(d, f"d{i}") for i, d in enumerate(dims)], *aggregates)
-            .from_(bounds.subquery("bounds"))
-            .join(series)
-            .join(rows.subquery("r"), on=on, join_type="left")
+            exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
+            .from_(bounds.subquery("bounds", copy=False), copy=False)
+            .join(series, copy=False)
         )
-        return select.group_by(*[d.copy() for d in dims])
+        _left_join(select, rows.subquery("r", copy=False), on)
+        return select.group_by(*[d.copy() for d in dims], copy=False)
+
+    def _fanned_out_select(
+        self, group: _Group, rolling: _Dimension, rows: exp.Select, aggregates: list,
+        bounds: exp.Select, series: exp.Table, shifts: list[Interval],
+    ) -> exp.Select:
+        """The rolling series as an equi-join: each row counts in the buckets trunc(t) + shift.
+
+        A row at t is in the window [b + grain - delay - window, b + grain - delay) of bucket b
+        exactly when b = trunc(t) + delay + k * grain for k < window / grain. Aggregating rows
+        per (shifted bucket, other dimensions) is still over each window's own rows, so count
+        distinct stays exact; the series is then LEFT JOINed on the bucket to keep empty buckets
+        (where counts are 0, as in the range join). DuckDB runs the range-join form as a nested
+        loop over buckets x rows; this form is a hash aggregate and a hash join.
+        """
+        shift_rows = exp.Values(
+            expressions=[exp.Tuple(expressions=[dialects.interval(shift)]) for shift in shifts],
+            alias=exp.TableAlias(this=exp.to_identifier("k"), columns=[exp.to_identifier("shift")]),
+        )
+        inner, outer = [], []
+        for i, dim in enumerate(self.dimensions):
+            if dim is rolling:
+                truncated = dialects.truncate(exp.column("t", table="r"), rolling.grain)
+                inner.append(exp.Add(this=truncated, expression=exp.column("shift", table="k")))
+                outer.append(exp.column("bucket", table="s"))
+                on = exp.EQ(this=exp.column(f"d{i}", table="w"), expression=exp.column("bucket", table="s"))
+            else:
+                inner.append(exp.column(f"d{i}", table="r"))
+                outer.append(exp.column(f"d{i}", table="w"))
+        windowed = (
+            exp.select(*[exp.alias_(d.copy(), f"d{i}", copy=False) for i, d in enumerate(inner)], *aggregates, copy=False)
+            .from_(rows.subquery("r", copy=False), copy=False)
+            .join(shift_rows, copy=False)
+            .group_by(*inner, copy=False)
+        )
+        measures = []
+        for (measure_name, _), index in group.uses.items():
+            value = exp.column(f"m{index}", table="w")
+            if self.model.measure(measure_name).agg in ("count", "count_distinct"):
+                value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+            measures.append(exp.alias_(value, f"m{index}", copy=False))
+        select = (
+            exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(outer)], *measures, copy=False)
+            .from_(bounds.subquery("bounds", copy=False), copy=False)
+            .join(series, copy=False)
+        )
+        return _left_join(select, windowed.subquery("w", copy=False), on)
 
     def _combine(self, aggregated: list[exp.Select]) -> exp.Select:
         """Stack each group's aggregates and collapse them onto one row per dimension values."""
@@ -320,11 +404,11 @@ class _Compiler:
         for select in aggregated:
             own = {a.alias for a in select.expressions}
             padded = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
-            padded += [exp.column(f"m{m}") if f"m{m}" in own else exp.alias_(exp.Null(), f"m{m}") for m in all_measures]
-            parts.append(exp.select(*padded).from_(select.subquery("g")))
+            padded += [exp.column(f"m{m}") if f"m{m}" in own else exp.alias_(exp.Null(), f"m{m}", copy=False) for m in all_measures]
+            parts.append(exp.select(*padded, copy=False).from_(select.subquery("g", copy=False), copy=False))
         union = parts[0]
         for part in parts[1:]:
-            union = exp.union(union, part, distinct=False)
+            union = exp.union(union, part, distinct=False, copy=False)
         dims = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
         counts = set().union(*(g.counts for g in self.groups.values()))
         measures = [
@@ -335,8 +419,8 @@ class _Compiler:
             )
             for m in all_measures
         ]
-        select = exp.select(*dims, *measures).from_(union.subquery("groups"))
-        return select.group_by(*[d.copy() for d in dims]) if dims else select
+        select = exp.select(*dims, *measures, copy=False).from_(union.subquery("groups", copy=False), copy=False)
+        return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
 
     def _order_and_limit(self, outer: exp.Select, metric_exprs) -> exp.Select:
         labels = {d.label: exp.column(f"d{i}") for i, d in enumerate(self.dimensions)}
@@ -349,31 +433,33 @@ class _Compiler:
         if not order:  # a stable, readable default: by the dimensions, in the order asked
             order = [exp.Ordered(this=exp.column(f"d{i}"), nulls_first=False) for i in range(len(self.dimensions))]
         if order:
-            outer = outer.order_by(*order)
+            outer = outer.order_by(*order, copy=False)
         if self.query.limit is not None:
-            outer = outer.limit(self.query.limit)
+            outer = outer.limit(self.query.limit, copy=False)
         if self.query.offset:
-            outer = outer.offset(self.query.offset)
+            outer = outer.offset(self.query.offset, copy=False)
         return outer
 
     # ---- model sources and joins ----------------------------------------------------
 
     def _source(self, model: Model) -> exp.Expression:
         """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe."""
-        alias = exp.to_identifier(model.name, quoted=True)
+        def alias() -> exp.Identifier:  # a new node each time: cheaper than copying one
+            return exp.to_identifier(model.name, quoted=True)
+
         source = model.source.copy()
         table = source if isinstance(source, exp.Table) else source.subquery()
-        table.set("alias", exp.TableAlias(this=alias))
+        table.set("alias", exp.TableAlias(this=alias()))
         as_of = None
         if self.query.as_of is not None and model.time_expr is not None:
             as_of = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(self.query.as_of))
         if model.dedupe is not None:
-            keys = [qualify(exp.column(k), model.name) for k in model.dedupe.key]
-            order = qualify(exp.column(model.dedupe.by), model.name)
+            keys = [exp.column(k, table=alias()) for k in model.dedupe.key]
+            order = exp.column(model.dedupe.by, table=alias())
             select = dialects.deduplicated(self.dialect, table, keys, order, model.dedupe.keep == "latest", as_of)
-            return select.subquery(alias.copy())
+            return select.subquery(alias(), copy=False)
         if as_of is not None:
-            return exp.select("*").from_(table).where(as_of).subquery(alias.copy())
+            return exp.select(exp.Star(), copy=False).from_(table, copy=False).where(as_of, copy=False).subquery(alias(), copy=False)
         return table
 
     def _join_on(self, step) -> exp.Expression:
@@ -383,6 +469,25 @@ class _Compiler:
 
 
 # ---- small expression helpers ---------------------------------------------------------
+
+def _window_shifts(grain: Interval, window: Window) -> list[Interval] | None:
+    """delay + k * grain for k < window / grain, when both are whole buckets of a fixed length.
+
+    None (use the range join) for calendar grains (month, quarter, year), windows or delays that
+    are not whole buckets, and windows of more than _MAX_FAN_OUT buckets.
+    """
+    delay = window.delay.seconds if window.delay else 0
+    step = grain.seconds
+    if step == 0 or window.length.seconds % step or delay % step or window.length.seconds // step > _MAX_FAN_OUT:
+        return None
+    return [Interval(s, describe_seconds(s)) for s in range(delay, delay + window.length.seconds, step)]
+
+
+def _left_join(select: exp.Select, source: exp.Expression, on: exp.Expression) -> exp.Select:
+    """Append `LEFT JOIN source ON on` in place (Select.join(join_type=...) re-parses the type each call)."""
+    select.append("joins", exp.Join(this=source, on=on, side="LEFT"))
+    return select
+
 
 def _and(*conditions: exp.Expression | None) -> exp.Expression | None:
     present = [c for c in conditions if c is not None]
@@ -395,9 +500,9 @@ def _safe_divide(numerator: exp.Expression, denominator: exp.Expression) -> exp.
     return exp.Div(this=numerator, expression=exp.Nullif(this=denominator, expression=exp.Literal.number(0)))
 
 
-def _aggregate(measure: Measure, value: exp.Expression, unique_keys: set[str]) -> exp.Expression:
+def _aggregate(measure: Measure, value: exp.Expression, unique_keys: set[exp.Expression]) -> exp.Expression:
     agg = measure.agg
-    if agg == "count" or (agg == "count_distinct" and measure.expr.sql() in unique_keys):
+    if agg == "count" or (agg == "count_distinct" and measure.expr in unique_keys):
         # Rows keep their model's grain (joins never fan out), so distinct keys need no DISTINCT.
         return exp.Count(this=value)
     if agg == "count_distinct":
@@ -421,23 +526,34 @@ def _literal(value, kind: str, field_name: str) -> exp.Expression:
         raise QueryError(f"filter on time dimension '{field_name}' needs a timestamp, got {value!r}", "22007")
     if isinstance(value, bool):
         return exp.Boolean(this=value)
-    if isinstance(value, (int, float)) or type(value).__name__ == "Decimal":
+    what = "metric" if kind == "metric" else f"{kind} dimension"
+    if isinstance(value, (int, float, decimal.Decimal)):
         if kind == "boolean":
             raise QueryError(f"filter on boolean dimension '{field_name}' needs true or false, got {value!r}", "22P02")
-        return exp.Literal.number(value)
+        if kind == "categorical":  # a text literal compares with text and number columns alike
+            return exp.Literal.string(_number(value, what, field_name).this)
+        return _number(value, what, field_name)
     if isinstance(value, str):
-        if kind == "number":
-            try:
-                float(value)
-            except ValueError:
-                raise QueryError(f"filter on number dimension '{field_name}' needs a number, got {value!r}", "22P02") from None
-            return exp.Literal.number(value)
+        if kind in ("number", "metric"):
+            return _number(value, what, field_name)
         if kind == "boolean":
             if value.lower() not in ("true", "false"):
                 raise QueryError(f"filter on boolean dimension '{field_name}' needs true or false, got {value!r}", "22P02")
             return exp.Boolean(this=value.lower() == "true")
         return exp.Literal.string(value)
     raise QueryError(f"filter on '{field_name}': unsupported value {value!r}", "22P02")
+
+
+def _number(value, what: str, field_name: str) -> exp.Expression:
+    """A numeric literal written from the parsed number, never from the user's text
+    (float('nan'), 'infinity' or '1_000' would otherwise reach the SQL as words)."""
+    try:
+        number = decimal.Decimal(repr(value) if isinstance(value, float) else value)
+    except (decimal.InvalidOperation, TypeError, ValueError):
+        number = None
+    if number is None or not number.is_finite():
+        raise QueryError(f"filter on {what} '{field_name}' needs a number, got {value!r}", "22P02")
+    return exp.Literal.number(str(number))
 
 
 def _condition(target: exp.Expression, flt: Filter, kind: str, dialect: str) -> exp.Expression:
@@ -448,6 +564,8 @@ def _condition(target: exp.Expression, flt: Filter, kind: str, dialect: str) -> 
     if op == "is not null":
         return exp.Not(this=exp.Is(this=target, expression=exp.Null()))
     if op in ("in", "not in"):
+        if not flt.value:  # IN () is not SQL; no value matches an empty list
+            return exp.Boolean(this=op == "not in")
         condition = exp.In(this=target, expressions=[_literal(v, kind, flt.field) for v in flt.value])
         return exp.Not(this=condition) if op == "not in" else condition
     if op == "between":

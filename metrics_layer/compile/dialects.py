@@ -9,6 +9,7 @@ which deduplication form each engine runs best.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Callable
 
 from sqlglot import exp
 
@@ -30,8 +31,20 @@ def interval(value: Interval) -> exp.Interval:
     return exp.Interval(this=exp.Literal.string(value.text))
 
 
+def truncate(value: exp.Expression, grain: str) -> exp.Expression:
+    """date_trunc(grain, value) on a timestamp.
+
+    Built as exp.DateTrunc: every dialect here renders it exactly as exp.TimestampTrunc
+    (DATE_TRUNC('HOUR', x)), and sqlglot's DuckDB generator renders TimestampTrunc by building
+    and copying a new function node each time, ~80 us per truncation in a ~1.5 ms compile.
+    A dialect that tells dates from timestamps here (BigQuery) would need TimestampTrunc.
+    """
+    return exp.DateTrunc(this=value, unit=exp.Literal.string(grain.upper()))
+
+
 def timestamp(value: dt.datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.Type.TIMESTAMP)
+    timestamp_type = exp.DataType(this=exp.DataType.Type.TIMESTAMP)  # exp.cast() would copy and re-check
+    return exp.Cast(this=exp.Literal.string(value.isoformat(sep=" ")), to=timestamp_type)
 
 
 def _shift(expression: exp.Expression, by: Interval | None, sign: int) -> exp.Expression:
@@ -81,6 +94,22 @@ def trailing_window(
     ]
 
 
+def aggregate_where(
+    dialect: str, aggregate: Callable[[exp.Expression], exp.Expression], value: exp.Expression,
+    condition: exp.Expression | None,
+) -> exp.Expression:
+    """`aggregate` of `value` over the rows where `condition` holds (all rows when None).
+
+    DuckDB and PostgreSQL: AGG(x) FILTER (WHERE c), which DuckDB evaluates inside the aggregate
+    (a few % faster than projecting a CASE per row); elsewhere AGG(CASE WHEN c THEN x END).
+    """
+    if condition is None:
+        return aggregate(value)
+    if dialect in ("duckdb", "postgres"):
+        return exp.Filter(this=aggregate(value), expression=exp.Where(this=condition))
+    return aggregate(exp.Case(ifs=[exp.If(this=condition, true=value)]))
+
+
 def deduplicated(
     dialect: str, source: exp.Expression, keys: list[exp.Expression], order: exp.Expression,
     descending: bool, where: exp.Expression | None,
@@ -92,22 +121,24 @@ def deduplicated(
     its streaming top-N operator recognises.
     """
     ordered = exp.Ordered(this=order, desc=descending, nulls_first=False)
-    select = exp.select("*").from_(source)
+    # Built in place (copy=False): every node here is new, and copying the tree on each builder
+    # call was most of a cold compile.
+    select = exp.select(exp.Star(), copy=False).from_(source, copy=False)
     if where is not None:
-        select = select.where(where)
+        select.where(where, copy=False)
     if dialect in ("postgres", "materialize"):
         select.set("distinct", exp.Distinct(on=exp.Tuple(expressions=[k.copy() for k in keys])))
-        return select.order_by(*[k.copy() for k in keys], ordered)
+        return select.order_by(*[k.copy() for k in keys], ordered, copy=False)
     rank = exp.Window(
         this=exp.RowNumber(),
         partition_by=[k.copy() for k in keys],
         order=exp.Order(expressions=[ordered]),
     )
     if dialect == "duckdb":
-        return select.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)))
-    ranked = select.select(exp.alias_(rank, "_row_rank"))
+        return select.qualify(exp.EQ(this=rank, expression=exp.Literal.number(1)), copy=False)
+    ranked = select.select(exp.alias_(rank, "_row_rank", copy=False), copy=False)
     return (
-        exp.select("*")
-        .from_(ranked.subquery("_ranked"))
-        .where(exp.EQ(this=exp.column("_row_rank"), expression=exp.Literal.number(1)))
+        exp.select(exp.Star(), copy=False)
+        .from_(ranked.subquery("_ranked", copy=False), copy=False)
+        .where(exp.EQ(this=exp.column("_row_rank"), expression=exp.Literal.number(1)), copy=False)
     )
