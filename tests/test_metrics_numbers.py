@@ -120,3 +120,27 @@ def test_edge_cases_are_in_the_data(service):
     assert [r for r in rolling.rows if r[2] == 0], "an hour of the outage counts 0 leads, not NULL"
     plain = service.run(SemanticQuery(("leads.lead_count",), (HOUR,)))
     assert len(plain.rows) < len(rolling.rows), "plain hourly grouping skips the outage's empty hours"
+
+
+THREE_MODELS_BY_SOURCE = """
+WITH conv AS (
+    SELECT lead_id, revenue FROM (
+        SELECT lead_id, revenue, ROW_NUMBER() OVER (PARTITION BY lead_id ORDER BY converted_at) AS n FROM conversions) c
+    WHERE n = 1),
+pred AS (
+    SELECT lead_id, score FROM (
+        SELECT lead_id, score, ROW_NUMBER() OVER (PARTITION BY lead_id ORDER BY predicted_at DESC) AS n FROM prediction_events) p
+    WHERE n = 1)
+SELECT l.utm_source, COUNT(*), SUM(conv.revenue), AVG(pred.score)
+FROM leads l LEFT JOIN conv ON conv.lead_id = l.id LEFT JOIN pred ON pred.lead_id = l.id
+GROUP BY l.utm_source
+"""
+
+
+def test_measures_of_three_models_in_one_query(service):
+    """Each model's measure is aggregated at its own grain, then joined on the dimension values."""
+    query = SemanticQuery(("leads.lead_count", "conversions.revenue", "predictions.avg_score"), ("leads.utm_source",))
+    assert_same_rows(service.run(query).rows, service.engine.execute(THREE_MODELS_BY_SOURCE).rows, "three models")
+    overall = service.run(SemanticQuery(("leads.lead_count", "conversions.revenue", "predictions.avg_score")))
+    expected = service.engine.execute(f"SELECT COUNT(*), SUM(revenue), AVG(score) FROM ({THREE_MODELS_BY_SOURCE.replace('GROUP BY l.utm_source', '').replace('SELECT l.utm_source, COUNT(*), SUM(conv.revenue), AVG(pred.score)', 'SELECT l.id, conv.revenue, pred.score')}) t")
+    assert_same_rows(overall.rows, expected.rows, "three models, no dimensions")

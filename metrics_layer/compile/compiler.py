@@ -398,29 +398,39 @@ class _Compiler:
         return _left_join(select, windowed.subquery("w", copy=False), on)
 
     def _combine(self, aggregated: list[exp.Select]) -> exp.Select:
-        """Stack each group's aggregates and collapse them onto one row per dimension values."""
-        all_measures = sorted({int(a.alias[1:]) for s in aggregated for a in s.expressions if a.alias.startswith("m")})
-        parts = []
-        for select in aggregated:
-            own = {a.alias for a in select.expressions}
-            padded = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
-            padded += [exp.column(f"m{m}") if f"m{m}" in own else exp.alias_(exp.Null(), f"m{m}", copy=False) for m in all_measures]
-            parts.append(exp.select(*padded, copy=False).from_(select.subquery("g", copy=False), copy=False))
-        union = parts[0]
-        for part in parts[1:]:
-            union = exp.union(union, part, distinct=False, copy=False)
-        dims = [exp.column(f"d{i}") for i in range(len(self.dimensions))]
+        """Join each group's aggregates on the dimension values any group produced.
+
+        The keys are the UNION of every group's dimension values; each group is LEFT JOINed
+        to them null-safely, so a value missing from one group still shows the others'
+        measures (counts read 0 there, not NULL). Joining on the keys, rather than stacking
+        the groups with NULL padding, keeps every measure's own type on every engine.
+        """
+        names = [f"g{i}" for i in range(len(aggregated))]
+        dims = [f"d{i}" for i in range(len(self.dimensions))]
         counts = set().union(*(g.counts for g in self.groups.values()))
-        measures = [
-            exp.alias_(
-                exp.Coalesce(this=exp.Max(this=exp.column(f"m{m}")), expressions=[exp.Literal.number(0)])
-                if m in counts else exp.Max(this=exp.column(f"m{m}")),
-                f"m{m}",
-            )
-            for m in all_measures
-        ]
-        select = exp.select(*dims, *measures, copy=False).from_(union.subquery("groups", copy=False), copy=False)
-        return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
+        measures = []
+        for name, select in zip(names, aggregated):
+            for alias in (a.alias for a in select.expressions if a.alias.startswith("m")):
+                value = exp.column(alias, table=name)
+                if int(alias[1:]) in counts:
+                    value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+                measures.append(exp.alias_(value, alias, copy=False))
+        if not dims:  # one row per group: put them side by side
+            combined = exp.select(*measures, copy=False).from_(names[0], copy=False)
+            for name in names[1:]:
+                combined.join(name, join_type="cross", copy=False)
+        else:
+            keys = exp.select(*dims, copy=False).from_(names[0], copy=False)
+            for name in names[1:]:
+                keys = exp.union(keys, exp.select(*dims, copy=False).from_(name, copy=False), distinct=True, copy=False)
+            combined = exp.select(*[exp.column(d, table="keys") for d in dims], *measures, copy=False)
+            combined.from_(keys.subquery("keys", copy=False), copy=False)
+            for name in names:
+                on = exp.and_(*[exp.NullSafeEQ(this=exp.column(d, table="keys"), expression=exp.column(d, table=name)) for d in dims])
+                _left_join(combined, exp.to_table(name), on)
+        for name, select in zip(names, aggregated):
+            combined.with_(name, as_=select, copy=False)
+        return combined
 
     def _order_and_limit(self, outer: exp.Select, metric_exprs) -> exp.Select:
         labels = {d.label: exp.column(f"d{i}") for i, d in enumerate(self.dimensions)}
