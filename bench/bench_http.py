@@ -293,7 +293,7 @@ def main() -> int:
 def render(args, rows, rps, startups, startup_cpu, rss_ready, rss_warm, rss_after, peak) -> str:
     cpu = os.cpu_count()
     load = os.getloadavg()[0]
-    from metrics_layer.serve import json_values
+    from metrics_layer import json_values
 
     encoder = "orjson" if json_values._orjson is not None else "the standard library's json"
     lines = [

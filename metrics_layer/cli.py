@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import re
 import sys
 from typing import Any, Sequence
@@ -146,7 +145,7 @@ def _one_line(text: str | None) -> str:
 
 
 def _semantic_query(args, model):
-    from .query import DimensionRef, OrderBy, SemanticQuery
+    from .query import DimensionRef, SemanticQuery
 
     dimensions = []
     for by in args.by:
@@ -244,11 +243,12 @@ def _query(args) -> int:
 
 
 def _print_result(result, fmt: str) -> None:
-    from .query import json_value
+    from .json_values import dumps, json_value
 
     names = [c.name for c in result.columns]
-    if fmt == "json":
-        print(json.dumps([{n: json_value(v) for n, v in zip(names, row)} for row in result.rows], indent=2))
+    if fmt == "json":  # one object per line: readable, and numbers keep their exact digits
+        lines = [dumps(dict(zip(names, row))).decode() for row in result.rows]
+        print("[\n  " + ",\n  ".join(lines) + "\n]" if lines else "[]")
     elif fmt == "csv":
         import csv
 

@@ -8,7 +8,6 @@ frozen and hashable so that compiled SQL can be cached per (query, dialect).
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,14 +179,3 @@ class Result:
     def records(self) -> list[dict[str, Any]]:
         names = [c.name for c in self.columns]
         return [dict(zip(names, row)) for row in self.rows]
-
-
-def json_value(value: Any) -> Any:
-    """A Python value as JSON would carry it without losing precision or type."""
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return value

@@ -22,7 +22,7 @@ import reference
 from http_server import project_over, serve_project, wait_for
 from metrics_layer.project import load_project
 from metrics_layer.serve.auth import hash_key, load_api_keys
-from metrics_layer.serve.json_values import ExactNumber, dumps, dumps_stdlib, json_value
+from metrics_layer.json_values import ExactNumber, dumps, dumps_stdlib, json_value
 
 KEY = "s3cret-key-for-tests"
 

@@ -15,7 +15,6 @@ import pytest
 
 import reference
 from conftest import make_project
-from metrics_layer.engines import connect
 from metrics_layer.project import load_project
 from metrics_layer.query import DimensionRef, SemanticQuery
 from metrics_layer.service import MetricsService

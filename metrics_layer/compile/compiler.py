@@ -25,7 +25,7 @@ from sqlglot import exp
 from ..model.errors import did_you_mean
 from ..model.joins import JoinError, join_path, join_plan
 from ..model.load import parse_interval, qualify
-from ..model.types import Dimension, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
+from ..model.types import Interval, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
 from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 from . import dialects
 

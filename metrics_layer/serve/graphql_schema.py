@@ -39,7 +39,7 @@ from graphql.language import FloatValueNode, IntValueNode, StringValueNode, Valu
 from ..model.types import SemanticModel
 from ..query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery, parse_timestamp
 from ..views import PublicView, ViewField, public_views
-from .json_values import decimal_value
+from ..json_values import decimal_value
 
 log = logging.getLogger("metrics_layer.serve")
 

@@ -35,7 +35,7 @@ from ..model.types import SemanticModel
 from ..query import DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
 from ..service import MetricsService
 from .auth import ApiKeys
-from .json_values import dumps
+from ..json_values import dumps
 
 log = logging.getLogger("metrics_layer.serve")
 
