@@ -31,7 +31,7 @@ def test_query_json_matches_hand_written_sql(project, demo_duckdb_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows and set(rows[0]) == {"predictions.model_version", "accuracy", "precision"}
-    with duckdb.connect(str(demo_duckdb_path), read_only=True) as con:
+    with duckdb.connect(str(demo_duckdb_path)) as con:  # same config as the engines in this process
         expected = con.execute(reference.conversion_metrics_by_model_version("2026-02-25 12:00:00")).fetchall()
     got = {r["predictions.model_version"]: (r["accuracy"], r["precision"]) for r in rows}
     assert len(got) == len(expected)

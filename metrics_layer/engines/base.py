@@ -30,6 +30,18 @@ class Cancel:
             if interrupt is not None and self.cancelled:
                 interrupt()
 
+    def deadline(self, timeout: float | None, reason: str = "query timed out after {:g} s") -> threading.Timer | None:
+        """Cancel with `reason` (formatted with the timeout) once `timeout` seconds pass.
+
+        None when there is no timeout; otherwise stop the returned timer when the query ends.
+        """
+        if not timeout:
+            return None
+        timer = threading.Timer(timeout, self.cancel, args=(reason.format(timeout),))
+        timer.daemon = True
+        timer.start()
+        return timer
+
     def cancel(self, reason: str | None = None) -> None:
         with self._lock:
             self.cancelled = True
@@ -50,11 +62,7 @@ class Engine:
 
     def execute(self, sql: str, cancel: Cancel | None = None, timeout: float | None = None) -> Result:
         cancel = cancel or Cancel()
-        timer = None
-        if timeout:
-            timer = threading.Timer(timeout, cancel.cancel, args=(f"query timed out after {timeout:g} s",))
-            timer.daemon = True
-            timer.start()
+        timer = cancel.deadline(timeout)
         try:
             columns, batches = self.stream(sql, cancel)
             rows = [row for batch in batches for row in batch]

@@ -112,8 +112,6 @@ class SqlEndpoint:
 
 def endpoint_config(project: Project, host: str, environ: dict[str, str] | None = None) -> tuple[str, dict[str, str] | None, dict]:
     """(auth method, user -> password or None for trust, user -> views)."""
-    from ...views import public_views  # noqa: F401  (imported for check_views callers)
-
     sql_settings = project.settings.get("sql") or {}
     if not isinstance(sql_settings, dict):
         raise ProjectError("sql: must be a mapping with host, port, auth")

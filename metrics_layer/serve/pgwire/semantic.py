@@ -21,7 +21,6 @@ import operator
 import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -34,7 +33,7 @@ from ...query import COLUMN_TYPES, DimensionRef, QueryError, SemanticQuery, pars
 from ...views import PublicView, ViewField, public_views
 from .backend import BackendError, ColumnDesc, Described, Outcome
 from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
-from .mapping import Param, Template, parse_sql, template_for
+from .mapping import Template, parse_sql, template_for
 
 # Logical column types (query.COLUMN_TYPES) -> PostgreSQL type OIDs.
 TYPE_OIDS = {
@@ -271,19 +270,10 @@ class ViewTypes:
         query = SemanticQuery(
             metrics=tuple(f.ref for f in mets), dimensions=tuple(DimensionRef(f.ref) for f in dims), limit=0,
         )
-        cancel = Cancel()
-        timer = threading.Timer(10.0, cancel.cancel)  # LIMIT 0 is instant on sane engines
-        timer.daemon = True
-        timer.start()
         try:
-            sql = self.service.compile(query, model=self.model)
-            columns, batches = self.service.engine.stream(sql, cancel)
-            for _ in batches:
-                pass
+            columns = self.service.run(query, timeout=10.0, model=self.model).columns  # LIMIT 0: instant
         except Exception:
             return False
-        finally:
-            timer.cancel()
         for f, column in zip(dims + mets, columns):
             if column.type != "unknown":
                 self._types[(view.name, f.name)] = TYPE_OIDS[column.type]
@@ -593,11 +583,7 @@ class SemanticSession:
         with self._cancel_lock:
             self._cancel = cancel
         timeout = service.project.query_timeout if service.project is not None else None
-        timer = None
-        if timeout:
-            timer = threading.Timer(timeout, cancel.cancel, args=(f"canceling statement due to statement timeout ({timeout:g} s)",))
-            timer.daemon = True
-            timer.start()
+        timer = cancel.deadline(timeout, "canceling statement due to statement timeout ({:g} s)")
         try:
             _, batches = service.engine.stream(sql, cancel)
         except EngineError as e:
