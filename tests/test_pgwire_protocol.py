@@ -946,6 +946,76 @@ def test_text_output_matches_postgresql_formatting():
         assert encoded[11:] == expected, (oid, value, encoded)
 
 
+def test_inlined_text_encoders_match_the_plain_ones():
+    """Timestamps and integers have inlined fast paths in the row loop (values.py): every
+    DataRow must equal what the plain per-value encoders produce."""
+    import random
+
+    from metrics_layer.serve.pgwire.values import RowEncoder
+
+    def timestamp(v):
+        if isinstance(v, dt.datetime) and v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        text = v.isoformat(" ")
+        return (text.rstrip("0") if v.microsecond else text).encode()
+
+    class Sub(dt.datetime):
+        pass
+
+    rnd = random.Random(5)
+    stamps = [dt.datetime.min, dt.datetime.max, dt.datetime(999, 12, 31, 23, 59, 59), Sub(2026, 1, 2, 3, 4, 5),
+              dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=5)))]
+    for _ in range(5000):
+        v = dt.datetime(1, 1, 1) + dt.timedelta(seconds=rnd.randrange(315537897599))
+        stamps.append(v if rnd.random() < 0.8 else v.replace(microsecond=rnd.randrange(1, 10**6)))
+    rows = [(rnd.randrange(-2**63, 2**63) if rnd.random() < 0.9 else None, s if rnd.random() < 0.9 else None,
+             "é" * rnd.choice([0, 3, 5000])) for s in stamps]
+
+    def field(data):
+        return b"\xff\xff\xff\xff" if data is None else struct.pack("!i", len(data)) + data
+
+    expected = b""
+    for i, s, t in rows:
+        body = field(None if i is None else b"%d" % i) + field(None if s is None else timestamp(s)) + field(t.encode())
+        expected += b"D" + struct.pack("!ih", 4 + 2 + len(body), 3) + body
+    assert RowEncoder([OID.INT8, OID.TIMESTAMP, OID.TEXT], [0, 0, 0]).encode(rows) == expected
+    # values of other types still take the converting path
+    assert RowEncoder([OID.TIMESTAMP], [0]).encode([(dt.date(2024, 1, 2),)])[11:] == b"2024-01-02 00:00:00"
+    assert RowEncoder([OID.INT4], [0]).encode([("7",)])[11:] == b"7"
+
+
+def test_worker_pool_runs_calls_and_outlives_a_cancelled_caller():
+    from metrics_layer.serve.pgwire.workers import WorkerPool
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        pool = WorkerPool(2, "test-pool")
+        assert await pool.call(loop, lambda a, b: a + b, 2, 3).future == 5
+        with pytest.raises(ZeroDivisionError):
+            await pool.call(loop, lambda: 1 / 0).future
+        release = threading.Event()
+        job = pool.call(loop, release.wait, 10)
+
+        async def caller():
+            return await job.future
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0.05)
+        task.cancel()  # as at server shutdown: the thread keeps running
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        waiter = pool.detach(job)
+        assert waiter is not None and not waiter.done()
+        release.set()
+        await asyncio.wait_for(waiter, 5)  # done once the call has returned
+        assert pool.detach(job) is None
+        pool.shutdown()
+        with pytest.raises(RuntimeError):
+            pool.call(loop, print)
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------------------------------
 # Streaming and shutdown
 

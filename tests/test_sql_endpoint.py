@@ -589,3 +589,42 @@ def test_endpoint_over_postgres_types_and_numbers(tmp_path, demo_postgres_url):
             assert_rows(conn.execute(Q_ACCURACY).fetchall(), truth_acc, "accuracy over PostgreSQL")
     finally:
         ep.stop()
+
+
+# ---- describe results kept per model (the server asks cached_describe before a worker trip) -------
+
+def test_describe_results_are_kept_per_model_and_per_user_views(tmp_path, demo_duckdb_path):
+    import shutil as _shutil
+
+    from metrics_layer.model import load_model
+    from metrics_layer.project import load_project
+    from metrics_layer.service import MetricsService
+    from metrics_layer.serve.pgwire.backend import BackendError
+    from metrics_layer.serve.pgwire.semantic import SemanticBackend
+
+    data = tmp_path / "demo.duckdb"
+    _shutil.copyfile(demo_duckdb_path, data)
+    folder = make_project(tmp_path / "proj", f"duckdb:///{data}")
+    service = MetricsService(load_project(folder))
+    backend = SemanticBackend(service, {"fraud_team": ["fraud_monitoring"]})
+    analyst = backend.open_session("analyst", "metrics", {})
+    fraud = backend.open_session("fraud_team", "metrics", {})
+    sql = "SELECT model_version, accuracy FROM conversion_monitoring WHERE model_version = $1"
+
+    assert analyst.cached_describe(sql, [0]) is None
+    described = analyst.describe(sql, [0])
+    again = analyst.cached_describe(sql, [0])
+    assert again == described and again is not described
+    again.columns.append("changed")  # callers get copies
+    assert analyst.cached_describe(sql, [0]) == described
+    assert analyst.cached_describe(sql, [25]) is None  # other parameter types: described anew
+    assert fraud.cached_describe(sql, [0]) is None  # other views: not shared
+    with pytest.raises(BackendError):
+        fraud.describe(sql, [0])
+    assert fraud.cached_describe(sql, [0]) is None  # failures are not kept
+    assert analyst.cached_describe("SELECT 1", []) is None and analyst.describe("SELECT 1", []).columns
+    assert analyst.cached_describe("SELECT 1", []) is None  # catalog statements are described by running them
+
+    service.replace_model(load_model(folder / "metrics"))  # a reload starts afresh
+    assert analyst.cached_describe(sql, [0]) is None
+    assert analyst.describe(sql, [0]) == described

@@ -1,8 +1,24 @@
-"""DuckDB in-process: the embedded default. One connection, a cursor per worker thread."""
+"""DuckDB in-process: the embedded default. One connection; queries run on a small pool of cursors.
+
+Cursors are reused: a fresh cursor's first query costs ~0.1-0.3 ms more than on a warm one. A
+cursor goes back to the pool only once its stream is exhausted: a stream may be paused and
+consumed later from another thread (portals, cursors, JDBC fetch size), so a cursor with a
+live stream is never shared. Streams closed early, or failed, close their cursor instead.
+
+Hot SQL skips DuckDB's parser: a SELECT seen `prepare_threshold` times is prepared on the
+cursor that runs it (`PREPARE ml_N AS <sql>`, then `EXECUTE ml_N`); each cursor keeps an LRU
+of its prepared statements (they belong to one DuckDB connection). DuckDB 2.0 still re-binds
+and re-plans a prepared SELECT over tables at every EXECUTE (it cannot prove the catalog
+unchanged), so this saves the parse only: ~0.1 ms of the ~0.7 ms of a small aggregate.
+Preparing costs a parse and a plan, hence the threshold: a one-off query runs plainly.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
+from collections import OrderedDict
 from typing import Iterator
 
 from ..query import Column
@@ -16,6 +32,17 @@ _TYPES = {
     "TIMESTAMP_NS": "timestamp", "TIMESTAMP_MS": "timestamp", "TIMESTAMP_S": "timestamp", "INTERVAL": "interval",
 }
 
+# Only single read-only queries are prepared: `PREPARE x AS a; b` would run `b` right away,
+# and a statement that writes must never run twice (see DuckDBEngine._run).
+_PREPARABLE = re.compile(r"\s*\(*\s*(?:SELECT|WITH)\b", re.I)
+_WRITES = re.compile(
+    r"\b(?:INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|COPY|ATTACH|DETACH|PRAGMA|SET|RESET|CALL|"
+    r"EXPORT|IMPORT|INSTALL|LOAD|CHECKPOINT|VACUUM|PREPARE|EXECUTE|DEALLOCATE)\b", re.I)
+
+
+def _preparable(sql: str) -> bool:
+    return ";" not in sql and _PREPARABLE.match(sql) is not None and _WRITES.search(sql) is None
+
 
 def column_type(duckdb_type: str) -> str:
     name = str(duckdb_type)
@@ -24,8 +51,23 @@ def column_type(duckdb_type: str) -> str:
     return _TYPES.get(name, "text" if name == "UUID" else "unknown")
 
 
+class _PooledCursor:
+    """A DuckDB cursor and the prepared statements made on it (SQL text -> statement name)."""
+
+    __slots__ = ("cursor", "prepared")
+
+    def __init__(self, cursor) -> None:
+        self.cursor = cursor
+        self.prepared: OrderedDict[str, str] = OrderedDict()
+
+
 class DuckDBEngine(Engine):
     dialect = "duckdb"
+    pool_size = 8  # idle cursors kept for reuse
+    prepare_threshold = 5  # runs of the same SELECT before it is prepared (0: never prepare)
+    prepared_per_cursor = 64  # prepared statements kept per cursor (least recently used go)
+    _seen_limit = 4096  # SQL texts counted towards prepare_threshold
+    _NEVER = -1  # in _seen: the SQL failed as a prepared statement; run it plainly
 
     def __init__(self, path: str = ":memory:", read_only: bool = False):
         import duckdb
@@ -38,34 +80,124 @@ class DuckDBEngine(Engine):
         except duckdb.Error as e:
             raise EngineError(f"cannot open DuckDB database {path!r}: {e}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
-        self._local = threading.local()
+        self._idle: list[_PooledCursor] = []
+        self._pool_lock = threading.Lock()
+        self._names = itertools.count(1)
+        self._seen: OrderedDict[str, int] = OrderedDict()  # SQL text -> runs (up to the threshold) or _NEVER
+        self._seen_lock = threading.Lock()
+        self._closed = False
 
-    def _cursor(self):
-        # DuckDB connections are not thread-safe; a cursor per thread shares the database
-        # without serialising queries on one connection.
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._local.cursor = self._connection.cursor()
-        return cursor
+    # ---- the cursor pool -------------------------------------------------------------
+
+    def _take(self) -> _PooledCursor:
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()  # the most recently used: its statements are warm
+        # DuckDB connections are not thread-safe; a cursor is a connection of its own to the
+        # same database, so queries on different cursors run side by side.
+        return _PooledCursor(self._connection.cursor())
+
+    def _give_back(self, pooled: _PooledCursor) -> None:
+        with self._pool_lock:
+            if not self._closed and len(self._idle) < self.pool_size:
+                self._idle.append(pooled)
+                return
+        _close_quietly(pooled.cursor)
+
+    # ---- running SQL -------------------------------------------------------------------
+
+    def _hot(self, sql: str) -> bool:
+        """Count a run of `sql`; True once it has run prepare_threshold times."""
+        with self._seen_lock:
+            runs = self._seen.get(sql, 0)
+            if runs == self._NEVER:
+                return False
+            runs += 1
+            self._seen[sql] = min(runs, self.prepare_threshold)
+            self._seen.move_to_end(sql)
+            if len(self._seen) > self._seen_limit:
+                self._seen.popitem(last=False)
+        return runs >= self.prepare_threshold
+
+    def _never_prepare(self, sql: str) -> None:
+        with self._seen_lock:
+            self._seen[sql] = self._NEVER
+            self._seen.move_to_end(sql)
+
+    def _run(self, pooled: _PooledCursor, sql: str, cancel: Cancel | None) -> None:
+        """Execute `sql` on the cursor, through a prepared statement when it is a hot SELECT."""
+        cursor, prepared = pooled.cursor, pooled.prepared
+        name = prepared.get(sql)
+        if (name is None and self.prepare_threshold and self.prepared_per_cursor and _preparable(sql)
+                and self._hot(sql)):
+            name = f"ml_{next(self._names)}"
+            try:
+                cursor.execute(f"PREPARE {name} AS {sql}")
+            except self._duckdb.Error:
+                if cancel is not None and cancel.cancelled:
+                    raise
+                self._never_prepare(sql)
+                name = None  # not preparable, or invalid: the plain SQL below says why
+            else:
+                prepared[sql] = name
+                if len(prepared) > self.prepared_per_cursor:
+                    _, oldest = prepared.popitem(last=False)
+                    try:
+                        cursor.execute(f"DEALLOCATE {oldest}")
+                    except self._duckdb.Error:
+                        pass
+        elif name is not None:
+            prepared.move_to_end(sql)
+        if name is None:
+            cursor.execute(sql)
+            return
+        if cancel is not None and cancel.cancelled:
+            # Cancelled while preparing: an interrupt of an idle cursor does not stick.
+            raise EngineError(cancel.reason, "57014")
+        try:
+            cursor.execute(f"EXECUTE {name}")
+        except self._duckdb.Error:
+            if cancel is not None and cancel.cancelled:
+                raise
+            # A failure (a table dropped since, a value that does not convert...): forget the
+            # statement and run the SQL plainly, once, so that the error is DuckDB's own
+            # message for that SQL (a prepared statement's errors lack the "LINE 1: ..."
+            # excerpt), or the result if it now succeeds. Only SELECTs get here: no writes
+            # run twice.
+            prepared.pop(sql, None)
+            try:
+                cursor.execute(f"DEALLOCATE {name}")
+            except self._duckdb.Error:
+                pass
+            self._never_prepare(sql)
+            cursor.execute(sql)
 
     def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 10_000) -> tuple[list[Column], Iterator[list[tuple]]]:
-        # A cursor of its own (~4 us): the caller may consume the batches later, from another
-        # thread, while this thread runs other queries (the SQL endpoint streams portals that way).
-        cursor = self._connection.cursor()
+        # The caller may consume the batches later, from another thread, while this thread
+        # runs other queries (the SQL endpoint streams portals that way): the cursor is the
+        # stream's until it is exhausted.
+        pooled = self._take()
+        cursor = pooled.cursor
         if cancel is not None:
             cancel.bind(cursor.interrupt)
         try:
-            cursor.execute(sql)
+            self._run(pooled, sql, cancel)
+            columns = [Column(d[0], column_type(d[1])) for d in cursor.description or []]
         except self._duckdb.Error as e:
-            cursor.close()
             if cancel is not None:
                 cancel.bind(None)
-                if cancel.cancelled:
-                    raise EngineError(cancel.reason, "57014") from None
+            _close_quietly(cursor)
+            if cancel is not None and cancel.cancelled:
+                raise EngineError(cancel.reason, "57014") from None
             raise EngineError(f"DuckDB: {e}") from None
-        columns = [Column(d[0], column_type(d[1])) for d in cursor.description or []]
+        except BaseException:
+            if cancel is not None:
+                cancel.bind(None)
+            _close_quietly(cursor)
+            raise
 
         def batches() -> Iterator[list[tuple]]:
+            exhausted = False
             try:
                 while True:
                     try:
@@ -75,14 +207,32 @@ class DuckDBEngine(Engine):
                             raise EngineError(cancel.reason, "57014") from None
                         raise EngineError(f"DuckDB: {e}") from None
                     if not batch:
+                        exhausted = True
                         return
                     yield batch
             finally:
-                cursor.close()
+                # Unbind first: once the cursor is back in the pool, a late cancel of this
+                # stream must not interrupt someone else's query.
                 if cancel is not None:
                     cancel.bind(None)
+                if exhausted:
+                    self._give_back(pooled)
+                else:
+                    _close_quietly(cursor)  # closed early or failed: a fresh cursor next time
 
         return columns, batches()
 
     def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for pooled in idle:
+            _close_quietly(pooled.cursor)
         self._connection.close()
+
+
+def _close_quietly(cursor) -> None:
+    try:
+        cursor.close()
+    except Exception:
+        pass

@@ -137,6 +137,10 @@ class Session(Protocol):
         """
         ...
 
+    # Optional: `cached_describe(sql, param_oids) -> Described | None`, what `describe` would
+    # return if the backend already knows it, answered without blocking (it runs on the event
+    # loop, before `describe` would be sent to a worker thread); None when it does not know.
+
     def execute(self, sql: str, params: list[Any], param_oids: list[int]) -> Outcome:
         """Run `sql` with `params` ($1.. placeholders), decoded according to `param_oids`.
 

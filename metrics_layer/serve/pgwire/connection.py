@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import logging
 import ssl
@@ -22,7 +23,7 @@ from . import protocol as p
 from .auth import authenticate
 from .backend import BackendError, ColumnDesc, Outcome, Session
 from .sql import Command, CommandSyntaxError, Statement, parse_command, split_statements
-from .values import RowEncoder, decode_param, type_size
+from .values import RowEncoder, decode_param, row_encoder, type_size
 
 if TYPE_CHECKING:
     from .server import PgWireServer
@@ -33,6 +34,7 @@ BATCH_BYTES = 256 * 1024  # target size of one streamed batch of DataRows
 MAX_BATCH_ROWS = 16384
 INLINE_ROWS = 256  # materialized results up to this size are encoded on the event loop
 STARTUP_TIMEOUT = 60.0  # seconds to finish startup and authentication (authentication_timeout)
+_INERT = (inspect.GEN_CLOSED, inspect.GEN_CREATED)  # generator states in which close() runs no code
 
 
 def _canceled() -> BackendError:
@@ -293,10 +295,16 @@ class Connection:
 
     async def _call(self, fn: Callable, *args: Any) -> Any:
         """Run a blocking call in the worker pool; the event loop stays free."""
-        future = asyncio.wrap_future(self.server._pool.submit(fn, *args))
-        self._inflight = future
-        # shield: if this task is cancelled (shutdown) the thread keeps running; _cleanup waits.
-        return await asyncio.shield(future)
+        job = self.server._pool.call(asyncio.get_running_loop(), fn, *args)
+        self._inflight = job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            if job.future.cancelled():
+                # This task was cancelled (shutdown) but the thread keeps running: _cleanup
+                # waits for it to return before closing the session.
+                self._inflight = self.server._pool.detach(job)
+            raise
 
     async def _backend(self, fn: Callable, *args: Any, offset: int = 0) -> Any:
         """A backend call; every failure becomes a BackendError (positions shifted by `offset`)."""
@@ -392,8 +400,10 @@ class Connection:
             param_oids, columns = oids, None
             if cmd is None or cmd.kind == "declare":
                 sql, offset = (st.text, st.offset) if cmd is None else (cmd.query, st.offset + cmd.query_offset)
-                async with self._statement():
-                    described = await self._backend(self.session.describe, sql, list(oids), offset=offset)
+                described = self._cached_describe(sql, oids)
+                if described is None:
+                    async with self._statement():
+                        described = await self._backend(self.session.describe, sql, list(oids), offset=offset)
                 param_oids = [c or d for c, d in itertools.zip_longest(oids, described.param_oids, fillvalue=0)]
                 columns = described.columns if cmd is None else None
             stmt = PreparedStatement(name, st.text, st.offset, param_oids, columns, cmd)
@@ -467,11 +477,15 @@ class Connection:
             self.send(p.EMPTY_QUERY_RESPONSE)
             return
         self._check_not_aborted(stmt.command)
-        async with self._statement():
+        # The window in which a CancelRequest interrupts this connection (as _statement()).
+        self._running, self._cancel_requested = True, False
+        try:
             if stmt.command is not None:
                 await self._run_command(stmt.command, portal, simple)
             else:
                 await self._run_query(portal, limit, simple)
+        finally:
+            self._running = False
 
     async def _run_query(self, portal: Portal, limit: int | None, simple: bool) -> None:
         first = None
@@ -505,10 +519,10 @@ class Connection:
 
         def encoder(columns: list[ColumnDesc]) -> RowEncoder | None:
             if adopt:
-                return RowEncoder([c.type_oid for c in columns], portal.formats or [0] * len(columns))
+                return row_encoder(tuple(c.type_oid for c in columns), tuple(portal.formats or [0] * len(columns)))
             if described is None or len(described) != len(columns):
                 return None  # a mismatch, reported below
-            return RowEncoder([c.type_oid for c in described], portal.formats)
+            return row_encoder(tuple(c.type_oid for c in described), tuple(portal.formats))
 
         outcome, rows, portal.encoder, batch = await self._backend(
             _execute_in_worker, self.session, stmt, portal.params, encoder, first, offset=stmt.offset)
@@ -547,7 +561,7 @@ class Connection:
     ) -> tuple[int, bool]:
         """Send up to `limit` rows (all when None) of a portal; (rows sent, iterator exhausted)."""
         if portal.encoder is None:
-            portal.encoder = RowEncoder([c.type_oid for c in portal.columns], portal.formats)
+            portal.encoder = row_encoder(tuple(c.type_oid for c in portal.columns), tuple(portal.formats))
         # A small materialized result cannot block: encode it here and save a thread hop.
         source = portal.source
         inline = isinstance(source, (list, tuple)) and len(source) <= INLINE_ROWS
@@ -587,9 +601,15 @@ class Connection:
     async def _close_rows(self, portal: Portal) -> None:
         source, portal.source, portal.rows = portal.source, None, None
         close = getattr(source, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await self._call(close)
+        if close is None:
+            return
+        if inspect.isgenerator(source) and inspect.getgeneratorstate(source) in _INERT:
+            # Exhausted (its `finally` already ran) or never started: closing runs no code,
+            # so it needs no trip to the worker pool (most results end this way).
+            source.close()
+            return
+        with contextlib.suppress(Exception):
+            await self._call(close)
 
     async def _close_portal(self, portal: Portal) -> None:
         if self.portals.get(portal.name) is portal:
@@ -707,7 +727,7 @@ class Connection:
             self.send(self._row_description(cursor.columns, formats))
         if cursor.rows is None:
             return "FETCH 0"
-        encoder = RowEncoder([c.type_oid for c in cursor.columns], formats)
+        encoder = row_encoder(tuple(c.type_oid for c in cursor.columns), tuple(formats))
         sent, _ = await self._stream_rows(cursor.rows, encoder, cmd.count)
         return f"FETCH {sent}"
 
@@ -718,6 +738,17 @@ class Connection:
         if portal is None:
             raise BackendError(f'portal "{name}" does not exist', "34000")
         return portal
+
+    def _cached_describe(self, sql: str, oids: list[int]) -> Any:
+        """The backend's remembered description of `sql`, if it offers one (an optional,
+        non-blocking Session method): saves a trip to the worker pool per Parse."""
+        cached = getattr(self.session, "cached_describe", None)
+        if cached is None:
+            return None
+        try:
+            return cached(sql, list(oids))
+        except Exception:
+            return None  # ask describe(), which reports errors properly
 
     def _statement_columns(self, stmt: PreparedStatement) -> list[ColumnDesc] | None:
         if stmt.command is not None and stmt.command.kind == "fetch":

@@ -22,7 +22,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from sqlglot import exp
@@ -289,6 +289,8 @@ class _ModelState:
     model: Any
     types: ViewTypes
     views_by_access: dict
+    # (views key, sql, param oids) -> Described, for SemanticSession.cached_describe
+    described: dict = field(default_factory=dict)
 
 
 class SemanticBackend:
@@ -322,6 +324,11 @@ class SemanticBackend:
                     state = _ModelState(model, ViewTypes(self.service, model, self._probe_types), {})
                     self._state = state
         return state
+
+    def access_key(self, user: str) -> tuple[str, ...] | None:
+        """The views `user` may query, as a key (None: all of them)."""
+        allowed = self.user_views.get(user)
+        return None if allowed is None else tuple(sorted(allowed))
 
     def views_for(self, state: _ModelState, user: str) -> dict[str, PublicView]:
         allowed = self.user_views.get(user)
@@ -423,6 +430,16 @@ def _classify(sql: str) -> _Classified:
     return _Classified("semantic", tree, sql)
 
 
+# Statement kinds whose description depends only on the model, the user's views and the
+# statement: kept per model state. (Catalog statements are described by running them.)
+_CACHED_DESCRIBE = ("semantic", "set", "reset", "show", "explain")
+_DESCRIBED_LIMIT = 4096
+
+
+def _copy_described(d: Described) -> Described:
+    return Described(list(d.param_oids), None if d.columns is None else list(d.columns))
+
+
 def _backend_error(e: Exception) -> BackendError:
     if isinstance(e, BackendError):
         return e
@@ -445,9 +462,24 @@ class SemanticSession:
 
     def describe(self, sql: str, param_oids: list[int]) -> Described:
         try:
-            return self._describe(sql, list(param_oids))
+            state = self.backend.state()
+            described = self._describe(sql, list(param_oids))
         except Exception as e:
             raise _backend_error(e) from None
+        if classify(sql).kind in _CACHED_DESCRIBE:
+            cache = state.described
+            if len(cache) >= _DESCRIBED_LIMIT:
+                cache.clear()
+            cache[(self.backend.access_key(self.user), sql, tuple(param_oids))] = described
+        return _copy_described(described)
+
+    def cached_describe(self, sql: str, param_oids: list[int]) -> Described | None:
+        """What `describe` returned for this statement before, without blocking (no engine
+        query, no catalog run), or None. The server calls it on the event loop, before
+        sending `describe` to a worker thread: clients that do not keep prepared statements
+        parse the same SQL at every execution."""
+        described = self.backend.state().described.get((self.backend.access_key(self.user), sql, tuple(param_oids)))
+        return None if described is None else _copy_described(described)
 
     def execute(self, sql: str, params: list[Any], param_oids: list[int]) -> Outcome:
         try:

@@ -23,6 +23,7 @@ from typing import Any
 from .auth import AUTH_METHODS, UserTable
 from .backend import Backend
 from .connection import Connection
+from .workers import WorkerPool
 
 log = logging.getLogger("metrics_layer.serve.pgwire")
 
@@ -70,7 +71,7 @@ class PgWireServer:
             "IntervalStyle": "postgres",
             "is_superuser": "off",
         }
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="pgwire-exec")
+        self._pool = WorkerPool(max_workers, "pgwire-exec")
         # Cancels and session closes get their own threads: they must run even when every
         # worker is busy with a long query.
         self._control_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="pgwire-ctl")
@@ -103,7 +104,7 @@ class PgWireServer:
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self._control_pool.shutdown(wait=False)
 
     async def __aenter__(self) -> PgWireServer:

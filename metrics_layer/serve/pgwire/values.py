@@ -1,8 +1,8 @@
 """Type OIDs and value codecs: Python values to/from PostgreSQL text and binary formats.
 
 Results are encoded in batches of DataRow messages by `RowEncoder`, whose hot loop is
-generated per column count (unrolled, no per-row attribute lookups): it is the throughput
-bottleneck of the server. Per-column encoders are chosen once per result from the column's
+generated per list of column kinds (unrolled, no per-row attribute lookups, integers and
+timestamps in text encoded inline): it is the throughput bottleneck of the server. Per-column encoders are chosen once per result from the column's
 type OID and format code; a value of an unexpected Python type drops the batch to a slower
 path that converts it to the declared type (or fails with a clear error).
 """
@@ -148,7 +148,26 @@ def _naive_utc(v: dt.datetime) -> dt.datetime:
     return v.astimezone(_UTC).replace(tzinfo=None) if v.tzinfo is not None else v
 
 
+# Whole-second naive timestamps, the common case, are assembled from cached pieces:
+# "YYYY-MM-DD HH:" per distinct date and hour, "MM:SS" from a table. isoformat() goes through
+# printf-style formatting and costs about twice as much; this is the hottest encoder when
+# streaming.
+_MINUTE_SECOND = [b"%02d:%02d" % divmod(i, 60) for i in range(3600)]
+_DATE_HOURS: dict[int, bytes] = {}
+_DATETIME = dt.datetime
+
+
+def _date_hour(v: dt.datetime, key: int) -> bytes:
+    if len(_DATE_HOURS) >= 65536:
+        _DATE_HOURS.clear()
+    head = _DATE_HOURS[key] = v.isoformat(" ")[:14].encode()  # "YYYY-MM-DD HH:"
+    return head
+
+
 def _timestamp_text(v: dt.datetime) -> bytes:
+    if v.__class__ is _DATETIME and v.tzinfo is None and not v.microsecond:
+        key = v.toordinal() * 24 + v.hour
+        return (_DATE_HOURS.get(key) or _date_hour(v, key)) + _MINUTE_SECOND[v.minute * 60 + v.second]
     v = _naive_utc(v)
     text = v.isoformat(" ")
     return (text.rstrip("0") if v.microsecond else text).encode()
@@ -585,13 +604,22 @@ _NULL = _i32.pack(-1)
 _ROW_HEADER = struct.Struct("!cih").pack
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_row_loop(ncols: int) -> Callable[..., bytes]:
-    """An unrolled DataRow loop for `ncols` columns: encode(rows, enc0, enc1, ...) -> bytes.
+# How the unrolled loop encodes a non-null value of a column: "call" its encoder, or inline
+# the encoder's fast path for the hottest text encodings (a call costs as much as the work):
+#   "int"  b"%d" % v, exactly what the int encoders (b"%d".__mod__) do;
+#   "ts"   _timestamp_text's whole-second path, other values going to the encoder.
+_INLINE_KINDS = {(OID.INT2, 0): "int", (OID.INT4, 0): "int", (OID.INT8, 0): "int", (OID.OID, 0): "int",
+                 (OID.TIMESTAMP, 0): "ts"}
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_row_loop(kinds: tuple[str, ...]) -> Callable[..., bytes]:
+    """An unrolled DataRow loop for columns of `kinds`: encode(rows, enc0, enc1, ...) -> bytes.
 
     Per row it unpacks the values, encodes each non-null one, prefixes its length and
     prepends the message header; the batch is joined once.
     """
+    ncols = len(kinds)
     names = [f"v{i}" for i in range(ncols)]
     lines = [
         f"def encode(rows, {''.join(f'e{i}, ' for i in range(ncols))}):",
@@ -602,20 +630,35 @@ def _compiled_row_loop(ncols: int) -> Callable[..., bytes]:
         lines += ["    for _ in rows:", "        append(HEADER(b'D', 6, 0))"]
     else:
         lines += [f"    for {', '.join(names)}, in rows:", "        size = 6"]
-        for i in range(ncols):
+        for i, kind in enumerate(kinds):
+            v = f"v{i}"
             lines += [
-                f"        if v{i} is None:",
+                f"        if {v} is None:",
                 f"            b{i} = NULL",
                 "            size += 4",
                 "        else:",
-                f"            b = e{i}(v{i})",
+            ]
+            if kind == "int":
+                lines.append(f"            b = b'%d' % {v}")
+            elif kind == "ts":
+                lines += [
+                    f"            if {v}.__class__ is DATETIME and {v}.tzinfo is None and not {v}.microsecond:",
+                    f"                k = {v}.toordinal() * 24 + {v}.hour",
+                    f"                b = (DATE_HOURS_GET(k) or DATE_HOUR({v}, k)) + MINUTE_SECOND[{v}.minute * 60 + {v}.second]",
+                    "            else:",
+                    f"                b = e{i}({v})",
+                ]
+            else:
+                lines.append(f"            b = e{i}({v})")
+            lines += [
                 "            n = len(b)",
                 "            size += 4 + n",
                 f"            b{i} = (INT32[n] if n < 4096 else PACK(n)) + b",
             ]
         lines.append(f"        append(HEADER(b'D', size, {ncols}) + {' + '.join(f'b{i}' for i in range(ncols))})")
     lines.append("    return b''.join(parts)")
-    namespace = {"HEADER": _ROW_HEADER, "NULL": _NULL, "INT32": _INT32, "PACK": _i32.pack}
+    namespace = {"HEADER": _ROW_HEADER, "NULL": _NULL, "INT32": _INT32, "PACK": _i32.pack, "DATETIME": _DATETIME,
+                 "DATE_HOURS_GET": _DATE_HOURS.get, "DATE_HOUR": _date_hour, "MINUTE_SECOND": _MINUTE_SECOND}
     exec("\n".join(lines), namespace)
     return namespace["encode"]
 
@@ -625,7 +668,8 @@ class RowEncoder:
 
     def __init__(self, oids: Sequence[int], formats: Sequence[int]):
         self.ncols = len(oids)
-        self._loop = _compiled_row_loop(self.ncols)
+        self._loop = _compiled_row_loop(tuple(_INLINE_KINDS.get((oid, fmt), "call") for oid, fmt in zip(oids, formats)))
+        self._safe_loop = _compiled_row_loop(("call",) * self.ncols)
         self._fast = tuple(
             (_BINARY_ENCODERS if fmt else _TEXT_ENCODERS).get(oid, text_any) for oid, fmt in zip(oids, formats)
         )
@@ -639,4 +683,10 @@ class RowEncoder:
         for row in rows:
             if len(row) != self.ncols:
                 raise BackendError(f"backend returned a row of {len(row)} values for {self.ncols} columns", "XX000")
-        return self._loop(rows, *self._safe)
+        return self._safe_loop(rows, *self._safe)
+
+
+@functools.lru_cache(maxsize=512)
+def row_encoder(oids: tuple[int, ...], formats: tuple[int, ...]) -> RowEncoder:
+    """A shared RowEncoder for these column types and formats (encoders hold no state)."""
+    return RowEncoder(oids, formats)

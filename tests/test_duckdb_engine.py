@@ -1,0 +1,108 @@
+"""The DuckDB engine's cursor pool and prepared statements: same rows, same errors, cancellable.
+
+The engine reuses cursors and runs hot SELECTs as prepared statements (see the module
+docstring of metrics_layer/engines/duckdb_engine.py); none of that may show in results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from metrics_layer.engines.base import Cancel, EngineError
+from metrics_layer.engines.duckdb_engine import DuckDBEngine
+
+
+@pytest.fixture()
+def engine():
+    eng = DuckDBEngine(":memory:")
+    eng._connection.execute("CREATE TABLE t AS SELECT range AS i, 'x' || range AS s FROM range(100)")
+    yield eng
+    eng.close()
+
+
+def _plain_error(sql: str, setup: str) -> str:
+    """The message of `sql` on an engine that never prepares."""
+    eng = DuckDBEngine(":memory:")
+    eng.prepare_threshold = 0
+    try:
+        eng._connection.execute(setup)
+        with pytest.raises(EngineError) as e:
+            eng.execute(sql)
+        return e.value.message
+    finally:
+        eng.close()
+
+
+def test_hot_select_is_prepared_and_returns_the_same_rows(engine):
+    sql = "SELECT i % 7 AS k, count(*) AS n FROM t GROUP BY 1 ORDER BY 1"
+    expected = engine._connection.execute(sql).fetchall()
+    for _ in range(engine.prepare_threshold + 3):
+        assert engine.execute(sql).rows == expected
+    assert [list(p.prepared) for p in engine._idle] == [[sql]]  # one warm cursor, statement prepared
+
+
+def test_one_off_queries_are_not_prepared(engine):
+    for i in range(10):
+        engine.execute(f"SELECT count(*) FROM t WHERE i > {i}")
+    assert all(not p.prepared for p in engine._idle)
+
+
+def test_writes_and_multiple_statements_are_never_prepared(engine):
+    for _ in range(engine.prepare_threshold + 1):
+        engine.execute("SELECT 1; SELECT 2")
+        engine.execute("WITH x AS (SELECT 1 AS a) SELECT * FROM x")
+    prepared = [sql for p in engine._idle for sql in p.prepared]
+    assert prepared == ["WITH x AS (SELECT 1 AS a) SELECT * FROM x"]
+    assert engine.execute("SELECT 1; SELECT 2").rows == [(2,)]
+
+
+def test_a_paused_stream_keeps_its_cursor(engine):
+    columns, batches = engine.stream("SELECT i FROM t ORDER BY i", batch_size=10)
+    first = next(batches)
+    # Other queries meanwhile (the SQL endpoint's portals and cursors do this) get other cursors.
+    for _ in range(engine.prepare_threshold + 2):
+        assert engine.execute("SELECT max(i) FROM t").rows == [(99,)]
+    rest = [row for batch in batches for row in batch]
+    assert [r[0] for r in first + rest] == list(range(100))
+    assert len(engine._idle) == 2  # both cursors back once exhausted
+
+
+def test_a_stream_closed_early_closes_its_cursor(engine):
+    _, batches = engine.stream("SELECT i FROM t", batch_size=10)
+    next(batches)
+    batches.close()
+    assert engine._idle == []
+
+
+def test_errors_match_the_plain_query_when_prepared(engine):
+    setup = "CREATE TABLE t AS SELECT range AS i, 'x' || range AS s FROM range(100)"
+    runtime = "SELECT CAST(s AS INTEGER) FROM t WHERE i >= 0"
+    for _ in range(engine.prepare_threshold + 1):
+        with pytest.raises(EngineError) as e:
+            engine.execute(runtime)
+        assert e.value.message == _plain_error(runtime, setup)
+
+    sql = "SELECT max(i) FROM t"
+    for _ in range(engine.prepare_threshold + 1):
+        engine.execute(sql)
+    engine._connection.execute("ALTER TABLE t RENAME TO t_old")  # behind the prepared statement
+    with pytest.raises(EngineError) as e:
+        engine.execute(sql)
+    assert "Table with name t does not exist" in e.value.message and "LINE 1" in e.value.message
+    engine._connection.execute("ALTER TABLE t_old RENAME TO t")
+    assert engine.execute(sql).rows == [(99,)]
+
+
+def test_cancel_interrupts_a_prepared_query(engine):
+    slow = "SELECT count(*) FROM range(5000000000) r WHERE r.range % 7 = 1"
+    engine._seen[slow] = engine.prepare_threshold  # already hot: this run prepares it
+    cancel = Cancel()
+    threading.Timer(0.3, cancel.cancel).start()
+    start = time.monotonic()
+    with pytest.raises(EngineError) as e:
+        engine.execute(slow, cancel=cancel)
+    assert e.value.code == "57014" and time.monotonic() - start < 5
+    assert engine.execute("SELECT count(*) FROM t").rows == [(100,)]  # the engine goes on
