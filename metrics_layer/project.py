@@ -17,7 +17,7 @@ import yaml
 from .model.errors import did_you_mean
 
 PROJECT_FILE = "metrics_layer.yml"
-PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout")
+PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache")
 
 
 class ProjectError(ValueError):
@@ -36,6 +36,11 @@ class Project:
     def query_timeout(self) -> float | None:
         value = self.settings.get("query_timeout")
         return float(value) if value else None
+
+    @property
+    def result_cache(self) -> bool:
+        """Keep small results of embedded DuckDB queries while the data is unchanged (exact)."""
+        return self.settings.get("result_cache", True) is not False
 
 
 def data_home() -> Path:
@@ -91,4 +96,6 @@ def _read_settings(path: Path) -> dict[str, Any]:
     for key in settings:
         if key not in PROJECT_KEYS:
             raise ProjectError(f"{path}: unknown key '{key}'{did_you_mean(str(key), PROJECT_KEYS, 'valid keys')}")
+    if not isinstance(settings.get("result_cache", True), bool):
+        raise ProjectError(f"{path}: result_cache must be true or false, got {settings['result_cache']!r}")
     return settings

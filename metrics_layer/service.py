@@ -32,7 +32,7 @@ class MetricsService:
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    self._engine = connect(self.project.engine_url, self.project.root)
+                    self._engine = connect(self.project.engine_url, self.project.root, result_cache=self.project.result_cache)
         return self._engine
 
     @property

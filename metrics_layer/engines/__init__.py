@@ -33,12 +33,13 @@ def duckdb_path(url: str, base_dir: Path | None = None) -> str:
     return str(resolved)
 
 
-def connect(url: str, base_dir: Path | None = None, read_only: bool = False) -> Engine:
+def connect(url: str, base_dir: Path | None = None, read_only: bool = False, result_cache: bool = True) -> Engine:
+    """`result_cache` applies to DuckDB, the engine whose data cannot change behind our back."""
     dialect = engine_dialect(url)
     if dialect == "duckdb":
         from .duckdb_engine import DuckDBEngine
 
-        return DuckDBEngine(duckdb_path(url, base_dir), read_only=read_only)
+        return DuckDBEngine(duckdb_path(url, base_dir), read_only=read_only, result_cache=result_cache)
     from .postgres_engine import PostgresEngine
 
     scheme, rest = url.split("://", 1)

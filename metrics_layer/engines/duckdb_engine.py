@@ -11,6 +11,9 @@ of its prepared statements (they belong to one DuckDB connection). DuckDB 2.0 st
 and re-plans a prepared SELECT over tables at every EXECUTE (it cannot prove the catalog
 unchanged), so this saves the parse only: ~0.1 ms of the ~0.7 ms of a small aggregate.
 Preparing costs a parse and a plan, hence the threshold: a one-off query runs plainly.
+
+Small results of deterministic SELECTs are kept in an exact result cache (result_cache.py):
+repeated dashboard queries skip DuckDB's ~0.5 ms per query while the data is unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Iterator
 
 from ..query import Column
 from .base import Cancel, Engine, EngineError
+from .result_cache import ResultCache
 
 _TYPES = {
     "BOOLEAN": "boolean", "TINYINT": "integer", "SMALLINT": "integer", "INTEGER": "integer",
@@ -69,7 +73,7 @@ class DuckDBEngine(Engine):
     _seen_limit = 4096  # SQL texts counted towards prepare_threshold
     _NEVER = -1  # in _seen: the SQL failed as a prepared statement; run it plainly
 
-    def __init__(self, path: str = ":memory:", read_only: bool = False):
+    def __init__(self, path: str = ":memory:", read_only: bool = False, result_cache: bool = True):
         import duckdb
 
         self.url = f"duckdb:///{path}"
@@ -86,6 +90,7 @@ class DuckDBEngine(Engine):
         self._seen: OrderedDict[str, int] = OrderedDict()  # SQL text -> runs (up to the threshold) or _NEVER
         self._seen_lock = threading.Lock()
         self._closed = False
+        self.result_cache = ResultCache(path) if result_cache else None
 
     # ---- the cursor pool -------------------------------------------------------------
 
@@ -172,7 +177,14 @@ class DuckDBEngine(Engine):
             self._never_prepare(sql)
             cursor.execute(sql)
 
-    def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 10_000) -> tuple[list[Column], Iterator[list[tuple]]]:
+    def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 2048) -> tuple[list[Column], Iterator[list[tuple]]]:
+        # (fetchmany of ~2,000 rows measured ~15% faster than 10,000: the batch stays in cache)
+        cache, signature = self.result_cache, None
+        if cache is not None:
+            hit = cache.get(sql)
+            if hit is not None:
+                columns, rows = hit
+                return list(columns), (rows[i:i + batch_size] for i in range(0, len(rows), batch_size))
         # The caller may consume the batches later, from another thread, while this thread
         # runs other queries (the SQL endpoint streams portals that way): the cursor is the
         # stream's until it is exhausted.
@@ -181,6 +193,11 @@ class DuckDBEngine(Engine):
         if cancel is not None:
             cancel.bind(cursor.interrupt)
         try:
+            if cache is not None:
+                if not _preparable(sql):
+                    cache.clear()  # may write (an in-memory database changes only this way)
+                elif cache.cacheable(sql, cursor):
+                    signature = cache.signature()  # before the query: rows never predate it
             self._run(pooled, sql, cancel)
             columns = [Column(d[0], column_type(d[1])) for d in cursor.description or []]
         except self._duckdb.Error as e:
@@ -198,6 +215,7 @@ class DuckDBEngine(Engine):
 
         def batches() -> Iterator[list[tuple]]:
             exhausted = False
+            kept: list[tuple] | None = [] if signature is not None else None  # rows for the cache
             try:
                 while True:
                     try:
@@ -208,7 +226,13 @@ class DuckDBEngine(Engine):
                         raise EngineError(f"DuckDB: {e}") from None
                     if not batch:
                         exhausted = True
+                        if kept is not None:
+                            cache.put(sql, signature, columns, kept)
                         return
+                    if kept is not None:
+                        kept.extend(batch)
+                        if len(kept) > cache.max_rows:
+                            kept = None
                     yield batch
             finally:
                 # Unbind first: once the cursor is back in the pool, a late cancel of this
