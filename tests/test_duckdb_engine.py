@@ -2,6 +2,8 @@
 
 The engine reuses cursors and runs hot SELECTs as prepared statements (see the module
 docstring of metrics_layer/engines/duckdb_engine.py); none of that may show in results.
+The result cache is off here: it would answer repeated queries before they reach DuckDB
+(tests/test_result_cache.py covers it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from metrics_layer.engines.duckdb_engine import DuckDBEngine
 
 @pytest.fixture()
 def engine():
-    eng = DuckDBEngine(":memory:")
+    eng = DuckDBEngine(":memory:", result_cache=False)
     eng._connection.execute("CREATE TABLE t AS SELECT range AS i, 'x' || range AS s FROM range(100)")
     yield eng
     eng.close()
@@ -25,7 +27,7 @@ def engine():
 
 def _plain_error(sql: str, setup: str) -> str:
     """The message of `sql` on an engine that never prepares."""
-    eng = DuckDBEngine(":memory:")
+    eng = DuckDBEngine(":memory:", result_cache=False)
     eng.prepare_threshold = 0
     try:
         eng._connection.execute(setup)
