@@ -90,7 +90,10 @@ def _read_settings(path: Path) -> dict[str, Any]:
     try:
         settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ProjectError(f"{path}: invalid YAML: {e}") from None
+        hint = ""
+        if "mapping values are not allowed" in str(e):
+            hint = '\nA value ending in ":" or holding ": " must be quoted, e.g. engine: "duckdb:///:memory:"'
+        raise ProjectError(f"{path}: invalid YAML: {e}{hint}") from None
     if not isinstance(settings, dict):
         raise ProjectError(f"{path}: must be a mapping with keys: {', '.join(PROJECT_KEYS)}")
     for key in settings:

@@ -170,3 +170,10 @@ def test_trailing_window_is_cached_only_with_as_of(tmp_path, demo_duckdb_path):
         assert cache.hits == 1
     finally:
         service.engine.close()
+
+
+def test_unquoted_memory_url_gets_a_hint(tmp_path):
+    """`engine: duckdb:///:memory:` is invalid YAML (a value ending in ':'): say how to write it."""
+    with pytest.raises(ProjectError, match='must be quoted, e.g. engine: "duckdb:///:memory:"'):
+        load_project(make_project(tmp_path, "duckdb:///:memory:"))
+    assert load_project(make_project(tmp_path / "ok", '"duckdb:///:memory:"')).engine_url == "duckdb:///:memory:"
