@@ -261,6 +261,8 @@ class _Compiler:
             conditions += dialects.trailing_window(self.dialect, base.time_expr, group.window.length, group.window.delay, self.query.as_of)
         for condition in conditions:
             rows.where(condition, copy=False)
+        if not group.uses and self._has_primary_key(base):
+            return rows  # dimensions only, one row per key already: GROUP BY would change nothing
 
         unique_keys = {qualify(e.expr, base.name) for e in base.entities.values() if e.type in ("primary", "unique")}
         aggregates = []
@@ -276,6 +278,16 @@ class _Compiler:
             select.from_(rows.subquery("r", copy=False), copy=False)
             return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
         return self._rolling_select(group, base, rolling, rows, aggregates)
+
+    def _has_primary_key(self, base: Model) -> bool:
+        """True when an ungrained dimension is the primary key of `base`, the model the rows come from.
+
+        A primary key is unique and not null per row of its model (after dedupe; README, Models),
+        and joins never fan out (many-to-one only), so every other dimension has one value per
+        key and the rows are already distinct on the dimensions.
+        """
+        keys = [qualify(e.expr, base.name) for e in base.entities.values() if e.type == "primary"]
+        return any(d.model == base.name and d.grain is None and d.expr in keys for d in self.dimensions)
 
     def _join_refusal(self, base: Model, group: _Group, row_filters, error: JoinError) -> str:
         """Name the dimensions and filters that cannot meet the rows of `base`, and why."""
