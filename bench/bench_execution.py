@@ -210,7 +210,8 @@ def main() -> int:
 
     if not args.no_duckdb:
         path = duckdb_data(args.leads, args.seed, args.regenerate)
-        engine = connect(f"duckdb:///{path}", read_only=True)
+        # No result cache: every run must execute (repeated queries would be answered from it).
+        engine = connect(f"duckdb:///{path}", read_only=True, result_cache=False)
         threads = engine.execute("SELECT current_setting('threads')").rows[0][0]
         texts = {
             m.key: {

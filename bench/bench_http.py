@@ -235,7 +235,9 @@ def main() -> int:
         shutil.copy(db, baseline_db)
         project = work / "project"
         shutil.copytree(REPO / "metrics", project / "metrics")
-        (project / "metrics_layer.yml").write_text(f"engine: duckdb:///{db}\n")
+        # The result cache is off on both sides: this measures the doors over real execution
+        # (bench_pgwire.py measures repeated queries with and without the cache).
+        (project / "metrics_layer.yml").write_text(f"engine: duckdb:///{db}\nresult_cache: false\n")
 
         startups, startup_cpu = [], []
         for _ in range(max(args.starts - 1, 0)):
@@ -247,7 +249,7 @@ def main() -> int:
         startups.append(server.startup)
         startup_cpu.append(server.cpu_ready)
         try:
-            engine = DuckDBEngine(str(baseline_db))
+            engine = DuckDBEngine(str(baseline_db), result_cache=False)
             print("latency ...", file=sys.stderr)
             rows = latency(server, engine, args.rounds)
             rss_warm = rss_mb(server.process.pid)
