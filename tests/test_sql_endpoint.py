@@ -504,6 +504,25 @@ GOLDEN_EXPECT = {
     "sqlalchemy_inspector_07.sql": {"conversion_monitoring", "fraud_monitoring"},
     "sqlalchemy_inspector_09.sql": {"accuracy", "double precision", "lead_count", "bigint"},
     "sqlalchemy_inspector_17.sql": {"conversion_monitoring"},
+    # BI tools whose statements come from their public sources (header of each file)
+    "dbeaver_02.sql": {"metrics"},
+    "dbeaver_04.sql": {"public", "pg_catalog"},
+    "dbeaver_05.sql": {"int4", "text", "timestamp", "float8"},
+    "dbeaver_06.sql": {"conversion_monitoring", "fraud_monitoring",
+                       "Quality of the lead-conversion model, by model version, channel and time."},
+    "dbeaver_07.sql": {"accuracy", "lead_count", "merchant_category", "Share of leads that converted."},
+    "dbeaver_08.sql": {"conversion_monitoring", "accuracy", "created_at"},
+    "dbeaver_16.sql": {"True", "_aclitem"},
+    "npgsql_02.sql": {"int4", "text", "timestamp", "float8", "numeric", "_int4", "a", "b"},
+    "npgsql4_01.sql": {"int4", "text", "timestamp", "_int4", "a"},
+    "metabase_03.sql": {"conversion_monitoring", "fraud_monitoring", "TABLE"},
+    "metabase_04.sql": {"accuracy", "float8", "timestamp", "int8", "numeric", "fraud_loss", "Share of leads that converted."},
+    "grafana_01.sql": {"1500"},
+    "grafana_03.sql": {"public"},
+    "grafana_04.sql": {"conversion_monitoring", "fraud_monitoring"},
+    "grafana_06.sql": {"accuracy", "double precision", "timestamp without time zone", "bigint"},
+    "grafana_08.sql": {"accuracy", "lead_count"},
+    "grafana_09.sql": {"conversion_monitoring", "created_at"},
 }
 
 
@@ -541,6 +560,52 @@ def test_captured_catalog_statement(endpoint, path):
     values = {str(v) for row in rows for v in row}
     missing = GOLDEN_EXPECT.get(path.name, set()) - values
     assert not missing, f"{path.name}: missing {missing} in {rows[:5]}"
+
+
+def test_npgsql_type_loading_batch(endpoint):
+    """Npgsql sends its type-loading statements as one simple Query (PostgresDatabaseInfo.cs) and
+    fails to connect unless every result comes back; arrays are told by typreceive = array_recv."""
+    batch = "\n".join(_golden(GOLDEN / f"npgsql_0{i}.sql")[0] for i in range(1, 5))
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)  # simple query protocol, several results
+        cur.execute(batch)
+        assert cur.fetchone()[0].startswith("PostgreSQL 15")
+        assert cur.nextset()
+        types = {r[2]: r for r in cur.fetchall()}
+        assert types["int4"][3] == "b" and types["_int4"][3] == "a" and types["_int4"][5] == 23
+        assert {"text", "timestamp", "float8", "numeric", "record", "void"} <= set(types)
+        assert "conversion_monitoring" not in types  # table row types are not loaded (as in PostgreSQL)
+        assert cur.nextset() and cur.fetchall() == []  # composite fields
+        assert cur.nextset() and cur.fetchall() == []  # enum labels
+        assert not cur.nextset()
+
+
+def test_metabase_table_privileges(endpoint):
+    """Metabase syncs only the tables this statement says it may SELECT (postgres.clj,
+    current-user-table-privileges); the endpoint is read-only, so no write privilege."""
+    sql, _ = _golden(GOLDEN / "metabase_02.sql")  # `... AS select,`: a keyword as a label
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(sql).fetchall()
+    rows = {r[2]: r[1:] for r in rows}
+    assert {"conversion_monitoring", "fraud_monitoring"} <= set(rows)
+    assert all(row == ("public", name, False, True, False, False) for name, row in rows.items())
+
+
+def test_prepare_error_arrives_before_sync(endpoint):
+    """asyncpg prepares with Parse, Describe, Flush and waits: the error must come at once."""
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def go():
+        conn = await asyncpg.connect(endpoint.url())
+        try:
+            with pytest.raises(asyncpg.PostgresError) as e:
+                await asyncio.wait_for(conn.prepare("SELECT nope FROM conversion_monitoring"), 10)
+            assert e.value.sqlstate == "42703"
+            return await asyncio.wait_for(conn.fetchval("SELECT 1"), 10)  # the connection goes on
+        finally:
+            await conn.close()
+
+    assert asyncio.run(go()) == 1
 
 
 def test_session_functions_and_settings(endpoint):

@@ -13,7 +13,14 @@ and rewritten before it runs there:
   literals; PostgreSQL-only functions (`format_type`, `col_description`, `pg_get_expr`,
   privilege checks, `pg_get_keywords()`...) -> macros of the shadow schema;
 * `::regclass` / `::regtype` / `::regnamespace` casts -> OID lookups or name lookups;
-  `OPERATOR(pg_catalog.~)` -> regular expressions; COLLATE clauses are dropped.
+  `OPERATOR(pg_catalog.~)` -> regular expressions; COLLATE clauses are dropped;
+* regproc columns (typreceive, aggfnoid...) hold function names, and `'array_in'::regproc` is
+  the name; compared with an OID (`proc.oid = typ.typreceive`, Npgsql's type loading) the column
+  goes through regproc_oid(), a constant map onto the shadow pg_proc (the functions pg_type
+  names and a few aggregates);
+* a scalar function in FROM (`FROM string_to_array(x, ',') s`) is a one-row subquery;
+  integer / integer is integer division; has_*_privilege() is false for write privileges
+  (INSERT, UPDATE, DELETE, CREATE, TEMP...): the endpoint is read-only.
 
 The shadow DuckDB has external access disabled and locked, and the rewrite refuses DuckDB
 file/table functions, so a catalog query can read nothing but the shadow catalog.
@@ -39,11 +46,13 @@ from sqlglot import exp
 from ...query import QueryError
 from ...views import PublicView
 from .catalog_tables import (
-    ARRAY_TYPES, BASE_TYPES, INFORMATION_SCHEMA, NAMESPACES, PG_CATALOG, PG_VIEWS, SYSTEM_RELATIONS,
+    AGGREGATES, ARRAY_TYPES, BASE_TYPES, INFORMATION_SCHEMA, NAMESPACES, PG_CATALOG, PG_VIEWS, REGPROC_COLUMNS,
+    SYSTEM_RELATIONS,
 )
 
 OWNER_OID = 10
 FIRST_VIEW_OID = 16384
+FIRST_PROC_OID = 9000  # the shadow pg_proc's functions (below 10000, as PostgreSQL's built-in ones)
 PUBLIC_NAMESPACE = 2200
 _STARTED = dt.datetime.now(dt.timezone.utc)
 
@@ -165,7 +174,7 @@ class ShadowCatalog:
         for oid, name, sqlname, length, category, elem, array, coll in BASE_TYPES:
             type_rows.append(dict(
                 oid=oid, typname=name, typnamespace=11, typowner=OWNER_OID, typlen=length,
-                typbyval=length in (1, 2, 4, 8), typtype="p" if category == "P" else "b", typcategory=category,
+                typbyval=length in (1, 2, 4, 8), typtype="p" if category in ("P", "X") else "b", typcategory=category,
                 typispreferred=name in ("text", "float8", "bool", "oid", "timestamptz", "interval"),
                 typisdefined=True, typdelim=",", typrelid=0, typsubscript="-", typelem=elem, typarray=array,
                 typinput=f"{name}in", typoutput=f"{name}out", typreceive=f"{name}recv", typsend=f"{name}send",
@@ -228,6 +237,7 @@ class ShadowCatalog:
         )
         insert_named("pg_type", type_rows)
         insert_named("pg_attribute", attr_rows)
+        proc_oids = self._procedures(type_rows, insert_named)
         insert("pg_description", desc_rows)
         insert("pg_am", [(2, "heap", "heap_tableam_handler", "t"), (403, "btree", "bthandler", "i"),
                          (405, "hash", "hashhandler", "i"), (783, "gist", "gisthandler", "i"),
@@ -315,8 +325,20 @@ class ShadowCatalog:
             "pg_size_pretty(n)": "CAST(n AS VARCHAR) || ' bytes'",
             "pg_encoding_to_char(n)": "CASE n WHEN 6 THEN 'UTF8' WHEN 0 THEN 'SQL_ASCII' ELSE '' END",
             "array_upper(a, d)": "CASE WHEN d = 1 AND len(a) > 0 THEN len(a) END",
+            "parse_ident(x)": (
+                "list_transform(string_split(x, '.'), lambda p: CASE WHEN trim(p) LIKE '\"%\"' "
+                "THEN replace(trim(p)[2:-2], '\"\"', '\"') ELSE lower(trim(p)) END)"
+            ),
+            # information_schema._pg_expandarray(a): one row per element, (x, n)
+            "_pg_expandarray(a)": "unnest(list_transform(generate_series(1, len(a)), lambda i: {'x': a[i], 'n': i}))",
             "array_lower(a, d)": "CASE WHEN d = 1 AND len(a) > 0 THEN 1 END",
         }
+        # regproc columns hold function names: regproc_oid(name) is the function's pg_proc OID
+        # (0 for '-' or an unknown name), a constant map so that joins on it stay plain joins.
+        entries = ", ".join(f"'{name}': CAST({oid} AS UINTEGER)" for name, oid in sorted(proc_oids.items()))
+        macros["regproc_oid(x)"] = (
+            f"coalesce(MAP {{{entries}}}[regexp_replace(CAST(x AS VARCHAR), '^pg_catalog\\.', '')], CAST(0 AS UINTEGER))"
+        )
         for signature, body in macros.items():
             db.execute(f"CREATE MACRO {s}.{signature} AS {body}")
         db.execute(
@@ -330,6 +352,45 @@ class ShadowCatalog:
             "ELSE 'reserved (can be function or type name)' END AS barelabel FROM duckdb_keywords()"
         )
         return {"relations": names}
+
+    @staticmethod
+    def _procedures(type_rows: list[dict], insert_named: Callable) -> dict[str, int]:
+        """pg_proc rows for the functions pg_type names (typinput, typreceive...) and a few
+        aggregates, and pg_aggregate; returns {function name: OID} (one function per name)."""
+        oids: dict[str, int] = {}
+        rows: list[dict] = []
+
+        def add(name: str, rettype: int, argtypes: list[int], kind: str = "f") -> None:
+            if name in oids or name == "-":
+                return
+            oids[name] = FIRST_PROC_OID + len(oids)
+            rows.append(dict(
+                oid=oids[name], proname=name, pronamespace=11, proowner=OWNER_OID, prolang=12, procost=1.0,
+                prorows=0.0, provariadic=0, prosupport="-", prokind=kind, prosecdef=False, proleakproof=False,
+                proisstrict=kind == "f", proretset=False, provolatile="i", proparallel="s",
+                pronargs=len(argtypes), pronargdefaults=0, prorettype=rettype, proargtypes=argtypes,
+                prosrc=name if kind == "f" else "aggregate_dummy",
+            ))
+
+        for t in type_rows:
+            if t["typtype"] == "c":
+                own = 2249  # record_in / record_recv... of the views' row types
+            elif t["typcategory"] == "A":
+                own = 2277  # array_in / array_recv... of every array type
+            else:
+                own = t["oid"]
+            add(t["typinput"], own, [2275, 26, 23])
+            add(t["typoutput"], 2275, [own])
+            add(t["typreceive"], own, [2281, 26, 23])
+            add(t["typsend"], 17, [own])
+        for name, rettype, argtype in AGGREGATES:
+            add(name, rettype, [argtype], kind="a")
+        insert_named("pg_proc", rows)
+        insert_named("pg_aggregate", [
+            dict(aggfnoid=name, aggkind="n", aggnumdirectargs=0, aggtransfn="-", aggfinalfn="-", aggcombinefn="-",
+                 aggtranstype=rettype) for name, rettype, _ in AGGREGATES
+        ])
+        return oids
 
     # ---- running ----------------------------------------------------------------------
 
@@ -579,6 +640,10 @@ class Rewriter:
             return self._operator(node)
         if isinstance(node, exp.Cast):
             return self._cast(node)
+        if isinstance(node, (exp.EQ, exp.NEQ)):
+            return self._regproc_comparison(node)
+        if isinstance(node, exp.Div) and _is_integer(node.this) and _is_integer(node.expression):
+            return exp.IntDiv(this=node.this, expression=node.expression)  # PostgreSQL's integer division
         if isinstance(node, (exp.CurrentUser, exp.SessionUser)):
             return self._literal(self.session.user)
         if isinstance(node, (exp.CurrentCatalog, exp.CurrentDatabase)):
@@ -637,7 +702,7 @@ class Rewriter:
         if name in _SETTING_FUNCS:
             return self._setting_function(name, args)
         if name in _TRUE_FUNCTIONS:
-            return exp.Boolean(this=True)
+            return exp.Boolean(this=not _asks_write_privilege(name, args))
         if name in _FALSE_FUNCTIONS:
             return exp.Boolean(this=False)
         if name in _NULL_FUNCTIONS:
@@ -662,6 +727,8 @@ class Rewriter:
             return exp.Anonymous(this="json_object", expressions=args)
         if name == "array_length" and len(args) == 2:
             return exp.Anonymous(this="len", expressions=[args[0]])
+        if name in ("parse_ident", "_pg_expandarray"):
+            return self._macro(name, args[:1])
         if _DENIED_FUNCTION.match(name) and name not in _ALLOWED_TABLE_FUNCTIONS:
             raise QueryError(f"function {name}() is not available in the SQL endpoint's catalog", "42883")
         return node
@@ -746,7 +813,9 @@ class Rewriter:
                     unnest.set("alias", exp.TableAlias(this=alias.this.copy(), columns=[c.copy() for c in columns]))
                 return unnest
             if name not in _ALLOWED_TABLE_FUNCTIONS and not isinstance(fn, exp.ExplodingGenerateSeries):
-                raise QueryError(f"table function {name or fn.sql()}() is not available in the SQL endpoint's catalog", "42883")
+                if name and _DENIED_FUNCTION.match(name):
+                    raise QueryError(f"table function {name}() is not available in the SQL endpoint's catalog", "42883")
+                return self._scalar_from(fn, name, alias)
             if alias is not None and not alias.columns and alias.this is not None:
                 alias.set("columns", [alias.this.copy()])
             node.set("db", None)
@@ -769,6 +838,28 @@ class Rewriter:
             table.set("alias", alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(name)))
             return table
         raise QueryError(f"relation \"{(schema + '.') if schema else ''}{name}\" does not exist in the catalog", "42P01")
+
+    @staticmethod
+    def _scalar_from(fn: exp.Expression, name: str, alias) -> exp.Expression:
+        """A scalar function in FROM (`FROM string_to_array(x, ',') s`): one row, one column,
+        named by the alias (or the function), as in PostgreSQL."""
+        table = alias.this.copy() if alias is not None and alias.this is not None else exp.to_identifier(name or "f")
+        column = alias.columns[0].copy() if alias is not None and alias.columns else table.copy()
+        select = exp.select(exp.alias_(fn.copy(), column.copy()))
+        return exp.Subquery(this=select, alias=exp.TableAlias(this=table, columns=[column]))
+
+    def _regproc_comparison(self, node: exp.Expression) -> exp.Expression:
+        """`proc.oid = typ.typreceive`: a regproc column (a function name here) compared with
+        anything but text is compared by its function's OID."""
+        left, right = node.this, node.expression
+        left_proc, right_proc = _is_regproc_column(left), _is_regproc_column(right)
+        if left_proc == right_proc:
+            return node
+        column, other = (left, right) if left_proc else (right, left)
+        if isinstance(other, exp.Literal) and other.is_string:
+            return node  # typinput = 'array_in'::regproc (the cast leaves the name)
+        node.set("this" if left_proc else "expression", self._macro("regproc_oid", [column.copy()]))
+        return node
 
     def _session_table(self, macro: str, name: str, alias) -> exp.Expression:
         call = exp.Anonymous(this=macro, expressions=[self._literal(self.session.database), self._literal(self.session.user)])
@@ -835,6 +926,8 @@ class Rewriter:
     def _cast(self, node: exp.Cast) -> exp.Expression:
         kind = _reg_kind(node.to)
         inner = node.this
+        if kind == "regprocedure" and isinstance(inner, exp.Literal) and inner.is_string:
+            kind = "regproc"  # 'array_in(anyarray)'::regprocedure: the function's name, as regproc
         if kind in ("regclass", "regtype", "regnamespace", "regproc"):
             return self._reg_in(kind, inner)
         target = _DUCK_CAST.get(kind)
@@ -855,7 +948,9 @@ class Rewriter:
                 if oid is None:
                     raise QueryError(f"relation \"{text}\" does not exist", "42P01")
                 return _uint(exp.Literal.number(oid))
-            return self._macro(f"{kind}_in", [inner]) if kind != "regproc" else exp.Null()
+            if kind == "regproc":  # the function's name, as the regproc columns hold it
+                return exp.Literal.string(re.sub(r"^(pg_catalog\.)?\"?([^\"(]*)\"?(\(.*\))?$", r"\2", text.strip()))
+            return self._macro(f"{kind}_in", [inner])
         if isinstance(inner, (exp.Literal, exp.Column, exp.Null)) and not (isinstance(inner, exp.Literal) and inner.is_string):
             return inner
         if isinstance(inner, (exp.Func, exp.DPipe, exp.Paren, exp.Anonymous, exp.Dot)):
@@ -877,6 +972,40 @@ _REG_KINDS = ("regclass", "regtype", "regnamespace", "regproc")
 
 def _uint(value: exp.Expression) -> exp.Expression:
     return exp.Cast(this=value, to=exp.DataType.build("UINTEGER", dialect="duckdb"))
+
+
+_WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "CREATE", "TEMP")
+
+
+def _asks_write_privilege(name: str, args: list[exp.Expression]) -> bool:
+    """has_table_privilege(..., 'INSERT') and the like: the endpoint is read-only, so no."""
+    if not name.startswith("has_") or not args:
+        return False
+    last = args[-1]
+    if not (isinstance(last, exp.Literal) and last.is_string):
+        return False
+    asked = [part.strip().upper() for part in last.this.split(",")]
+    return all(part.startswith(_WRITE_PRIVILEGES) for part in asked if part)
+
+
+_INTEGER_TYPES = {"int", "integer", "int2", "int4", "int8", "smallint", "bigint", "tinyint", "uinteger"}
+
+
+def _is_integer(node: exp.Expression) -> bool:
+    """An integer-valued expression by its form: an integer literal, a cast to an integer type."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Literal):
+        return not node.is_string and re.fullmatch(r"-?\d+", str(node.this)) is not None
+    if isinstance(node, exp.Cast):
+        return _reg_kind(node.to) in _INTEGER_TYPES
+    if isinstance(node, exp.Neg):
+        return _is_integer(node.this)
+    return False
+
+
+def _is_regproc_column(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Column) and isinstance(node.this, exp.Identifier) and node.name.lower() in REGPROC_COLUMNS
 
 
 def _func_name(node: exp.Expression) -> str:

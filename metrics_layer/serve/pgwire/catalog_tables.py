@@ -153,7 +153,20 @@ PG_CATALOG: dict[str, str] = {
     "pg_event_trigger": "oid UINTEGER, evtname VARCHAR, evtevent VARCHAR, evtowner UINTEGER, evtenabled VARCHAR",
     "pg_language": "oid UINTEGER, lanname VARCHAR, lanowner UINTEGER, lanispl BOOLEAN, lanpltrusted BOOLEAN",
     "pg_cast": "oid UINTEGER, castsource UINTEGER, casttarget UINTEGER, castfunc UINTEGER, castcontext VARCHAR, castmethod VARCHAR",
-    "pg_aggregate": "aggfnoid VARCHAR, aggkind VARCHAR, aggnumdirectargs SMALLINT",
+    "pg_aggregate": (
+        "aggfnoid VARCHAR, aggkind VARCHAR, aggnumdirectargs SMALLINT, aggtransfn VARCHAR, aggfinalfn VARCHAR, "
+        "aggcombinefn VARCHAR, aggtranstype UINTEGER, agginitval VARCHAR"
+    ),
+    "pg_range": (
+        "rngtypid UINTEGER, rngsubtype UINTEGER, rngmultitypid UINTEGER, rngcollation UINTEGER, "
+        "rngsubopc UINTEGER, rngcanonical VARCHAR, rngsubdiff VARCHAR"
+    ),
+    "pg_default_acl": "oid UINTEGER, defaclrole UINTEGER, defaclnamespace UINTEGER, defaclobjtype VARCHAR, defaclacl VARCHAR[]",
+    "pg_shdepend": (
+        "dbid UINTEGER, classid UINTEGER, objid UINTEGER, objsubid INTEGER, refclassid UINTEGER, "
+        "refobjid UINTEGER, deptype VARCHAR"
+    ),
+    "pg_timezone_abbrevs": "abbrev VARCHAR, utc_offset INTERVAL, is_dst BOOLEAN",
     "pg_conversion": "oid UINTEGER, conname VARCHAR, connamespace UINTEGER, conforencoding INTEGER, contoencoding INTEGER",
     "pg_stat_activity": (
         "datid UINTEGER, datname VARCHAR, pid INTEGER, leader_pid INTEGER, usesysid UINTEGER, usename VARCHAR, "
@@ -374,8 +387,20 @@ SYSTEM_RELATIONS: dict[str, int] = {
     "pg_foreign_table": 3118, "pg_partitioned_table": 3350, "pg_aggregate": 2600,
     "pg_foreign_server": 1417, "pg_foreign_data_wrapper": 2328, "pg_conversion": 2607,
     "pg_publication_rel": 6106, "pg_publication_namespace": 6237, "pg_subscription": 6100,
+    "pg_range": 3541, "pg_default_acl": 826, "pg_shdepend": 1214,
     "pg_settings": 12000, "pg_roles": 12001, "pg_user": 12002, "pg_tables": 12003, "pg_views": 12004,
     "pg_matviews": 12005, "pg_stat_activity": 12006, "pg_indexes": 12007, "pg_locks": 12008,
 }
+
+# Columns of type regproc: stored as function names (as PostgreSQL prints them); compared with an
+# OID, the rewrite looks the name up in pg_proc (catalog.py, regproc_oid).
+REGPROC_COLUMNS = {
+    "typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout", "typanalyze", "typsubscript",
+    "aggfnoid", "aggtransfn", "aggfinalfn", "aggcombinefn", "prosupport", "amhandler", "oprcode", "oprrest",
+    "oprjoin", "rngcanonical", "rngsubdiff",
+}
+
+# Aggregates listed in pg_proc / pg_aggregate: (name, return type, argument type).
+AGGREGATES = [("avg", 701, 701), ("count", 20, 2276), ("max", 701, 701), ("min", 701, 701), ("sum", 701, 701)]
 
 NAMESPACES = [(11, "pg_catalog"), (2200, "public"), (13000, "information_schema")]

@@ -290,6 +290,9 @@ class Connection:
                 self.send(p.error_response(e))
                 self._fail_transaction()
                 self.ignore_till_sync = True
+                # Sent now, as PostgreSQL does: a client may wait for it before sending Sync
+                # (asyncpg's prepare sends Parse, Describe, Flush and waits).
+                await self.flush()
 
     # ------------------------------------------------------------------ backend calls
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
 from ...model.types import SemanticModel
@@ -215,12 +217,34 @@ def parse_sql(sql: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
     except sqlglot.errors.ParseError as e:
-        errors = getattr(e, "errors", None) or [{}]
-        detail = errors[0].get("description") or str(e).splitlines()[0]
-        raise QueryError(f"syntax error: {detail}", "42601") from None
+        quoted = _quote_keyword_labels(sql)
+        try:
+            statements = [s for s in sqlglot.parse(quoted, read="postgres") if s is not None] if quoted else None
+        except sqlglot.errors.ParseError:
+            statements = None
+        if statements is None:
+            errors = getattr(e, "errors", None) or [{}]
+            detail = errors[0].get("description") or str(e).splitlines()[0]
+            raise QueryError(f"syntax error: {detail}", "42601") from None
     if len(statements) != 1:
         raise QueryError("expected exactly one statement", "42601")
     return statements[0]
+
+
+_LABEL_ENDS = (TokenType.COMMA, TokenType.FROM, TokenType.R_PAREN, TokenType.SEMICOLON)
+
+
+def _quote_keyword_labels(sql: str) -> str | None:
+    """`sql` with keywords used as column labels after AS quoted (`... AS select,`: PostgreSQL
+    takes any keyword there; sqlglot does not, and Metabase's privilege query writes it), or
+    None when there is none."""
+    tokens = Postgres().tokenize(sql)
+    spans = [word for as_, word, after in zip(tokens, tokens[1:], tokens[2:] + [None])
+             if as_.token_type == TokenType.ALIAS and word.token_type not in (TokenType.VAR, TokenType.IDENTIFIER)
+             and word.text.isidentifier() and (after is None or after.token_type in _LABEL_ENDS)]
+    for word in reversed(spans):
+        sql = f'{sql[:word.start]}"{word.text.lower()}"{sql[word.end + 1:]}'
+    return sql if spans else None
 
 
 def template_for(sql: str, model: SemanticModel, views: dict[str, PublicView], tree: exp.Expression | None = None) -> Template:

@@ -1,0 +1,2 @@
+-- client: metabase (src/metabase/driver/postgres.clj, db-default-timezone)
+show timezone;
