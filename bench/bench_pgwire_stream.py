@@ -42,7 +42,7 @@ def _serve(port_queue: mp.Queue, cpu: int | None) -> None:
         def describe(self, sql, param_oids):
             return Described([], [ColumnDesc("i", OID.INT8), ColumnDesc("x", OID.INT8), ColumnDesc("s", OID.TEXT)])
 
-        def execute(self, sql, params, param_oids):
+        def execute(self, sql, params, param_oids, result_formats):
             cur = self.con.cursor()
             cur.execute(sql)
 

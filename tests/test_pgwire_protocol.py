@@ -122,7 +122,7 @@ class DuckDBSession:
             raise _pg_error(e) from None
         return Described(oids, [ColumnDesc(row[0], _duck_oid(row[1])) for row in rel])
 
-    def execute(self, sql: str, params: list, param_oids: list[int]) -> Outcome:
+    def execute(self, sql: str, params: list, param_oids: list[int], result_formats: list[int]) -> Outcome:
         if sql.upper().startswith("ECHO"):
             oids = _param_oids(sql, param_oids)
             return Outcome([ColumnDesc(f"p{i + 1}", oid) for i, oid in enumerate(oids)], [tuple(params)])

@@ -26,7 +26,9 @@ text/varchar/name/char/json/jsonb/unknown -> str; bytea -> bytes; date; time; ti
 naive datetime; timestamptz -> aware datetime in UTC; interval -> timedelta (str when it has
 months/years or an unusual syntax); uuid -> str; any other type -> str (text) or bytes (binary).
 Result values are converted to the declared column type; a `str` is always accepted and sent as
-the value's text (in binary format it is parsed as that type's text first).
+the value's text (in binary format it is parsed as that type's text first). A backend that
+produces a column's values as ready text (e.g. asks its engine to print timestamps) marks the
+column `text_values`: the server then sends them without looking at them.
 """
 
 from __future__ import annotations
@@ -41,12 +43,19 @@ class ColumnDesc:
 
     `type_oid` is a PostgreSQL type OID (`values.OID` has the common ones). `type_size` -1 lets
     the server fill in the standard size of the type (4 for int4, -1 for text...).
+
+    `text_values` (results only, never announced): every non-null value of the column is a `str`
+    holding exactly what PostgreSQL prints for the value in text format (DateStyle ISO...). In
+    text format the server sends it as is, as fast as a text column; in binary format it still
+    parses it as the type's text first (correct, slower: set it only for columns the client
+    asked in text format, see `Session.execute`).
     """
 
     name: str
     type_oid: int
     type_size: int = -1
     type_modifier: int = -1
+    text_values: bool = False
 
 
 @dataclass
@@ -141,12 +150,18 @@ class Session(Protocol):
     # return if the backend already knows it, answered without blocking (it runs on the event
     # loop, before `describe` would be sent to a worker thread); None when it does not know.
 
-    def execute(self, sql: str, params: list[Any], param_oids: list[int]) -> Outcome:
+    def execute(self, sql: str, params: list[Any], param_oids: list[int], result_formats: list[int]) -> Outcome:
         """Run `sql` with `params` ($1.. placeholders), decoded according to `param_oids`.
 
         Simple-query statements arrive with no parameters and were not described first. For
         prepared statements the result columns must match what `describe` announced (the
         client decodes rows with the described types).
+
+        `result_formats` are the format codes the client asked for the result columns, as in
+        Bind: empty = all text, one code = for every column, else one per column (0 text, 1
+        binary). The backend may ignore them; they let it produce ready text for text-format
+        columns (`ColumnDesc.text_values`). A cursor (DECLARE) gets its declared format, but a
+        FETCH may ask another one later.
         """
         ...
 

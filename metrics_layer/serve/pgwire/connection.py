@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -51,15 +52,18 @@ def _fetch_encoded(rows: Iterator, encoder: RowEncoder, want: int) -> tuple[byte
     return encoder.encode(batch), len(batch)
 
 
-def _execute_in_worker(session: Session, stmt: PreparedStatement, params: list, encoder: Callable, want: int) -> tuple:
+def _execute_in_worker(
+    session: Session, stmt: PreparedStatement, params: list, formats: list[int], encoder: Callable, want: int
+) -> tuple:
     """Worker-thread side of starting a statement: execute it and, when it returns rows,
     fetch and encode the first batch in the same trip to the pool (a trip costs 0.1-0.2 ms).
 
-    `encoder(columns)` gives the RowEncoder for the result, or None to fetch nothing yet.
-    Returns (outcome, rows iterator, encoder, (data, n) of the first batch) - the last three
-    None when nothing was fetched.
+    `formats` are the result format codes asked for (Session.execute). `encoder(columns)`
+    gives the RowEncoder for the result, or None to fetch nothing yet. Returns (outcome, rows
+    iterator, encoder, (data, n) of the first batch) - the last three None when nothing was
+    fetched.
     """
-    outcome = session.execute(stmt.sql, params, stmt.param_oids)
+    outcome = session.execute(stmt.sql, params, stmt.param_oids, formats)
     row_encoder = encoder(outcome.columns) if outcome.columns is not None and want else None
     if row_encoder is None:
         return outcome, None, None, None
@@ -71,6 +75,23 @@ def _execute_in_worker(session: Session, stmt: PreparedStatement, params: list, 
         if close is not None:
             close()
         raise
+
+
+def _encoder(columns: list[ColumnDesc], formats: list[int]) -> RowEncoder:
+    """The RowEncoder for these columns in these formats (one per column)."""
+    return row_encoder(tuple(c.type_oid for c in columns), tuple(formats), tuple(c.text_values for c in columns))
+
+
+def _all_formats(codes: list[int], n: int) -> list[int]:
+    """Format codes chosen by the server itself (none = text, or one for all) for n columns."""
+    return list(codes) if len(codes) == n else [codes[0] if codes else 0] * n
+
+
+def _with_text_values(described: list[ColumnDesc], columns: list[ColumnDesc]) -> list[ColumnDesc]:
+    """The described columns, marked `text_values` where the executed result's columns are."""
+    if not any(c.text_values for c in columns):
+        return described
+    return [dataclasses.replace(d, text_values=c.text_values) for d, c in zip(described, columns)]
 
 
 def _skip(rows: Iterator, count: int | None) -> int:
@@ -522,20 +543,21 @@ class Connection:
 
         def encoder(columns: list[ColumnDesc]) -> RowEncoder | None:
             if adopt:
-                return row_encoder(tuple(c.type_oid for c in columns), tuple(portal.formats or [0] * len(columns)))
+                return _encoder(columns, _all_formats(portal.formats, len(columns)))
             if described is None or len(described) != len(columns):
                 return None  # a mismatch, reported below
-            return row_encoder(tuple(c.type_oid for c in described), tuple(portal.formats))
+            return _encoder(_with_text_values(described, columns), portal.formats)
 
         outcome, rows, portal.encoder, batch = await self._backend(
-            _execute_in_worker, self.session, stmt, portal.params, encoder, first, offset=stmt.offset)
+            _execute_in_worker, self.session, stmt, portal.params, list(portal.formats), encoder, first,
+            offset=stmt.offset)
         self._report(outcome)
         portal.tag = outcome.command_tag
         columns = outcome.columns
         if adopt:
             portal.columns = columns
             if columns is not None:
-                portal.formats = portal.formats or [0] * len(columns)
+                portal.formats = _all_formats(portal.formats, len(columns))
                 if describe:
                     self.send(self._row_description(columns, portal.formats))
         elif (columns is None) != (portal.columns is None):
@@ -547,6 +569,8 @@ class Connection:
         if columns is None:
             portal.done = True
             return False, None
+        if not adopt:
+            portal.columns = _with_text_values(portal.columns, columns)  # for later encoders (FETCH)
         portal.source = outcome.rows
         portal.rows = rows if rows is not None else iter(outcome.rows)
         return True, None if batch is None else (*batch, first)
@@ -564,7 +588,7 @@ class Connection:
     ) -> tuple[int, bool]:
         """Send up to `limit` rows (all when None) of a portal; (rows sent, iterator exhausted)."""
         if portal.encoder is None:
-            portal.encoder = row_encoder(tuple(c.type_oid for c in portal.columns), tuple(portal.formats))
+            portal.encoder = _encoder(portal.columns, portal.formats)
         # A small materialized result cannot block: encode it here and save a thread hop.
         source = portal.source
         inline = isinstance(source, (list, tuple)) and len(source) <= INLINE_ROWS
@@ -707,11 +731,10 @@ class Connection:
             raise BackendError(f'cursor "{cmd.name}" already exists', "42P03")
         stmt = portal.statement
         query = PreparedStatement(cmd.name, cmd.query, stmt.offset + cmd.query_offset, stmt.param_oids, None, None)
-        cursor = Portal(cmd.name, query, portal.params, [], None, hold=cmd.hold)
-        started, _ = await self._start(cursor, adopt=True)
+        cursor = Portal(cmd.name, query, portal.params, [int(cmd.binary)], None, hold=cmd.hold)
+        started, _ = await self._start(cursor, adopt=True)  # formats become one per column
         if not started:
             raise BackendError("DECLARE CURSOR can only be used with queries that return rows", "42P11")
-        cursor.formats = [int(cmd.binary)] * len(cursor.columns)
         self.portals[cmd.name] = cursor
 
     async def _fetch(self, cmd: Command, portal: Portal, simple: bool) -> str:
@@ -730,8 +753,7 @@ class Connection:
             self.send(self._row_description(cursor.columns, formats))
         if cursor.rows is None:
             return "FETCH 0"
-        encoder = row_encoder(tuple(c.type_oid for c in cursor.columns), tuple(formats))
-        sent, _ = await self._stream_rows(cursor.rows, encoder, cmd.count)
+        sent, _ = await self._stream_rows(cursor.rows, _encoder(cursor.columns, formats), cmd.count)
         return f"FETCH {sent}"
 
     # ------------------------------------------------------------------ helpers

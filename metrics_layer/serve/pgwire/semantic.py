@@ -15,6 +15,7 @@ splitting; this module sees one statement at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import operator
@@ -23,8 +24,10 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+import sqlglot
+import sqlglot.errors
 from sqlglot import exp
 
 from ...engines import Cancel, EngineError
@@ -246,6 +249,12 @@ class ViewTypes:
             oid = (_STATIC_DIMENSION if f.kind == "dimension" else _STATIC_METRIC).get(f.type, 25)
         return oid
 
+    def probed(self, view: PublicView, f: ViewField) -> bool:
+        """True when the engine told the field's type (not a fallback from the definitions)."""
+        if view.name not in self._probed:
+            self._probe_view(view)
+        return (view.name, f.name) in self._types
+
     def field_types(self, view: PublicView) -> list[FieldType]:
         return [FieldType(self.oid(view, f)) for f in view.dimensions + view.metrics]
 
@@ -358,6 +367,71 @@ class _StatementCache:
             self._items[key] = value
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Timestamps and dates printed by DuckDB
+#
+# Formatting a datetime in Python is the dearest part of encoding a row; DuckDB prints the same
+# text for a fraction of the cost. For columns the client reads in text format, the compiled
+# SQL is wrapped in a SELECT that prints them, and the server sends the text as it comes.
+
+_RENDERED_OIDS = (1114, 1082)  # timestamp, date
+
+# `v` is the value: DATE, TIMESTAMP, TIMESTAMPTZ, TIMESTAMP_NS, TIMESTAMP_MS or TIMESTAMP_S.
+# As a TIMESTAMP, what DuckDB's Python conversion returns: TIMESTAMPTZ in UTC (the engine's
+# TimeZone), TIMESTAMP_NS truncated toward zero on the epoch (1969-12-31 23:59:59.9999995 ->
+# 1970-01-01 00:00:00; CAST rounds, epoch_us floors). typeof() is a constant: DuckDB folds the
+# test away for the other types. nanosecond() takes no non-temporal value: a column of another
+# type fails to bind (an error, never wrong text).
+_AS_TIMESTAMP = sqlglot.parse_one(
+    "CASE WHEN typeof(v) = 'TIMESTAMP_NS' AND nanosecond(v) % 1000 <> 0 "
+    "THEN make_timestamp(epoch_us(v) + CASE WHEN epoch_us(v) < 0 THEN 1 ELSE 0 END) "
+    "ELSE CAST(v AS TIMESTAMP) END", read="duckdb")
+# `t` as a timestamp, `r` the value to print (t, or t as a DATE). DuckDB prints what PostgreSQL
+# prints with DateStyle ISO (fraction without trailing zeros, years > 9999, 'infinity') except
+# BC: '0044-03-15 (BC) 12:00:00' where PostgreSQL prints '0044-03-15 12:00:00 BC'.
+_PG_TEXT = sqlglot.parse_one(
+    "CASE WHEN t < CAST('0001-01-01' AS TIMESTAMP) AND isfinite(t) "
+    "THEN replace(CAST(r AS VARCHAR), ' (BC)', '') || ' BC' ELSE CAST(r AS VARCHAR) END", read="duckdb")
+
+
+def _substitute(template: exp.Expression, values: dict[str, exp.Expression]) -> exp.Expression:
+    return template.transform(
+        lambda node: values[node.name].copy() if isinstance(node, exp.Column) and not node.table and node.name in values
+        else node)
+
+
+def pg_text_expression(value: exp.Expression, oid: int) -> exp.Expression:
+    """A DuckDB expression printing a temporal `value` as PostgreSQL's text for type `oid`
+    (1114 timestamp, 1082 date), byte for byte what values.py sends for the Python value DuckDB
+    returns, and PostgreSQL's text where DuckDB returns none that values.py can print right
+    (BC, infinity)."""
+    t = _substitute(_AS_TIMESTAMP, {"v": value})
+    shown = t if oid == 1114 else exp.cast(t, "DATE")
+    return _substitute(_PG_TEXT, {"t": t, "r": shown})
+
+
+def pg_text_select(sql: str, outputs: Sequence[tuple[int, int | None]]) -> str:
+    """DuckDB SQL selecting from the query `sql`, one column per (index of a column of `sql`,
+    oid): printed by pg_text_expression when an oid is given, as it is otherwise."""
+    key = (sql, tuple(outputs))
+    found = _rendered_sql.get(key)
+    if found is not None:
+        return found
+    names = [exp.to_identifier(f"c{i}") for i in range(max(source for source, _ in outputs) + 1)]
+    query = exp.Subquery(
+        this=sqlglot.parse_one(sql, read="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("q"), columns=names))
+    items = []
+    for source, oid in outputs:
+        column = exp.column(f"c{source}", table="q")
+        items.append(column if oid is None else exp.alias_(pg_text_expression(column, oid), f"c{source}"))
+    found = exp.select(*items).from_(query).sql(dialect="duckdb")
+    _rendered_sql.put(key, found)
+    return found
+
+
+_rendered_sql = _StatementCache(1024)
 
 
 @dataclass
@@ -481,9 +555,9 @@ class SemanticSession:
         described = self.backend.state().described.get((self.backend.access_key(self.user), sql, tuple(param_oids)))
         return None if described is None else _copy_described(described)
 
-    def execute(self, sql: str, params: list[Any], param_oids: list[int]) -> Outcome:
+    def execute(self, sql: str, params: list[Any], param_oids: list[int], result_formats: list[int]) -> Outcome:
         try:
-            return self._execute(sql, list(params or []), list(param_oids or []))
+            return self._execute(sql, list(params or []), list(param_oids or []), list(result_formats or []))
         except Exception as e:
             raise _backend_error(e) from None
 
@@ -568,10 +642,10 @@ class SemanticSession:
 
     # ---- execute ----------------------------------------------------------------------
 
-    def _execute(self, sql: str, params: list[Any], param_oids: list[int]) -> Outcome:
+    def _execute(self, sql: str, params: list[Any], param_oids: list[int], result_formats: list[int]) -> Outcome:
         kind = classify(sql)
         if kind.kind == "semantic":
-            return self._semantic(kind, params)
+            return self._semantic(kind, params, result_formats)
         if kind.kind == "set":
             return self._set(sql)
         if kind.kind == "reset":
@@ -591,7 +665,7 @@ class SemanticSession:
             tree = _inline_params(tree, params)
         return self.backend.catalog.run(tree, schema, index, self.info, describe_only=describe_only)
 
-    def _semantic(self, kind: _Classified, params: list[Any]) -> Outcome:
+    def _semantic(self, kind: _Classified, params: list[Any], result_formats: list[int]) -> Outcome:
         state = self.backend.state()
         template = template_for(kind.data, state.model, self.backend.views_for(state, self.user), kind.tree)
         query = template.bind(params, window=self.settings.window, as_of=self.settings.as_of)
@@ -607,9 +681,33 @@ class SemanticSession:
                     f"SELECT * asks for every column of {template.view.name} grouped by every dimension, and: "
                     f"{e.message}; list the columns you need instead", e.code) from None
             raise
-        return Outcome(columns, self._stream(sql, template, post_offset, post_limit))
+        printed = self._printed_columns(template, columns, result_formats, state)
+        if printed:
+            # The engine prints these columns, and selects the template's columns in order.
+            try:
+                sql = pg_text_select(sql, [(c.source, columns[i].type_oid if i in printed else None)
+                                           for i, c in enumerate(template.columns)])
+            except sqlglot.errors.ParseError:  # not expected (sqlglot wrote it): values formatted here
+                printed = set()
+            columns = [dataclasses.replace(c, text_values=True) if i in printed else c for i, c in enumerate(columns)]
+        return Outcome(columns, self._stream(sql, template, post_offset, post_limit, projected=bool(printed)))
 
-    def _stream(self, sql: str, template: Template, post_offset: int, post_limit: int | None) -> Iterator:
+    def _printed_columns(self, template: Template, columns: list[ColumnDesc], formats: list[int],
+                         state: _ModelState) -> set[int]:
+        """Indexes of the result columns DuckDB should print as PostgreSQL text: timestamps and
+        dates asked in text format whose type the engine told (see pg_text_expression)."""
+        if template.count_rows or self.backend.service.dialect != "duckdb":
+            return set()
+        if len(formats) <= 1:
+            formats = (formats or [0]) * len(columns)
+        elif len(formats) != len(columns):
+            return set()
+        return {i for i, (c, column, fmt) in enumerate(zip(template.columns, columns, formats))
+                if fmt == 0 and column.type_oid in _RENDERED_OIDS
+                and (c.as_date or state.types.probed(template.view, c.field))}
+
+    def _stream(self, sql: str, template: Template, post_offset: int, post_limit: int | None,
+                projected: bool = False) -> Iterator:
         service = self.backend.service
         cancel = Cancel()
         with self._cancel_lock:
@@ -625,7 +723,7 @@ class SemanticSession:
             self._finish(cancel, timer)
             raise
         rows: Iterator = itertools.chain.from_iterable(batches)
-        if not template.identity:
+        if not template.identity and not projected:
             sources = [c.source for c in template.columns]
             if len(sources) == 1:
                 index = sources[0]

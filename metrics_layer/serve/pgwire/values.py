@@ -664,14 +664,23 @@ def _compiled_row_loop(kinds: tuple[str, ...]) -> Callable[..., bytes]:
 
 
 class RowEncoder:
-    """Encodes batches of rows as DataRow messages for fixed column types and formats."""
+    """Encodes batches of rows as DataRow messages for fixed column types and formats.
 
-    def __init__(self, oids: Sequence[int], formats: Sequence[int]):
+    `text_values` flags columns whose values arrive as ready PostgreSQL text (`str`, see
+    `ColumnDesc.text_values`): in text format they are encoded as text columns are (str.encode),
+    whatever the declared type; in binary format they take the usual path (parsed first).
+    """
+
+    def __init__(self, oids: Sequence[int], formats: Sequence[int], text_values: Sequence[bool] = ()):
         self.ncols = len(oids)
-        self._loop = _compiled_row_loop(tuple(_INLINE_KINDS.get((oid, fmt), "call") for oid, fmt in zip(oids, formats)))
+        ready = tuple(text_values) + (False,) * (self.ncols - len(text_values))
+        self._loop = _compiled_row_loop(tuple(
+            "call" if ready_text and not fmt else _INLINE_KINDS.get((oid, fmt), "call")
+            for oid, fmt, ready_text in zip(oids, formats, ready)))
         self._safe_loop = _compiled_row_loop(("call",) * self.ncols)
         self._fast = tuple(
-            (_BINARY_ENCODERS if fmt else _TEXT_ENCODERS).get(oid, text_any) for oid, fmt in zip(oids, formats)
+            str.encode if ready_text and not fmt else (_BINARY_ENCODERS if fmt else _TEXT_ENCODERS).get(oid, text_any)
+            for oid, fmt, ready_text in zip(oids, formats, ready)
         )
         self._safe = tuple(_safe_encoder(oid, fmt) for oid, fmt in zip(oids, formats))
 
@@ -687,6 +696,6 @@ class RowEncoder:
 
 
 @functools.lru_cache(maxsize=512)
-def row_encoder(oids: tuple[int, ...], formats: tuple[int, ...]) -> RowEncoder:
+def row_encoder(oids: tuple[int, ...], formats: tuple[int, ...], text_values: tuple[bool, ...] = ()) -> RowEncoder:
     """A shared RowEncoder for these column types and formats (encoders hold no state)."""
-    return RowEncoder(oids, formats)
+    return RowEncoder(oids, formats, text_values)
