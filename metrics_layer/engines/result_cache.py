@@ -78,6 +78,7 @@ class ResultCache:
         if signature != self._signature:
             self._entries.clear()
             self._verdicts.clear()  # a table may have become a view over files
+            self._unstable = None  # or a macro may have been created
             self._total_rows = 0
             self._signature = signature
 
