@@ -1,4 +1,4 @@
-"""Timestamps and dates printed by DuckDB for text-format results (semantic.pg_text_select).
+"""Timestamps and dates printed by DuckDB for text-format results (compile/pg_text.py).
 
 The SQL endpoint asks DuckDB to print timestamp and date columns the client reads as text,
 instead of formatting Python datetimes. The text must be byte for byte what the Python path
@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from conftest import postgres_or_skip
 from metrics_layer.engines.duckdb_engine import DuckDBEngine
-from metrics_layer.serve.pgwire.semantic import pg_text_expression, pg_text_select
+from metrics_layer.compile.pg_text import pg_text_expression, pg_text_select
 from metrics_layer.serve.pgwire.values import _timestamp_text, row_encoder
 
 EPOCH = dt.datetime(1970, 1, 1)
@@ -131,7 +131,7 @@ def _printed(eng: DuckDBEngine, column: str, oid: int, expression=None) -> tuple
     comparison catches a wrong rendering), the encoder sends the text."""
     sql = f"SELECT i, {column} FROM t"
     if expression is None:
-        sql = pg_text_select(sql, [(0, None), (1, oid)])
+        sql = pg_text_select(sql, ((0, None), (1, oid)))
     else:
         sql = exp.select("i", exp.alias_(expression(exp.column(column), oid), "v")).from_("t").sql("duckdb")
     rows = _fetch(eng, sql)

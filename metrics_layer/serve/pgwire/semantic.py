@@ -24,12 +24,13 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from ...compile.pg_text import RENDERED_OIDS, pg_text_select
 from ...engines import Cancel, EngineError
 from ...model.load import parse_interval
 from ...query import COLUMN_TYPES, DimensionRef, QueryError, SemanticQuery, parse_timestamp
@@ -369,69 +370,6 @@ class _StatementCache:
                 self._items.popitem(last=False)
 
 
-# ---------------------------------------------------------------------------------------
-# Timestamps and dates printed by DuckDB
-#
-# Formatting a datetime in Python is the dearest part of encoding a row; DuckDB prints the same
-# text for a fraction of the cost. For columns the client reads in text format, the compiled
-# SQL is wrapped in a SELECT that prints them, and the server sends the text as it comes.
-
-_RENDERED_OIDS = (1114, 1082)  # timestamp, date
-
-# `v` is the value: DATE, TIMESTAMP, TIMESTAMPTZ, TIMESTAMP_NS, TIMESTAMP_MS or TIMESTAMP_S.
-# As a TIMESTAMP, what DuckDB's Python conversion returns: TIMESTAMPTZ in UTC (the engine's
-# TimeZone), TIMESTAMP_NS truncated toward zero on the epoch (1969-12-31 23:59:59.9999995 ->
-# 1970-01-01 00:00:00; CAST rounds, epoch_us floors). typeof() is a constant: DuckDB folds the
-# test away for the other types. nanosecond() takes no non-temporal value: a column of another
-# type fails to bind (an error, never wrong text).
-_AS_TIMESTAMP = sqlglot.parse_one(
-    "CASE WHEN typeof(v) = 'TIMESTAMP_NS' AND nanosecond(v) % 1000 <> 0 "
-    "THEN make_timestamp(epoch_us(v) + CASE WHEN epoch_us(v) < 0 THEN 1 ELSE 0 END) "
-    "ELSE CAST(v AS TIMESTAMP) END", read="duckdb")
-# `t` as a timestamp, `r` the value to print (t, or t as a DATE). DuckDB prints what PostgreSQL
-# prints with DateStyle ISO (fraction without trailing zeros, years > 9999, 'infinity') except
-# BC: '0044-03-15 (BC) 12:00:00' where PostgreSQL prints '0044-03-15 12:00:00 BC'.
-_PG_TEXT = sqlglot.parse_one(
-    "CASE WHEN t < CAST('0001-01-01' AS TIMESTAMP) AND isfinite(t) "
-    "THEN replace(CAST(r AS VARCHAR), ' (BC)', '') || ' BC' ELSE CAST(r AS VARCHAR) END", read="duckdb")
-
-
-def _substitute(template: exp.Expression, values: dict[str, exp.Expression]) -> exp.Expression:
-    return template.transform(
-        lambda node: values[node.name].copy() if isinstance(node, exp.Column) and not node.table and node.name in values
-        else node)
-
-
-def pg_text_expression(value: exp.Expression, oid: int) -> exp.Expression:
-    """A DuckDB expression printing a temporal `value` as PostgreSQL's text for type `oid`
-    (1114 timestamp, 1082 date), byte for byte what values.py sends for the Python value DuckDB
-    returns, and PostgreSQL's text where DuckDB returns none that values.py can print right
-    (BC, infinity)."""
-    t = _substitute(_AS_TIMESTAMP, {"v": value})
-    shown = t if oid == 1114 else exp.cast(t, "DATE")
-    return _substitute(_PG_TEXT, {"t": t, "r": shown})
-
-
-def pg_text_select(sql: str, outputs: Sequence[tuple[int, int | None]]) -> str:
-    """DuckDB SQL selecting from the query `sql`, one column per (index of a column of `sql`,
-    oid): printed by pg_text_expression when an oid is given, as it is otherwise."""
-    key = (sql, tuple(outputs))
-    found = _rendered_sql.get(key)
-    if found is not None:
-        return found
-    names = [exp.to_identifier(f"c{i}") for i in range(max(source for source, _ in outputs) + 1)]
-    query = exp.Subquery(
-        this=sqlglot.parse_one(sql, read="duckdb"), alias=exp.TableAlias(this=exp.to_identifier("q"), columns=names))
-    items = []
-    for source, oid in outputs:
-        column = exp.column(f"c{source}", table="q")
-        items.append(column if oid is None else exp.alias_(pg_text_expression(column, oid), f"c{source}"))
-    found = exp.select(*items).from_(query).sql(dialect="duckdb")
-    _rendered_sql.put(key, found)
-    return found
-
-
-_rendered_sql = _StatementCache(1024)
 
 
 @dataclass
@@ -685,8 +623,8 @@ class SemanticSession:
         if printed:
             # The engine prints these columns, and selects the template's columns in order.
             try:
-                sql = pg_text_select(sql, [(c.source, columns[i].type_oid if i in printed else None)
-                                           for i, c in enumerate(template.columns)])
+                sql = pg_text_select(sql, tuple((c.source, columns[i].type_oid if i in printed else None)
+                                                for i, c in enumerate(template.columns)))
             except sqlglot.errors.ParseError:  # not expected (sqlglot wrote it): values formatted here
                 printed = set()
             columns = [dataclasses.replace(c, text_values=True) if i in printed else c for i, c in enumerate(columns)]
@@ -695,7 +633,7 @@ class SemanticSession:
     def _printed_columns(self, template: Template, columns: list[ColumnDesc], formats: list[int],
                          state: _ModelState) -> set[int]:
         """Indexes of the result columns DuckDB should print as PostgreSQL text: timestamps and
-        dates asked in text format whose type the engine told (see pg_text_expression)."""
+        dates asked in text format whose type the engine told (see compile/pg_text.py)."""
         if template.count_rows or self.backend.service.dialect != "duckdb":
             return set()
         if len(formats) <= 1:
@@ -703,7 +641,7 @@ class SemanticSession:
         elif len(formats) != len(columns):
             return set()
         return {i for i, (c, column, fmt) in enumerate(zip(template.columns, columns, formats))
-                if fmt == 0 and column.type_oid in _RENDERED_OIDS
+                if fmt == 0 and column.type_oid in RENDERED_OIDS
                 and (c.as_date or state.types.probed(template.view, c.field))}
 
     def _stream(self, sql: str, template: Template, post_offset: int, post_limit: int | None,
