@@ -50,7 +50,7 @@ class ResultCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[list[Column], list[tuple]]] = OrderedDict()
         self._total_rows = 0
-        self._verdicts: OrderedDict[str, bool] = OrderedDict()  # SQL text -> cacheable
+        self._verdicts: OrderedDict[str, bool | None] = OrderedDict()  # SQL text -> cacheable (None: seen once)
         self._signature = self.signature()
         self._unstable: frozenset[str] | None = None  # _UNSTABLE + DuckDB's volatile and user functions
         self.hits = 0
@@ -115,19 +115,30 @@ class ResultCache:
 
     def cacheable(self, sql: str, cursor: Any) -> bool:
         """Whether `sql` reads only the database's own tables and no clock (memoized per text).
-        `cursor` is a DuckDB cursor to look the tables and functions up with."""
+        `cursor` is a DuckDB cursor to look the tables and functions up with.
+
+        The analysis (~5 ms: a parse and catalog lookups) waits for the second run of a text:
+        a one-off query pays nothing, a repeated one is cached from its second run on."""
         with self._lock:
+            seen = sql in self._verdicts
             verdict = self._verdicts.get(sql)
+            if not seen:
+                self._remember(sql, None)  # None: seen once, not analysed
+                return False
         if verdict is None:
             try:
                 verdict = self._deterministic(sqlglot.parse_one(sql, read="duckdb"), cursor, depth=0)
             except Exception:
                 verdict = False  # anything we cannot analyse is simply not cached
             with self._lock:
-                self._verdicts[sql] = verdict
-                if len(self._verdicts) > 4096:
-                    self._verdicts.popitem(last=False)
+                self._remember(sql, verdict)
         return verdict
+
+    def _remember(self, sql: str, verdict: bool | None) -> None:
+        self._verdicts[sql] = verdict
+        self._verdicts.move_to_end(sql)
+        if len(self._verdicts) > 4096:
+            self._verdicts.popitem(last=False)
 
     def _unstable_functions(self, cursor: Any) -> frozenset[str]:
         if self._unstable is None:
