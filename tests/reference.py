@@ -198,14 +198,15 @@ def trailing_accuracy_at(as_of, window: str = "3 hours", delay: str = "1 day",
                          column: str = "accuracy_3h", schema=None) -> str:
     """5. Trailing-window accuracy as one current value at E = as_of.
 
-    Leads with created_at in [E - delay - window, E - delay), everything as_of-filtered.
+    Leads with created_at in (E - delay - window, E - delay]: the window includes its end,
+    as `created_at > NOW() - INTERVAL '3 hours'` does; everything as_of-filtered.
     """
     e = ts(as_of)
     return f"""{_conversion_ctes(as_of, schema)}
 SELECT {ACCURACY} AS {column}
 FROM joined
-WHERE created_at >= {e} - INTERVAL '{delay}' - INTERVAL '{window}'
-  AND created_at < {e} - INTERVAL '{delay}'"""
+WHERE created_at > {e} - INTERVAL '{delay}' - INTERVAL '{window}'
+  AND created_at <= {e} - INTERVAL '{delay}'"""
 
 
 def accuracy_3h_at(as_of, schema=None) -> str:
@@ -214,13 +215,14 @@ def accuracy_3h_at(as_of, schema=None) -> str:
 
 
 def trailing_accuracy_series(grain: str = "hour", window: str = "3 hours", delay: str = "1 day",
-                             column: str = "accuracy_3h", as_of=None, schema=None) -> str:
+                             column: str = "accuracy_3h", as_of=None, schema=None, buckets_where: str = "TRUE") -> str:
     """6. Trailing-window accuracy as a rolling series: created_at, <column>.
 
     Buckets: every grain from date_trunc(grain, min(created_at)) to date_trunc(grain,
     max(created_at)) over the as_of-filtered leads, empty ones included. Bucket b ends at
     E = b + 1 grain and takes the leads with created_at in [E - delay - window, E - delay);
-    a bucket whose window holds no predicted lead has NULL.
+    a bucket whose window holds no predicted lead has NULL. `buckets_where` (SQL over `bucket`)
+    picks the buckets returned; their windows still read every lead.
     """
     step = GRAIN_INTERVALS[grain]
     return f"""{_conversion_ctes(as_of, schema)},
@@ -232,6 +234,7 @@ bounds AS (
 buckets AS (
     SELECT s.bucket
     FROM bounds, generate_series(bounds.lo, bounds.hi, INTERVAL '{step}') AS s(bucket)
+    WHERE {buckets_where}
 )
 SELECT b.bucket AS created_at,
        {ACCURACY} AS {column}
@@ -300,7 +303,8 @@ joined AS (
 
 MISSED_FRAUD_AMOUNT = "SUM(CASE WHEN is_fraud = 0 AND charged_back THEN amount END)"
 FALSE_ALARMS = "COUNT(CASE WHEN is_fraud = 1 AND NOT charged_back THEN 1 END)"
-FRAUD_LOSS = f"{MISSED_FRAUD_AMOUNT} + 25 * {FALSE_ALARMS}"
+# In a group that exists, a sum over no rows is 0 inside a formula (no missed fraud costs 0).
+FRAUD_LOSS = f"COALESCE({MISSED_FRAUD_AMOUNT}, 0) + 25 * {FALSE_ALARMS}"
 N_FRAUD_TRUE_POS = "COUNT(CASE WHEN is_fraud = 1 AND charged_back THEN 1 END)"
 FRAUD_PRECISION = _ratio(N_FRAUD_TRUE_POS, "COUNT(CASE WHEN is_fraud = 1 THEN 1 END)")
 FRAUD_RECALL = _ratio(N_FRAUD_TRUE_POS, "COUNT(CASE WHEN scored AND charged_back THEN 1 END)")
@@ -327,6 +331,19 @@ SELECT merchant_category,
 FROM joined
 GROUP BY merchant_category
 ORDER BY merchant_category NULLS LAST"""
+
+
+def fraud_by_time(grain: str = "hour", as_of=None, schema=None) -> str:
+    """11. By date_trunc(grain, transactions.created_at): created_at, fraud_loss, missed_fraud_amount,
+    false_alarms. Many hours have false alarms and no missed fraud: their loss is 25 per alarm."""
+    return f"""{_fraud_ctes(as_of, schema)}
+SELECT date_trunc('{grain}', created_at) AS created_at,
+       {FRAUD_LOSS} AS fraud_loss,
+       {MISSED_FRAUD_AMOUNT} AS missed_fraud_amount,
+       {FALSE_ALARMS} AS false_alarms
+FROM joined
+GROUP BY 1
+ORDER BY 1"""
 
 
 def fraud_by_model_version_and_time(grain: str = "day", as_of=None, schema=None) -> str:

@@ -385,7 +385,7 @@ def _check_against_python(duck, as_of):
     # 5. accuracy_3h at as_of (or at END)
     e = as_of or END
     window = [x for x in leads
-              if e - dt.timedelta(days=1, hours=3) <= x[1] < e - dt.timedelta(days=1)]
+              if e - dt.timedelta(days=1, hours=3) < x[1] <= e - dt.timedelta(days=1)]
     got = duck.execute(R.accuracy_3h_at(e)).fetchall()
     _assert_same_result(got, [(_py_conversion(window)["accuracy"],)], "accuracy_3h_at")
 
@@ -430,6 +430,6 @@ def _check_against_python(duck, as_of):
     tp = sum(1 for i, _ in txs if i in latest and latest[i][2] == 1 and i in cb)
     flagged = sum(1 for i, _ in txs if i in latest and latest[i][2] == 1)
     pos = sum(1 for i, _ in txs if i in latest and i in cb)
-    want = [(missed_sum, alarms, None if missed_sum is None else missed_sum + 25 * alarms,
+    want = [(missed_sum, alarms, (missed_sum or Decimal("0.00")) + 25 * alarms,
              _ratio(tp, flagged), _ratio(tp, pos))]
     _assert_same_result(duck.execute(R.fraud_metrics(as_of)).fetchall(), want, "fraud overall")

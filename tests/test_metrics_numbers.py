@@ -40,6 +40,8 @@ CASES = [
      lambda a: reference.fraud_metrics(a)),
     ("fraud_by_merchant_category", lambda a: SemanticQuery(("fraud_loss", "transactions.missed_fraud_amount", "transactions.false_alarms"), ("transactions.merchant_category",), as_of=a),
      lambda a: reference.fraud_by_merchant_category(a)),
+    ("fraud_by_hour", lambda a: SemanticQuery(("fraud_loss", "transactions.missed_fraud_amount", "transactions.false_alarms"), (DimensionRef("transactions.created_at", "hour"),), as_of=a),
+     lambda a: reference.fraud_by_time("hour", a)),
     ("fraud_by_model_version_and_day", lambda a: SemanticQuery(("fraud_loss", "fraud_precision"), ("fraud_scores.model_version", DimensionRef("transactions.created_at", "day")), as_of=a),
      lambda a: reference.fraud_by_model_version_and_day(a)),
 ]

@@ -67,7 +67,9 @@ def test_materialize_temporal_filter_form(model):
         select = comparison.find_ancestor(exp.Select)
         assert comparison in [c for c in _where_conditions(select)] or any(comparison is c for c in _where_conditions(select))
         assert call.find_ancestor(exp.AggFunc) is None
-    assert "mz_now() <= \"leads\".created_at + INTERVAL '27 hours'" in sql.replace("MZ_NOW", "mz_now")
+    # the window (t - delay - window, t - delay] as Materialize wants it: mz_now() alone on one side
+    assert "mz_now() < \"leads\".created_at + INTERVAL '27 hours'" in sql.replace("MZ_NOW", "mz_now")
+    assert "mz_now() >= \"leads\".created_at + INTERVAL '1 day'" in sql.replace("MZ_NOW", "mz_now")
     assert "DISTINCT ON" in sql  # Materialize's idiomatic dedupe
 
 

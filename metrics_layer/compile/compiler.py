@@ -148,23 +148,30 @@ class _Compiler:
             return Window(metric.window, metric.label_delay)
         return inherited
 
-    def metric_expression(self, name: str, inherited: Window | None = None, trail: tuple = ()) -> exp.Expression:
+    def metric_expression(self, name: str, inherited: Window | None = None, trail: tuple = (), term: bool = False) -> exp.Expression:
+        """The expression of a metric (or `model.measure`) over the aggregated columns m0...
+
+        `term` is set where the value takes part in a formula (a derived metric's expr, a
+        ratio's numerator): there an additive measure over no rows reads 0, not NULL.
+        """
         metric = self.model.metrics.get(name)
         if metric is None:
             if self.model.measure(name) is None:
                 raise QueryError(
                     f"unknown metric '{name}'{did_you_mean(name, self.model.metric_names(), 'metrics')}", "42703"
                 )
-            return self._use(MeasureInput(name, None, frozenset()), self._window_for(None, inherited))
+            return self._use(MeasureInput(name, None, frozenset()), self._window_for(None, inherited), term)
         window = self._window_for(metric, inherited)
         if metric.type == "simple":
-            return self._use(metric.inputs["measure"], window)
-        if metric.type == "ratio":
-            numerator = self._use(metric.inputs["numerator"], window)
+            expression = self._use(metric.inputs["measure"], window, term)
+        elif metric.type == "ratio":
+            numerator = self._use(metric.inputs["numerator"], window, term=True)
             denominator = self._use(metric.inputs["denominator"], window)
             double = exp.DataType(this=exp.DataType.Type.DOUBLE)  # exp.cast() would copy and re-check
-            return _safe_divide(exp.Cast(this=numerator, to=double), denominator)
-        return self._derived(metric, window, trail + (name,))
+            expression = _safe_divide(exp.Cast(this=numerator, to=double), denominator)
+        else:
+            expression = self._derived(metric, window, trail + (name,))
+        return _fill(expression, metric.fill_nulls_with)
 
     def _derived(self, metric: Metric, window: Window | None, trail: tuple) -> exp.Expression:
         expression = metric.expr.copy()
@@ -172,17 +179,21 @@ class _Compiler:
             division.set("expression", exp.Nullif(this=division.expression, expression=exp.Literal.number(0)))
         for column in list(expression.find_all(exp.Column)):
             if column.table:
-                inner = self._use(MeasureInput(f"{column.table}.{column.name}", None, frozenset()), window)
+                inner = self._use(MeasureInput(f"{column.table}.{column.name}", None, frozenset()), window, term=True)
             else:
-                inner = exp.Paren(this=self.metric_expression(column.name, window, trail))
+                inner = exp.Paren(this=self.metric_expression(column.name, window, trail, term=True))
             if column is expression:  # `expr: other_metric`: replace() has no parent to edit
                 expression = inner
             else:
                 column.replace(inner)
         return expression
 
-    def _use(self, inp: MeasureInput, window: Window | None) -> exp.Expression:
-        """The aggregated column for a measure under a filter and window, registered once."""
+    def _use(self, inp: MeasureInput, window: Window | None, term: bool = False) -> exp.Expression:
+        """The aggregated column for a measure under a filter and window, registered once.
+
+        NULL (no rows aggregated) becomes the measure's fill_nulls_with, or 0 for an
+        additive measure that is a term of a formula.
+        """
         measure = self.model.measure(inp.measure)
         group = self.groups.setdefault((measure.model, window), _Group(measure.model, window))
         # The measure fixes its own filter, so (measure, metric filter) identifies the use.
@@ -200,7 +211,10 @@ class _Compiler:
             if condition is not None:
                 group.conditions[index] = condition
             group.models |= measure.filter_models | inp.filter_models
-        return exp.column(f"m{group.uses[key]}")
+        column = exp.column(f"m{group.uses[key]}")
+        if measure.fill_nulls_with is not None:
+            return _fill(column, measure.fill_nulls_with)
+        return _fill(column, 0) if term and measure.agg == "sum" else column  # counts read 0 already
 
     # ---- building the three levels --------------------------------------------------
 
@@ -239,7 +253,12 @@ class _Compiler:
                 "0A000",
             )
         rolling = self._rolling_dimension(group)
-        conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters]
+        # A filter on the time a series rolls along picks buckets; their windows still read
+        # rows from before the filter's range, so it must not cut the rows themselves.
+        bucket_filters = [(d, f) for d, f in row_filters if rolling is not None and d.model == base.name and d.is_time_of_model]
+        picked = {id(f) for _, f in bucket_filters}
+        conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters if id(f) not in picked]
+        conditions += self._window_reach(base, group.window, rolling, bucket_filters)
         needed = group.models | {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}
         try:
             steps = join_plan(self.model.models, base.name, needed)
@@ -277,7 +296,39 @@ class _Compiler:
             select = exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
             select.from_(rows.subquery("r", copy=False), copy=False)
             return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
-        return self._rolling_select(group, base, rolling, rows, aggregates)
+        select = self._rolling_select(group, base, rolling, rows, aggregates)
+        for dim, flt in bucket_filters:
+            bucket = exp.column("bucket", table="s")
+            select.where(_condition(dialects.truncate(bucket, dim.grain) if dim.grain else bucket, flt, dim.type, self.dialect), copy=False)
+        return select
+
+    def _window_reach(self, base: Model, window: Window | None, rolling: _Dimension | None, bucket_filters) -> list[exp.Expression]:
+        """Row conditions that keep just the rows the windows of the filtered buckets can read.
+
+        A bucket b reads [b + grain - delay - window, b + grain - delay). A filter giving b >= L
+        needs rows from L - delay - window on; one giving b <= U (or trunc(b, g) <= U) needs rows
+        before U + g + grain - delay. Only a saving: the bucket filters decide the answer.
+        """
+        if not bucket_filters:
+            return []
+        time = base.time_expr
+        reach = window.length + window.delay if window.delay else window.length
+        conditions = []
+        for dim, flt in bucket_filters:
+            values = flt.value if isinstance(flt.value, tuple) else (flt.value,)
+            moments = [_moment(v, flt.field) for v in values]
+            if flt.op in (">=", ">", "=", "in", "between"):
+                lower = min(moments) - dt.timedelta(seconds=reach.seconds)
+                conditions.append(exp.GTE(this=time.copy(), expression=dialects.timestamp(lower)))
+            if flt.op in ("<=", "<", "=", "in", "between"):
+                upper: exp.Expression = dialects.timestamp(max(moments))
+                for step in (dim.grain, rolling.grain):
+                    if step:
+                        upper = exp.Add(this=upper, expression=dialects.interval(_GRAIN_INTERVALS[step]))
+                if window.delay:
+                    upper = exp.Sub(this=upper, expression=dialects.interval(window.delay))
+                conditions.append(exp.LT(this=time.copy(), expression=upper))
+        return conditions
 
     def _has_primary_key(self, base: Model) -> bool:
         """True when an ungrained dimension is the primary key of `base`, the model the rows come from.
@@ -518,6 +569,13 @@ def _and(*conditions: exp.Expression | None) -> exp.Expression | None:
     return present[0] if len(present) == 1 else exp.and_(*[exp.Paren(this=c.copy()) for c in present])
 
 
+def _fill(expression: exp.Expression, value: int | float | None) -> exp.Expression:
+    """COALESCE(expression, value); the expression itself when there is no value."""
+    if value is None:
+        return expression
+    return exp.Coalesce(this=expression, expressions=[exp.Literal.number(repr(value))])
+
+
 def _safe_divide(numerator: exp.Expression, denominator: exp.Expression) -> exp.Expression:
     return exp.Div(this=numerator, expression=exp.Nullif(this=denominator, expression=exp.Literal.number(0)))
 
@@ -534,18 +592,23 @@ def _aggregate(measure: Measure, value: exp.Expression, unique_keys: set[exp.Exp
     return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max, "median": exp.Median}[agg](this=value)
 
 
+def _moment(value, field_name: str) -> dt.datetime:
+    """A filter value on a time dimension as a datetime (what _literal renders for it)."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        return parse_timestamp(value, f"filter on '{field_name}'")
+    raise QueryError(f"filter on time dimension '{field_name}' needs a timestamp, got {value!r}", "22007")
+
+
 def _literal(value, kind: str, field_name: str) -> exp.Expression:
     """A user value as a typed SQL literal, checked against the field's type."""
     if value is None:
         return exp.Null()
     if kind == "time":
-        if isinstance(value, dt.datetime):
-            return dialects.timestamp(value)
-        if isinstance(value, dt.date):
-            return dialects.timestamp(dt.datetime(value.year, value.month, value.day))
-        if isinstance(value, str):
-            return dialects.timestamp(parse_timestamp(value, f"filter on '{field_name}'"))
-        raise QueryError(f"filter on time dimension '{field_name}' needs a timestamp, got {value!r}", "22007")
+        return dialects.timestamp(_moment(value, field_name))
     if isinstance(value, bool):
         return exp.Boolean(this=value)
     what = "metric" if kind == "metric" else f"{kind} dimension"

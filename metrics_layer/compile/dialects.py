@@ -62,35 +62,38 @@ def now_utc() -> exp.Expression:
 def trailing_window(
     dialect: str, time: exp.Expression, window: Interval, delay: Interval | None, end: dt.datetime | None
 ) -> list[exp.Expression]:
-    """Conditions keeping rows with time in [end - delay - window, end - delay).
+    """Conditions keeping rows with time in (end - delay - window, end - delay].
 
-    `end` is the as_of moment, or None for "now". On streaming engines "now" becomes the
-    engine's temporal filter, written so that the engine can maintain it incrementally:
-    Materialize wants `mz_now()` alone on one side with no arithmetic on it; RisingWave
-    wants `NOW()` compared with a timestamptz.
+    The window includes its end: a row at exactly `end` (which as_of keeps) is in the window
+    ending there, as in `created_at > NOW() - INTERVAL '3 hours'`. `end` is the as_of moment,
+    or None for "now". On streaming engines "now" becomes the engine's temporal filter,
+    written so that the engine can maintain it incrementally: Materialize wants `mz_now()`
+    alone on one side with no arithmetic on it; RisingWave wants `NOW()` compared with a
+    timestamptz.
     """
     start_offset = window + delay if delay else window
     if end is not None:
         upper = end - dt.timedelta(seconds=delay.seconds if delay else 0)
         lower = end - dt.timedelta(seconds=start_offset.seconds)
-        return [exp.GTE(this=time.copy(), expression=timestamp(lower)), exp.LT(this=time.copy(), expression=timestamp(upper))]
+        return [exp.GT(this=time.copy(), expression=timestamp(lower)), exp.LTE(this=time.copy(), expression=timestamp(upper))]
     if dialect == "materialize":
+        # t > now - delay - window  <=>  now < t + delay + window;  t <= now - delay  <=>  now >= t + delay
         mz_now = exp.Anonymous(this="mz_now", expressions=[])
         return [
-            exp.LTE(this=mz_now, expression=_shift(time.copy(), start_offset, +1)),
-            exp.GT(this=mz_now.copy(), expression=_shift(time.copy(), delay, +1)),
+            exp.LT(this=mz_now, expression=_shift(time.copy(), start_offset, +1)),
+            exp.GTE(this=mz_now.copy(), expression=_shift(time.copy(), delay, +1)),
         ]
     if dialect == "risingwave":
         as_tz = exp.cast(time.copy(), exp.DataType.Type.TIMESTAMPTZ)
         now = exp.Anonymous(this="NOW", expressions=[])
         return [
-            exp.GTE(this=as_tz, expression=_shift(now, start_offset, -1)),
-            exp.LT(this=as_tz.copy(), expression=_shift(now.copy(), delay, -1)),
+            exp.GT(this=as_tz, expression=_shift(now, start_offset, -1)),
+            exp.LTE(this=as_tz.copy(), expression=_shift(now.copy(), delay, -1)),
         ]
     now = now_utc()
     return [
-        exp.GTE(this=time.copy(), expression=_shift(now, start_offset, -1)),
-        exp.LT(this=time.copy(), expression=_shift(now.copy(), delay, -1)),
+        exp.GT(this=time.copy(), expression=_shift(now, start_offset, -1)),
+        exp.LTE(this=time.copy(), expression=_shift(now.copy(), delay, -1)),
     ]
 
 

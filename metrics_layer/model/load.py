@@ -22,11 +22,11 @@ TOP_LEVEL_KEYS = ("models", "metrics", "views")
 MODEL_KEYS = ("name", "description", "table", "sql", "entities", "dimensions", "measures", "time", "dedupe")
 ENTITY_KEYS = ("name", "type", "expr", "description")
 DIMENSION_KEYS = ("name", "type", "expr", "description", "label")
-MEASURE_KEYS = ("name", "agg", "expr", "filter", "percentile", "description", "label")
+MEASURE_KEYS = ("name", "agg", "expr", "filter", "percentile", "description", "label", "fill_nulls_with")
 DEDUPE_KEYS = ("key", "keep", "by")
 METRIC_KEYS = (
     "name", "type", "description", "label", "format", "measure", "filter",
-    "numerator", "denominator", "expr", "window", "label_delay",
+    "numerator", "denominator", "expr", "window", "label_delay", "fill_nulls_with",
 )
 MEASURE_INPUT_KEYS = ("measure", "filter")
 VIEW_KEYS = ("name", "description", "metrics", "dimensions")
@@ -163,6 +163,16 @@ class _Loader:
             self.error(location, f"{what} must be a list")
             return []
         return list(zip(value, value.item_locations))
+
+    def fill_value(self, node: Node, what: str) -> int | float | None:
+        """`fill_nulls_with`: a finite number, or None when absent."""
+        value = node.get("fill_nulls_with")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            self.error(node.at("fill_nulls_with"), f"{what}: fill_nulls_with needs a number (e.g. 0), got {value!r}")
+            return None
+        return value
 
     def interval(self, node: Node, key: str, what: str) -> Interval | None:
         if key not in node:
@@ -325,6 +335,7 @@ class _Loader:
                 name=name, model=model_name, agg=agg, expr=value, filter=condition,
                 filter_models=models, percentile=float(percentile) if agg == "percentile" else None,
                 description=self.text(mea, "description", what), location=mea.location,
+                fill_nulls_with=self.fill_value(mea, what),
             )
 
     # ---- references inside SQL ------------------------------------------------------
@@ -465,6 +476,7 @@ class _Loader:
             name=name, type=kind or inferred, description=self.text(node, "description", what),
             label=self.text(node, "label", what), format=fmt, inputs=inputs, expr=expr,
             window=window, label_delay=delay, location=node.location, depends_on=depends,
+            fill_nulls_with=self.fill_value(node, what),
         )
 
     def resolve_derived(self) -> None:

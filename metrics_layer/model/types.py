@@ -68,6 +68,7 @@ class Measure:
     percentile: float | None
     description: str | None
     location: Location
+    fill_nulls_with: int | float | None = None  # the value when the measure aggregates no rows
 
     @property
     def qualified_name(self) -> str:
@@ -126,6 +127,7 @@ class Metric:
     label_delay: Interval | None
     location: Location
     depends_on: tuple[str, ...] = ()  # derived: metric names used in expr
+    fill_nulls_with: int | float | None = None  # the value shown where the metric is NULL
 
     @property
     def qualified_name(self) -> str:
