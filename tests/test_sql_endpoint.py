@@ -256,6 +256,21 @@ def test_psycopg_numbers_parameters_and_prepared_statements(endpoint, truth):
         assert_rows(rows, expected, "leads per day")
 
 
+def test_rolling_metric_over_a_time_range(endpoint, truth):
+    """A BI time-series chart with a range: one row per day in the range, each day's trailing
+    window reading the leads before the range's start (issue: 30 rows, first day NULL)."""
+    sql = ("SELECT date_trunc('day', created_at) AS d, accuracy_3h, lead_count FROM conversion_monitoring "
+           "WHERE created_at >= '2026-02-20' AND created_at < '2026-02-23' GROUP BY 1 ORDER BY 1")
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(sql).fetchall()
+    where = "bucket >= TIMESTAMP '2026-02-20' AND bucket < TIMESTAMP '2026-02-23'"
+    windows = truth(reference.trailing_accuracy_series("day", buckets_where=where))
+    counts = truth("SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads "
+                   "WHERE created_at >= TIMESTAMP '2026-02-20' AND created_at < TIMESTAMP '2026-02-23' GROUP BY 1 ORDER BY 1")
+    assert len(rows) == 3 and rows[0][1] is not None
+    assert_rows(rows, [(w[0], w[1], c[1]) for w, c in zip(windows, counts)], "accuracy_3h by day over a range")
+
+
 def test_psycopg_server_side_cursor(endpoint, truth):
     expected = truth("SELECT count(*) FROM (SELECT DISTINCT utm_source, created_at FROM leads)")[0][0]
     with psycopg.connect(endpoint.dsn()) as conn:
