@@ -81,8 +81,8 @@ def test_risingwave_temporal_filter_form(model):
     for now in nows:
         comparison = now.find_ancestor(exp.LT, exp.LTE, exp.GT, exp.GTE)
         assert comparison.find_ancestor(exp.Where) is not None
-        cast = comparison.this
-        assert isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.TIMESTAMPTZ, comparison.sql()
+        utc = comparison.this  # the naive UTC column read as UTC, not in the session's time zone
+        assert isinstance(utc, exp.AtTimeZone) and utc.args["zone"].name == "UTC", comparison.sql()
         assert not isinstance(comparison.parent, exp.Or)
     assert "ROW_NUMBER() OVER (PARTITION BY" in sql and "_row_rank = 1" in sql
     assert "NOW()" not in sql.split("FROM", 1)[0], "NOW() must not be in a SELECT list"

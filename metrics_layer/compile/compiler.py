@@ -43,7 +43,7 @@ def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "du
     key = (query, dialect)
     sql = model.compile_cache.get(key)
     if sql is None:
-        dialects.check_dialect(dialect)
+        dialects.get(dialect)
         # The tree is built for this call only: no defensive copy before rendering.
         sql = _Compiler(model, query, dialect).build().sql(dialect=dialect, copy=False)
         if len(model.compile_cache) >= _CACHE_LIMIT:
@@ -86,6 +86,7 @@ class _Compiler:
         self.model = model
         self.query = query
         self.dialect = dialect
+        self.sql_dialect = dialects.get(dialect)
         self.window_override = self._window_override()
         self.groups: dict[tuple, _Group] = {}
         self.use_count = 0
@@ -195,6 +196,9 @@ class _Compiler:
         additive measure that is a term of a formula.
         """
         measure = self.model.measure(inp.measure)
+        refusal = self.sql_dialect.unsupported_aggregate(measure.agg)
+        if refusal is not None:
+            raise QueryError(f"measure '{measure.qualified_name}' ({measure.agg}): {refusal}", "0A000")
         group = self.groups.setdefault((measure.model, window), _Group(measure.model, window))
         # The measure fixes its own filter, so (measure, metric filter) identifies the use.
         # sqlglot expressions hash and compare by structure, and cache their hash: cheaper
@@ -258,7 +262,6 @@ class _Compiler:
         bucket_filters = [(d, f) for d, f in row_filters if rolling is not None and d.model == base.name and d.is_time_of_model]
         picked = {id(f) for _, f in bucket_filters}
         conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters if id(f) not in picked]
-        conditions += self._window_reach(base, group.window, rolling, bucket_filters)
         needed = group.models | {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}
         try:
             steps = join_plan(self.model.models, base.name, needed)
@@ -273,11 +276,15 @@ class _Compiler:
             rows.select(exp.alias_(base.time_expr, "t"), copy=False)
         if not rows.expressions:
             rows.select(exp.Literal.number(1), copy=False)
-        rows.from_(self._source(base), copy=False)
+        # Conditions on the base model's own time go on its source, before any join: streaming
+        # engines then drop the join state of rows that leave the window (RisingWave asks for
+        # temporal filters on the source in FROM), and every engine joins fewer rows.
+        own_time = self._window_reach(base, group.window, rolling, bucket_filters)
+        if group.window is not None and rolling is None:
+            own_time += self.sql_dialect.trailing_window(base.time_expr, group.window.length, group.window.delay, self.query.as_of)
+        rows.from_(self._source(base, own_time), copy=False)
         for step in steps:
             _left_join(rows, self._source(self.model.models[step.right]), self._join_on(step))
-        if group.window is not None and rolling is None:
-            conditions += dialects.trailing_window(self.dialect, base.time_expr, group.window.length, group.window.delay, self.query.as_of)
         for condition in conditions:
             rows.where(condition, copy=False)
         if not group.uses and self._has_primary_key(base):
@@ -289,7 +296,7 @@ class _Compiler:
             measure = self.model.measure(measure_name)
             value = exp.column(f"v{value_index[measure.qualified_name]}", table="r")
             condition = exp.column(f"c{index}", table="r") if index in group.conditions else None
-            aggregate = dialects.aggregate_where(self.dialect, lambda v: _aggregate(measure, v, unique_keys), value, condition)
+            aggregate = self.sql_dialect.aggregate_where(lambda v: _aggregate(measure, v, unique_keys), value, condition)
             aggregates.append(exp.alias_(aggregate, f"m{index}", copy=False))
         if rolling is None:
             dims = [exp.column(f"d{i}", table="r") for i in range(len(self.dimensions))]
@@ -478,10 +485,14 @@ class _Compiler:
                 if int(alias[1:]) in counts:
                     value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
                 measures.append(exp.alias_(value, alias, copy=False))
-        if not dims:  # one row per group: put them side by side
+        if not dims:  # one row per group: side by side, joined on a constant key
+            # (an equality: a keyless cross join is a nested-loop join that RisingWave refuses)
+            for select in aggregated:
+                select.select(exp.alias_(exp.Literal.number(1), "k", copy=False), copy=False)
             combined = exp.select(*measures, copy=False).from_(names[0], copy=False)
             for name in names[1:]:
-                combined.join(name, join_type="cross", copy=False)
+                combined.append("joins", exp.Join(this=exp.to_table(name), on=exp.EQ(
+                    this=exp.column("k", table=names[0]), expression=exp.column("k", table=name))))
         else:
             keys = exp.select(*dims, copy=False).from_(names[0], copy=False)
             for name in names[1:]:
@@ -515,8 +526,12 @@ class _Compiler:
 
     # ---- model sources and joins ----------------------------------------------------
 
-    def _source(self, model: Model) -> exp.Expression:
-        """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe."""
+    def _source(self, model: Model, where: list[exp.Expression] = ()) -> exp.Expression:
+        """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe, then `where`.
+
+        `where` (conditions on the model's own columns, e.g. its trailing window) applies after
+        the dedupe: the latest row per key is chosen first, then kept or not.
+        """
         def alias() -> exp.Identifier:  # a new node each time: cheaper than copying one
             return exp.to_identifier(model.name, quoted=True)
 
@@ -529,11 +544,18 @@ class _Compiler:
         if model.dedupe is not None:
             keys = [exp.column(k, table=alias()) for k in model.dedupe.key]
             order = exp.column(model.dedupe.by, table=alias())
-            select = dialects.deduplicated(self.dialect, table, keys, order, model.dedupe.keep == "latest", as_of)
-            return select.subquery(alias(), copy=False)
-        if as_of is not None:
-            return exp.select(exp.Star(), copy=False).from_(table, copy=False).where(as_of, copy=False).subquery(alias(), copy=False)
-        return table
+            select = self.sql_dialect.deduplicated(table, keys, order, model.dedupe.keep == "latest", as_of)
+            if not where:
+                return select.subquery(alias(), copy=False)
+            table, conditions = select.subquery(alias(), copy=False), list(where)
+        else:
+            conditions = ([as_of] if as_of is not None else []) + list(where)
+        if not conditions:
+            return table
+        select = exp.select(exp.Star(), copy=False).from_(table, copy=False)
+        for condition in conditions:
+            select.where(condition, copy=False)
+        return select.subquery(alias(), copy=False)
 
     def _join_on(self, step) -> exp.Expression:
         left = self.model.models[step.left].entities[step.entity]

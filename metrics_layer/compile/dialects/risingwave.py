@@ -1,0 +1,36 @@
+"""RisingWave: temporal filters on NOW() against timestamptz; dedupe as ROW_NUMBER() top-1.
+
+https://docs.risingwave.com/processing/sql/temporal-filters : NOW() in WHERE/HAVING/ON,
+compared with a timestamptz. A naive UTC column is made timestamptz with AT TIME ZONE 'UTC':
+a CAST would read it in the session's time zone and shift the window silently.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from .base import Interval, Streaming, shift
+
+
+class RisingWave(Streaming):
+    name = "risingwave"
+
+    def now(self) -> exp.Expression:
+        return exp.Anonymous(this="NOW", expressions=[])
+
+    def trailing_window_now(self, time: exp.Expression, reach: Interval, delay: Interval | None) -> list[exp.Expression]:
+        utc = exp.AtTimeZone(this=time.copy(), zone=exp.Literal.string("UTC"))
+        return [
+            exp.GT(this=utc, expression=shift(self.now(), reach, -1)),
+            exp.LTE(this=utc.copy(), expression=shift(self.now(), delay, -1)),
+        ]
+
+    def deduplicated(self, source, keys, order, descending, where):
+        """ROW_NUMBER in a subquery with a rank filter: the form its streaming top-N recognises."""
+        ranked = self._select_from(source, where).select(
+            exp.alias_(self._row_rank(keys, order, descending), "_row_rank", copy=False), copy=False)
+        return (
+            exp.select(exp.Star(), copy=False)
+            .from_(ranked.subquery("_ranked", copy=False), copy=False)
+            .where(exp.EQ(this=exp.column("_row_rank"), expression=exp.Literal.number(1)), copy=False)
+        )
