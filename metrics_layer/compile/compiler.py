@@ -303,11 +303,7 @@ class _Compiler:
             select = exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
             select.from_(rows.subquery("r", copy=False), copy=False)
             return select.group_by(*[d.copy() for d in dims], copy=False) if dims else select
-        select = self._rolling_select(group, base, rolling, rows, aggregates)
-        for dim, flt in bucket_filters:
-            bucket = exp.column("bucket", table="s")
-            select.where(_condition(dialects.truncate(bucket, dim.grain) if dim.grain else bucket, flt, dim.type, self.dialect), copy=False)
-        return select
+        return self._rolling_select(group, base, rolling, rows, aggregates, bucket_filters)
 
     def _window_reach(self, base: Model, window: Window | None, rolling: _Dimension | None, bucket_filters) -> list[exp.Expression]:
         """Row conditions that keep just the rows the windows of the filtered buckets can read.
@@ -376,16 +372,49 @@ class _Compiler:
                 return dim
         return None
 
-    def _rolling_select(self, group: _Group, base: Model, rolling: _Dimension, rows: exp.Select, aggregates: list) -> exp.Select:
+    def _rolling_select(self, group: _Group, base: Model, rolling: _Dimension, rows: exp.Select,
+                        aggregates: list, bucket_filters) -> exp.Select:
         """For each time bucket, aggregate the rows of the window that ends at the bucket's end.
 
         Aggregating the window's rows (not summing bucket values) keeps count distinct exact.
-        Buckets come from a series spanning the model's rows, so empty buckets still appear.
-        When the window and the delay are whole buckets, the rows are fanned out to the buckets
-        whose windows hold them and joined to the series on equality (_fanned_out_select);
-        otherwise the series is joined to the rows on a time range.
+        The rows are fanned out to the buckets whose windows hold them (_fanned_out) and
+        aggregated per bucket. On DuckDB and PostgreSQL a series spanning the model's rows is
+        LEFT JOINed on the bucket, so empty buckets appear too (counts 0); windows of more than
+        _MAX_FAN_OUT buckets join the series to the rows on a time range instead. Streaming
+        engines get no series over the data's bounds (they maintain neither a range join nor a
+        generate_series over MIN/MAX): their series holds the buckets whose windows hold rows,
+        up to now (or as_of).
         """
-        grain = _GRAIN_INTERVALS[rolling.grain]
+        copies = _fan_out(rolling.grain, group.window)
+        streaming = self.sql_dialect.streaming
+        if copies is None and streaming:
+            raise QueryError(
+                f"a trailing window of {group.window.length.text} spans more than {_MAX_FAN_OUT} {rolling.grain} buckets, "
+                f"too many to maintain on {self.dialect}; slice by a coarser grain", "0A000")
+        if copies is None:
+            select, bucket = self._range_joined(group, base, rolling, rows, aggregates), exp.column("bucket", table="s")
+        else:
+            windowed = self._fanned_out(group, rolling, rows, aggregates, copies)
+            if streaming:
+                index = self.dimensions.index(rolling)
+                select = exp.select(exp.Star(), copy=False).from_(windowed.subquery("w", copy=False), copy=False)
+                bucket = exp.column(f"d{index}", table="w")
+                select.where(self._at_or_before_end(bucket), copy=False)
+            else:
+                select, bucket = self._series_joined(group, base, rolling, windowed), exp.column("bucket", table="s")
+        for dim, flt in bucket_filters:
+            target = dialects.truncate(bucket.copy(), dim.grain) if dim.grain else bucket.copy()
+            select.where(_condition(target, flt, dim.type, self.dialect), copy=False)
+        return select
+
+    def _at_or_before_end(self, moment: exp.Expression) -> exp.Expression:
+        """moment <= as_of, or <= now as the dialect's temporal filter."""
+        if self.query.as_of is not None:
+            return exp.LTE(this=moment, expression=dialects.timestamp(self.query.as_of))
+        return self.sql_dialect.at_or_before_now(moment)
+
+    def _series(self, base: Model, rolling: _Dimension) -> tuple[exp.Expression, exp.Table]:
+        """FROM items `bounds, generate_series(lo, hi, grain) AS s(bucket)` over the model's rows."""
         time = base.time_expr
         bounds = exp.select(
             exp.alias_(dialects.truncate(exp.Min(this=time.copy()), rolling.grain), "lo", copy=False),
@@ -394,14 +423,16 @@ class _Compiler:
         ).from_(self._source(base), copy=False)
         series = exp.Table(
             this=exp.Anonymous(this="generate_series", expressions=[
-                exp.column("lo", table="bounds"), exp.column("hi", table="bounds"), dialects.interval(grain)]),
+                exp.column("lo", table="bounds"), exp.column("hi", table="bounds"),
+                dialects.interval(_GRAIN_INTERVALS[rolling.grain])]),
             alias=exp.TableAlias(this=exp.to_identifier("s"), columns=[exp.to_identifier("bucket")]),
         )
-        shifts = _window_shifts(grain, group.window)
-        if shifts is not None:
-            return self._fanned_out_select(group, rolling, rows, aggregates, bounds, series, shifts)
+        return bounds.subquery("bounds", copy=False), series
+
+    def _range_joined(self, group: _Group, base: Model, rolling: _Dimension, rows: exp.Select, aggregates: list) -> exp.Select:
+        """The series joined to the rows of each bucket's window by time range."""
         bucket = exp.column("bucket", table="s")
-        end = exp.Add(this=bucket, expression=dialects.interval(grain))
+        end = exp.Add(this=bucket, expression=dialects.interval(_GRAIN_INTERVALS[rolling.grain]))
         window = group.window
         start_offset = window.length + window.delay if window.delay else window.length
         lower = exp.Sub(this=end.copy(), expression=dialects.interval(start_offset))
@@ -413,56 +444,82 @@ class _Compiler:
         dims = []
         for i, dim in enumerate(self.dimensions):
             dims.append(bucket.copy() if dim is rolling else exp.column(f"d{i}", table="r"))
+        bounds, series = self._series(base, rolling)
         select = (
             exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
-            .from_(bounds.subquery("bounds", copy=False), copy=False)
+            .from_(bounds, copy=False)
             .join(series, copy=False)
         )
         _left_join(select, rows.subquery("r", copy=False), on)
         return select.group_by(*[d.copy() for d in dims], copy=False)
 
-    def _fanned_out_select(
-        self, group: _Group, rolling: _Dimension, rows: exp.Select, aggregates: list,
-        bounds: exp.Select, series: exp.Table, shifts: list[Interval],
-    ) -> exp.Select:
-        """The rolling series as an equi-join: each row counts in the buckets trunc(t) + shift.
+    def _fanned_out(self, group: _Group, rolling: _Dimension, rows: exp.Select, aggregates: list, copies: "_FanOut") -> exp.Select:
+        """Aggregates per (bucket, other dimensions), each row counted in every bucket whose window holds it.
 
-        A row at t is in the window [b + grain - delay - window, b + grain - delay) of bucket b
-        exactly when b = trunc(t) + delay + k * grain for k < window / grain. Aggregating rows
-        per (shifted bucket, other dimensions) is still over each window's own rows, so count
-        distinct stays exact; the series is then LEFT JOINed on the bucket to keep empty buckets
-        (where counts are 0, as in the range join). DuckDB runs the range-join form as a nested
-        loop over buckets x rows; this form is a hash aggregate and a hash join.
+        Bucket b (end e = b + grain) reads [e - delay - window, e - delay), so a row at t counts
+        in the buckets whose end lies in (t + delay, t + delay + window]: b_k = trunc(t + delay)
+        + k * grain for k < copies.count, keeping b_k + grain <= t + delay + window where the
+        window is not whole buckets. Aggregating each window's own rows keeps count distinct
+        exact. DuckDB and PostgreSQL fan out with a join to a VALUES list of shifts (a hash
+        aggregate, where the range join is a nested loop); streaming engines, which run no join
+        without an equality, with UNION ALL of one shifted copy per k.
         """
-        shift_rows = exp.Values(
-            expressions=[exp.Tuple(expressions=[dialects.interval(shift)]) for shift in shifts],
-            alias=exp.TableAlias(this=exp.to_identifier("k"), columns=[exp.to_identifier("shift")]),
+        window = group.window
+        reach = window.length + window.delay if window.delay else window.length
+        time = exp.column("t", table="r")
+        start = dialects.truncate(dialects.shift(time, window.delay, +1), rolling.grain)
+        grain = _GRAIN_INTERVALS[rolling.grain]
+
+        def fan(shift: exp.Expression | None, source: exp.Expression, joined: exp.Expression | None = None) -> exp.Select:
+            bucket = start.copy() if shift is None else exp.Add(this=start.copy(), expression=shift)
+            select = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")), exp.alias_(bucket, "b", copy=False), copy=False)
+            select.from_(source, copy=False)
+            if joined is not None:
+                select.join(joined, copy=False)
+            if not copies.exact:
+                ends = exp.Add(this=bucket.copy(), expression=dialects.interval(grain))
+                select.where(exp.LTE(this=ends, expression=dialects.shift(time.copy(), reach, +1)), copy=False)
+            return select
+
+        if self.sql_dialect.streaming:
+            fanned = None
+            for k, shift in enumerate(copies.shifts):  # shift 0 first: no arithmetic for it
+                copy = fan(dialects.interval(shift) if k else None, exp.to_table("_rows", alias="r"))
+                fanned = copy if fanned is None else exp.union(fanned, copy, distinct=False, copy=False)
+            fanned = exp.select(exp.Star(), copy=False).from_(fanned.subquery("_fanned", copy=False), copy=False)
+            fanned.with_("_rows", as_=rows, copy=False)
+        else:
+            shift_rows = exp.Values(
+                expressions=[exp.Tuple(expressions=[dialects.interval(shift)]) for shift in copies.shifts],
+                alias=exp.TableAlias(this=exp.to_identifier("k"), columns=[exp.to_identifier("shift")]),
+            )
+            fanned = fan(exp.column("shift", table="k"), rows.subquery("r", copy=False), shift_rows)
+        dims = [exp.column("b", table="r") if dim is rolling else exp.column(f"d{i}", table="r") for i, dim in enumerate(self.dimensions)]
+        return (
+            exp.select(*[exp.alias_(d.copy(), f"d{i}", copy=False) for i, d in enumerate(dims)], *aggregates, copy=False)
+            .from_(fanned.subquery("r", copy=False), copy=False)
+            .group_by(*dims, copy=False)
         )
-        inner, outer = [], []
-        for i, dim in enumerate(self.dimensions):
-            if dim is rolling:
-                truncated = dialects.truncate(exp.column("t", table="r"), rolling.grain)
-                inner.append(exp.Add(this=truncated, expression=exp.column("shift", table="k")))
-                outer.append(exp.column("bucket", table="s"))
-                on = exp.EQ(this=exp.column(f"d{i}", table="w"), expression=exp.column("bucket", table="s"))
-            else:
-                inner.append(exp.column(f"d{i}", table="r"))
-                outer.append(exp.column(f"d{i}", table="w"))
-        windowed = (
-            exp.select(*[exp.alias_(d.copy(), f"d{i}", copy=False) for i, d in enumerate(inner)], *aggregates, copy=False)
-            .from_(rows.subquery("r", copy=False), copy=False)
-            .join(shift_rows, copy=False)
-            .group_by(*inner, copy=False)
-        )
+
+    def _series_joined(self, group: _Group, base: Model, rolling: _Dimension, windowed: exp.Select) -> exp.Select:
+        """The series LEFT JOINed to the windows' aggregates on the bucket: empty buckets count 0."""
         measures = []
         for (measure_name, _), index in group.uses.items():
             value = exp.column(f"m{index}", table="w")
             if self.model.measure(measure_name).agg in ("count", "count_distinct"):
                 value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
             measures.append(exp.alias_(value, f"m{index}", copy=False))
+        outer = []
+        for i, dim in enumerate(self.dimensions):
+            if dim is rolling:
+                outer.append(exp.column("bucket", table="s"))
+                on = exp.EQ(this=exp.column(f"d{i}", table="w"), expression=exp.column("bucket", table="s"))
+            else:
+                outer.append(exp.column(f"d{i}", table="w"))
+        bounds, series = self._series(base, rolling)
         select = (
             exp.select(*[exp.alias_(d, f"d{i}", copy=False) for i, d in enumerate(outer)], *measures, copy=False)
-            .from_(bounds.subquery("bounds", copy=False), copy=False)
+            .from_(bounds, copy=False)
             .join(series, copy=False)
         )
         return _left_join(select, windowed.subquery("w", copy=False), on)
@@ -565,17 +622,34 @@ class _Compiler:
 
 # ---- small expression helpers ---------------------------------------------------------
 
-def _window_shifts(grain: Interval, window: Window) -> list[Interval] | None:
-    """delay + k * grain for k < window / grain, when both are whole buckets of a fixed length.
+@dataclass(frozen=True)
+class _FanOut:
+    shifts: tuple[Interval, ...]  # k * grain for each copy of a row
+    exact: bool  # every copy is in a window: the window is whole buckets of a fixed length
 
-    None (use the range join) for calendar grains (month, quarter, year), windows or delays that
-    are not whole buckets, and windows of more than _MAX_FAN_OUT buckets.
+
+_SHORTEST = {"month": 28 * 86400, "quarter": 89 * 86400, "year": 365 * 86400}  # calendar grains' shortest bucket
+_CALENDAR_STEP = {"month": (1, "month"), "quarter": (3, "month"), "year": (1, "year")}
+
+
+def _fan_out(grain: str, window: Window) -> _FanOut | None:
+    """The copies of a row a rolling window needs (see _Compiler._fanned_out); None past _MAX_FAN_OUT.
+
+    Bucket ends in (x, x + window] for x = t + delay: window / grain of them when the window is
+    whole buckets of a fixed grain, else at most window // shortest bucket + 1, each checked.
     """
-    delay = window.delay.seconds if window.delay else 0
-    step = grain.seconds
-    if step == 0 or window.length.seconds % step or delay % step or window.length.seconds // step > _MAX_FAN_OUT:
-        return None
-    return [Interval(s, describe_seconds(s)) for s in range(delay, delay + window.length.seconds, step)]
+    length = window.length.seconds
+    if grain in _SHORTEST:
+        count = length // _SHORTEST[grain] + 1
+        step, unit = _CALENDAR_STEP[grain]
+        shifts = tuple(Interval(0, f"{k * step} {unit}{'s' if k * step != 1 else ''}") for k in range(count))
+        exact = False
+    else:
+        size = _GRAIN_INTERVALS[grain].seconds
+        exact = length % size == 0
+        count = length // size if exact else length // size + 1
+        shifts = tuple(Interval(k * size, describe_seconds(k * size) if k else "0 seconds") for k in range(count))
+    return _FanOut(shifts, exact) if count <= _MAX_FAN_OUT else None
 
 
 def _left_join(select: exp.Select, source: exp.Expression, on: exp.Expression) -> exp.Select:

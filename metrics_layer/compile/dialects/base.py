@@ -77,6 +77,10 @@ class Dialect:
             exp.LTE(this=time.copy(), expression=shift(self.now(), delay, -1)),
         ]
 
+    def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
+        """moment <= now, as a filter the engine can maintain."""
+        return exp.LTE(this=moment, expression=self.now())
+
     def aggregate_where(
         self, aggregate: Callable[[exp.Expression], exp.Expression], value: exp.Expression,
         condition: exp.Expression | None,

@@ -23,3 +23,6 @@ class Materialize(Streaming):
             exp.LT(this=self.now(), expression=shift(time.copy(), reach, +1)),
             exp.GTE(this=self.now(), expression=shift(time.copy(), delay, +1)),
         ]
+
+    def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
+        return exp.GTE(this=self.now(), expression=moment)

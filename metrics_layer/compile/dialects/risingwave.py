@@ -19,11 +19,14 @@ class RisingWave(Streaming):
         return exp.Anonymous(this="NOW", expressions=[])
 
     def trailing_window_now(self, time: exp.Expression, reach: Interval, delay: Interval | None) -> list[exp.Expression]:
-        utc = exp.AtTimeZone(this=time.copy(), zone=exp.Literal.string("UTC"))
+        utc = _utc(time.copy())
         return [
             exp.GT(this=utc, expression=shift(self.now(), reach, -1)),
             exp.LTE(this=utc.copy(), expression=shift(self.now(), delay, -1)),
         ]
+
+    def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
+        return exp.LTE(this=_utc(moment), expression=self.now())
 
     def deduplicated(self, source, keys, order, descending, where):
         """ROW_NUMBER in a subquery with a rank filter: the form its streaming top-N recognises."""
@@ -34,3 +37,8 @@ class RisingWave(Streaming):
             .from_(ranked.subquery("_ranked", copy=False), copy=False)
             .where(exp.EQ(this=exp.column("_row_rank"), expression=exp.Literal.number(1)), copy=False)
         )
+
+
+def _utc(naive: exp.Expression) -> exp.Expression:
+    """A naive UTC timestamp as timestamptz, whatever the session's time zone."""
+    return exp.AtTimeZone(this=naive, zone=exp.Literal.string("UTC"))
