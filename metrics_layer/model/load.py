@@ -14,7 +14,7 @@ from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
     AGGREGATIONS, DIMENSION_TYPES, ENTITY_TYPES, FORMATS, METRIC_TYPES,
-    Dedupe, Dimension, Entity, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, View,
+    Dedupe, Dimension, Entity, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, View, WrittenSql,
 )
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
@@ -92,6 +92,10 @@ class _Loader:
         # Declared but invalid (already reported): referring to them is not a second error.
         self.rejected: set[str] = set()  # model.dimension, model.measure
         self.unjoinable: set[str] = set()  # models with a broken entity or dedupe
+        self.written: list[WrittenSql] = []  # SQL as written, for the schema check
+
+    def remember(self, what: str, kind: str, owner: str, expr: exp.Expression, home: str | None, location: Location) -> None:
+        self.written.append(WrittenSql(what, kind, owner, expr.copy(), home, location))
 
     def error(self, location: Location, message: str) -> None:
         self.errors.append(ModelError(location, message))
@@ -200,10 +204,14 @@ class _Loader:
             time_expr = qualify(dim.expr if dim else exp.column(time_name), name)
         elif dedupe is not None:
             time_name, time_expr = dedupe.by, qualify(exp.column(dedupe.by), name)
+        key_locations = {key: node.at(key) for key in ("table", "sql", "time") if key in node}
+        if isinstance(node.get("dedupe"), Node):
+            key_locations.update({f"dedupe.{key}": node["dedupe"].at(key) for key in ("key", "by")})
         self.models[name] = Model(
             name=name, source=source, entities=entities, dimensions=dimensions, measures={},
             time=time_name, time_expr=time_expr, dedupe=dedupe,
             description=self.text(node, "description", f"model '{name}'"), location=node.location,
+            key_locations=key_locations,
         )
         self.pending_measures.append((name, node))
 
@@ -250,6 +258,7 @@ class _Loader:
             expr = self.sql(ent.get("expr", name), ent.at("expr"), f"entity '{name}' expr")
             if kind and expr is not None:
                 result[name] = Entity(name, kind, expr, ent.location)
+                self.remember(f"entity '{name}' of model '{model}' expr", "entity", f"{model}.{name}", expr, model, ent.at("expr"))
         return result
 
     def dimensions(self, node: Node, model: str) -> dict[str, Dimension]:
@@ -268,6 +277,7 @@ class _Loader:
                 result[name] = Dimension(
                     name, model, kind, expr, self.text(dim, "description", "dimension"), dim.location
                 )
+                self.remember(f"dimension '{model}.{name}' expr", "dimension", f"{model}.{name}", expr, model, dim.at("expr"))
             else:
                 self.rejected.add(f"{model}.{name}")
         return result
@@ -321,6 +331,8 @@ class _Loader:
             value = qualify(expr, model_name) if expr is not None else exp.Literal.number(1)
             condition, models = self.row_filter(mea.get("filter"), mea.at("filter"), f"{what} filter", model_name)
             self.rejected.discard(f"{model_name}.{name}")
+            if expr is not None:
+                self.remember(f"{what} expr", "measure", f"{model_name}.{name}", expr, model_name, mea.at("expr"))
             model.measures[name] = Measure(
                 name=name, model=model_name, agg=agg, expr=value, filter=condition,
                 filter_models=models, percentile=float(percentile) if agg == "percentile" else None,
@@ -338,6 +350,7 @@ class _Loader:
         parsed = self.sql(text, location, what)
         if parsed is None:
             return None, frozenset()
+        self.remember(what, "filter", "", parsed, home, location)
         models: set[str] = set()
         for column in list(parsed.find_all(exp.Column)):
             table = column.table
@@ -588,7 +601,7 @@ class _Loader:
                 self.load_view(raw, location)
         if self.errors:
             raise ValidationFailed(self.errors)
-        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files))
+        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files), tuple(self.written))
 
 
 def yaml_files(directory: Path) -> list[Path]:

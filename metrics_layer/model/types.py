@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from sqlglot import exp
 
@@ -93,6 +94,11 @@ class Model:
     dedupe: Dedupe | None
     description: str | None
     location: Location
+    # Where `table`, `sql`, `time`, `dedupe.key` and `dedupe.by` are written (for the schema check).
+    key_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    def at(self, key: str) -> Location:
+        return self.key_locations.get(key, self.location)
 
     def unique_on(self, entity: str) -> bool:
         """True when the model holds at most one row per value of this entity."""
@@ -141,6 +147,22 @@ class View:
     location: Location
 
 
+@dataclass(frozen=True)
+class WrittenSql:
+    """A SQL expression as written in the YAML, before references are resolved, and where.
+
+    The schema check reads these: an error in a dimension's expr is then reported at the
+    dimension, not again in every filter that uses the dimension.
+    """
+
+    what: str  # "measure 'leads.lead_count' expr", for messages
+    kind: str  # dimension | entity | measure | filter
+    owner: str  # model.element (dimension, entity, measure) or the metric's name (filter)
+    expr: exp.Expression
+    home: str | None  # the model unqualified columns belong to
+    location: Location
+
+
 @dataclass
 class SemanticModel:
     """Models, metrics and views of one project, validated. Treat as immutable."""
@@ -149,6 +171,7 @@ class SemanticModel:
     metrics: dict[str, Metric]
     views: dict[str, View]
     files: tuple[str, ...] = ()
+    written: tuple[WrittenSql, ...] = field(default=(), repr=False, compare=False)
     compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def measure(self, qualified: str) -> Measure | None:
