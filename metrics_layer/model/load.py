@@ -93,6 +93,9 @@ class _Loader:
         self.rejected: set[str] = set()  # model.dimension, model.measure
         self.unjoinable: set[str] = set()  # models with a broken entity or dedupe
         self.written: list[WrittenSql] = []  # SQL as written, for the schema check
+        # Measures of a `measures:` block outside a model (reported once): a metric naming one
+        # as model.measure is not a second error.
+        self.misplaced: set[str] = set()
 
     def remember(self, what: str, kind: str, owner: str, expr: exp.Expression, home: str | None, location: Location) -> None:
         self.written.append(WrittenSql(what, kind, owner, expr.copy(), home, location))
@@ -109,9 +112,26 @@ class _Loader:
         if what in ("model", "metric", "view") and isinstance(value.get("name"), str):
             what = f"{what} '{value['name']}'"
         for key in value:
-            if key not in allowed:
+            if key == "measures" and key not in allowed:
+                self.misplaced_measures(value, what)
+            elif key not in allowed:
                 self.error(value.at(key), f"unknown key '{key}' in {what}{did_you_mean(key, allowed, 'valid keys')}")
         return value
+
+    def misplaced_measures(self, node: Node, what: str) -> None:
+        """A `measures:` block anywhere but in a model: one error for the cause, none for its effects."""
+        block = node["measures"]
+        for item in block if isinstance(block, Seq) else []:
+            if isinstance(item, Node) and isinstance(item.get("name"), str):
+                self.misplaced.add(item["name"])
+        hint = "; a metric names one measure with measure: model.measure" if what.startswith("metric") else ""
+        where = "at the top level of the file" if what.startswith("file ") else f"in {what}"
+        self.error(node.at("measures"), f"'measures' {where}: measures belong to a model; move this block under "
+                                        f"the model whose rows they count (as its measures:, beside its dimensions:){hint}")
+
+    def is_misplaced(self, ref: str) -> bool:
+        """True for model.measure naming a measure of a misplaced `measures:` block (already reported)."""
+        return ref.partition(".")[2] in self.misplaced and ref not in self.all_measures()
 
     def name_of(self, node: Node, what: str) -> str | None:
         name = node.get("name")
@@ -397,7 +417,7 @@ class _Loader:
         if not isinstance(text, str) or "." not in text:
             self.error(location, f"{what} must name a measure as model.measure, got {text!r}{did_you_mean(str(text), self.all_measures(), 'measures')}")
             return None
-        if text in self.rejected:
+        if text in self.rejected or self.is_misplaced(text):
             return None
         if text not in self.all_measures():
             self.error(location, f"{what}: unknown measure '{text}'{did_you_mean(text, self.all_measures(), 'measures')}")
@@ -478,6 +498,7 @@ class _Loader:
             name=name, type=kind or inferred, description=self.text(node, "description", what),
             label=self.text(node, "label", what), format=fmt, inputs=inputs, expr=expr,
             window=window, label_delay=delay, location=node.location, depends_on=depends,
+            expr_location=node.at("expr"),
         )
 
     def resolve_derived(self) -> None:
@@ -488,12 +509,12 @@ class _Loader:
             for column in metric.expr.find_all(exp.Column):
                 if column.table:
                     ref = f"{column.table}.{column.name}"
-                    if ref not in self.all_measures() and ref not in self.rejected:
-                        self.error(metric.location, f"metric '{name}' expr: unknown measure '{ref}'{did_you_mean(ref, self.all_measures(), 'measures')}")
+                    if ref not in self.all_measures() and ref not in self.rejected and not self.is_misplaced(ref):
+                        self.error(metric.expr_location, f"metric '{name}' expr: unknown measure '{ref}'{did_you_mean(ref, self.all_measures(), 'measures')}")
                 elif column.name in self.metrics:
                     depends.append(column.name)
                 else:
-                    self.error(metric.location, f"metric '{name}' expr: unknown metric '{column.name}'{did_you_mean(column.name, self.metrics, 'metrics')} (measures are written model.measure)")
+                    self.error(metric.expr_location, f"metric '{name}' expr: unknown metric '{column.name}'{did_you_mean(column.name, self.metrics, 'metrics')} (measures are written model.measure)")
             self.metrics[name] = replace(metric, depends_on=tuple(dict.fromkeys(depends)))
         self.check_cycles()
         self.check_derived_windows()
@@ -560,7 +581,7 @@ class _Loader:
     def names_from(self, node: Node, key: str, valid: list[str], what: str, kind: str) -> list[str]:
         names = []
         for value, location in self.items(node.get(key), node.at(key), f"{what} {key}"):
-            if isinstance(value, str) and value in self.rejected:
+            if isinstance(value, str) and (value in self.rejected or (kind == "metric" and self.is_misplaced(value))):
                 continue
             if value not in valid:
                 self.error(location, f"{what}: unknown {kind} '{value}'{did_you_mean(str(value), valid, kind + 's')}")

@@ -132,6 +132,7 @@ class Metric:
     label_delay: Interval | None
     location: Location
     depends_on: tuple[str, ...] = ()  # derived: metric names used in expr
+    expr_location: Location | None = None  # where expr is written (derived), for its errors
 
     @property
     def qualified_name(self) -> str:
