@@ -209,3 +209,25 @@ def test_serve_refuses_to_start_on_a_model_that_cannot_run(tmp_path, demo_postgr
     assert result.returncode == 1, result.stderr
     assert "model 'leads' table 'leadz' does not exist on the engine; did you mean 'leads'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_comparisons_that_the_engines_accept_are_not_reported(tmp_path):
+    (tmp_path / "m.yml").write_text("""models:
+  - name: t
+    table: t
+    entities: [{name: row, type: primary, expr: id}]
+    dimensions:
+      - {name: code}
+      - {name: at, type: time, expr: CAST(code AS TIMESTAMP)}
+    measures:
+      - {name: a, agg: count, filter: "amount > '100' AND amount > -1 AND at > '2026-01-01' AND \\"Code\\" = 'x'"}
+      - {name: b, agg: count, filter: "code IN ('x', 2)"}
+""")
+    model = load_model(tmp_path)
+    columns = {"id": "numeric", "code": "text", "amount": "numeric"}
+    duckdb_like = Catalog(columns={"t": columns}, relations=("t",), quoted_case_matters=False)
+    [error] = schema_errors(model, duckdb_like)
+    assert error.location.line == 10 and "compares text column 'code' with the number 2" in error.message
+    postgres_like = Catalog(columns={"t": columns}, relations=("t",))
+    messages = sorted(e.message for e in schema_errors(model, postgres_like))  # a quoted name keeps its case
+    assert messages == ["measure 't.a' filter: no column 'Code' in table t; did you mean 'code'?", error.message]

@@ -37,6 +37,7 @@ class Catalog:
     columns: dict[str, dict[str, str]] = field(default_factory=dict)  # relation -> column -> kind
     failures: dict[str, str] = field(default_factory=dict)  # relation -> why the engine cannot describe it
     relations: tuple[str, ...] = ()  # tables and views of the current schema, for did-you-mean
+    quoted_case_matters: bool = True  # PostgreSQL: "Amount" is not amount; DuckDB: any case matches
 
 
 def relation_key(source: exp.Expression) -> str:
@@ -48,7 +49,8 @@ def read_catalog(model: SemanticModel, engine: Engine) -> Catalog:
     """Describe every model source through `engine`. Raises EngineError when it cannot be reached."""
     from ..engines import EngineError
 
-    catalog = Catalog(relations=tuple(engine.relation_names()))  # the first query: fails when unreachable
+    catalog = Catalog(relations=tuple(engine.relation_names()),  # the first query: fails when unreachable
+                      quoted_case_matters=engine.dialect != "duckdb")
     for m in model.models.values():
         key = relation_key(m.source)
         if key in catalog.columns or key in catalog.failures:
@@ -116,7 +118,7 @@ class _Checker:
             return None, None
         if name in columns:
             return name, columns
-        if not quoted:  # unquoted names match any case on DuckDB and PostgreSQL
+        if not quoted or not self.catalog.quoted_case_matters:  # unquoted names match any case
             return next((c for c in columns if c.casefold() == name.casefold()), None), columns
         return None, columns
 
