@@ -48,6 +48,11 @@ class MetricsService:
         if errors:
             raise ValidationFailed(errors)
 
+    def explain_engine_error(self, message: str, model: SemanticModel | None = None) -> str:
+        """The engine's message, and where in the YAML a missing column or table it names is written."""
+        found = engine_error_origin(model if model is not None else self._model, message)
+        return message + "".join(f"\n  from {location}: {what}" for location, what in found)
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
@@ -74,8 +79,6 @@ class MetricsService:
             result = self.engine.execute(sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
         except EngineError as e:
             asked = ", ".join(query.metrics) or ", ".join(d.name for d in query.dimensions)
-            # A missing column or table comes from the model's SQL: say where it is written.
-            origin = "".join(f"\n  from {location}: {what}" for location, what in engine_error_origin(model, e.message))
-            raise QueryError(f"query for {asked} failed: {e.message}{origin}", e.code) from None
+            raise QueryError(f"query for {asked} failed: {self.explain_engine_error(e.message, model)}", e.code) from None
         result.sql = sql
         return result

@@ -231,3 +231,34 @@ def test_comparisons_that_the_engines_accept_are_not_reported(tmp_path):
     postgres_like = Catalog(columns={"t": columns}, relations=("t",))
     messages = sorted(e.message for e in schema_errors(model, postgres_like))  # a quoted name keeps its case
     assert messages == ["measure 't.a' filter: no column 'Code' in table t; did you mean 'code'?", error.message]
+
+
+def test_the_sql_endpoint_names_file_and_line_too(tmp_path, demo_postgres_url):
+    import asyncio
+    import threading
+
+    import psycopg
+
+    from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
+
+    folder = tmp_path / "project"
+    shutil.copytree(FIXTURES / "measure_column_typo", folder)
+    with (folder / "metrics" / "models.yml").open("a") as f:
+        f.write("views:\n  - {name: money, metrics: [transactions.amount], dimensions: [transactions.merchant_category]}\n")
+    (folder / "metrics_layer.yml").write_text(f"engine: {demo_postgres_url}\n")
+    project = load_project(folder)
+    service = MetricsService(project)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    endpoint = asyncio.run_coroutine_threadsafe(start_sql_endpoint(service, "127.0.0.1", 0, project), loop).result(30)
+    try:
+        with psycopg.connect(host="127.0.0.1", port=endpoint.port, user="metrics", password="metrics", dbname="metrics",
+                             connect_timeout=10) as conn:
+            with pytest.raises(psycopg.Error) as info:
+                conn.execute("SELECT amount FROM money").fetchall()
+        assert "amont" in str(info.value)
+        assert re.search(r"from \S*models\.yml:13: measure 'transactions\.amount' expr reads column 'amont'", str(info.value)), info.value
+    finally:
+        asyncio.run_coroutine_threadsafe(endpoint.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        service.engine.close()
