@@ -61,9 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("validate", _validate, "Check the project's YAML; print every error with file:line.")
+    p = command("validate", _validate, "Check the project's YAML, and its tables, columns and types on the engine; print every error with file:line.")
     p.add_argument("directory", nargs="?", help="project folder (default: current project or the demo)")
     p.add_argument("--project", help="project folder")
+    p.add_argument("--offline", action="store_true", help="check the YAML only, without connecting to the engine")
 
     p = command("list", _list, "List metrics (with descriptions), dimensions and views.")
     p.add_argument("--project", help="project folder")
@@ -112,8 +113,47 @@ def _validate(args) -> int:
 
     project = load_project(args.project or args.directory)
     model = load_model(project.metrics_dir)
-    print(f"ok: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views in {project.metrics_dir}")
+    summary = f"ok: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views in {project.metrics_dir}"
+    if args.offline:
+        print(f"{summary} (offline: YAML only)")
+        return 0
+    checked_on, skipped = _engine_schema_errors(project, model)
+    if skipped:
+        print(f"note: {skipped}; checked the YAML only", file=sys.stderr)
+        print(f"{summary} (YAML only: the engine was not checked)")
+        return 0
+    print(f"{summary}; tables, columns and types checked on {checked_on}")
     return 0
+
+
+def _engine_schema_errors(project, model) -> tuple[str, str | None]:
+    """Check `model` on the project's engine, opened read-only; raises ValidationFailed with the
+    problems. Returns (engine shown, why the engine was not checked or None)."""
+    from .engines import EngineError, connect, duckdb_path, engine_dialect
+    from .engines.postgres_engine import _redact
+    from .model import ValidationFailed
+    from .model.schema_check import check_schema, first_line
+
+    try:
+        dialect = engine_dialect(project.engine_url)
+    except EngineError as e:
+        return project.engine_url, e.message
+    if dialect == "duckdb" and duckdb_path(project.engine_url, project.root) == ":memory:":
+        return dialect, "the engine is an in-memory DuckDB database, which holds no tables to check against"
+    shown = _redact(project.engine_url)
+    try:
+        engine = connect(project.engine_url, project.root, read_only=True, result_cache=False)
+    except EngineError as e:
+        return shown, f"cannot reach the engine: {first_line(e.message)}"
+    try:
+        errors = check_schema(model, engine)
+    except EngineError as e:  # the first catalog query: the engine is down or refuses us
+        return shown, f"cannot reach the engine: {first_line(e.message)}"
+    finally:
+        engine.close()
+    if errors:
+        raise ValidationFailed(errors)
+    return shown, None
 
 
 def _list(args) -> int:

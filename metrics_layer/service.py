@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from .compile import compile_query
 from .engines import Cancel, Engine, EngineError, connect
-from .model import SemanticModel, load_model
+from .model import ModelError, SemanticModel, ValidationFailed, load_model
+from .model.schema_check import check_schema, engine_error_origin, first_line
 from .project import Project
 from .query import QueryError, Result, SemanticQuery
+
+log = logging.getLogger("metrics_layer.serve")
 
 
 class MetricsService:
@@ -26,6 +30,28 @@ class MetricsService:
 
     def replace_model(self, model: SemanticModel) -> None:
         self._model = model  # one reference swap: requests in flight keep the model they started with
+
+    def check_schema(self, model: SemanticModel) -> None:
+        """Raise ValidationFailed when `model` does not fit the engine's tables and columns.
+
+        An engine that cannot be reached only logs a warning: the YAML was valid, and queries
+        will say the engine is down. An in-memory DuckDB is not checked (it starts empty).
+        """
+        errors: list[ModelError] = []
+        try:
+            engine = self.engine
+            if engine.dialect == "duckdb" and getattr(engine, "path", None) == ":memory:":
+                return
+            errors = check_schema(model, engine)
+        except EngineError as e:
+            log.warning("the engine is not reachable, the model's tables and columns were not checked: %s", first_line(e.message))
+        if errors:
+            raise ValidationFailed(errors)
+
+    def explain_engine_error(self, message: str, model: SemanticModel | None = None) -> str:
+        """The engine's message, and where in the YAML a missing column or table it names is written."""
+        found = engine_error_origin(model if model is not None else self._model, message)
+        return message + "".join(f"\n  from {location}: {what}" for location, what in found)
 
     @property
     def engine(self) -> Engine:
@@ -47,11 +73,12 @@ class MetricsService:
 
     def run(self, query: SemanticQuery, cancel: Cancel | None = None, timeout: float | None = None,
             model: SemanticModel | None = None) -> Result:
+        model = model if model is not None else self._model
         sql = self.compile(query, model=model)
         try:
             result = self.engine.execute(sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
         except EngineError as e:
             asked = ", ".join(query.metrics) or ", ".join(d.name for d in query.dimensions)
-            raise QueryError(f"query for {asked} failed: {e.message}", e.code) from None
+            raise QueryError(f"query for {asked} failed: {self.explain_engine_error(e.message, model)}", e.code) from None
         result.sql = sql
         return result

@@ -5,7 +5,29 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterator
 
+from sqlglot import exp
+
 from ..query import Column, QueryError, Result
+
+# Column types as the engines report them (query.Column.type) -> the kinds the schema check
+# compares: numeric, text, time, boolean, other.
+_KINDS = {
+    "integer": "numeric", "bigint": "numeric", "double": "numeric", "decimal": "numeric",
+    "text": "text", "date": "time", "timestamp": "time", "boolean": "boolean",
+}
+
+
+def type_kind(column_type: str) -> str:
+    """numeric, text, time, boolean or other: an engine-independent kind of a column type."""
+    return _KINDS.get(column_type, "other")
+
+
+def rows_of(relation: exp.Expression) -> exp.Select:
+    """SELECT * over a model source (a table or a SELECT) that reads no rows: LIMIT 0."""
+    source = relation.copy()
+    if not isinstance(source, exp.Table):
+        source = source.subquery("_source")
+    return exp.select("*").from_(source).limit(0)
 
 
 class EngineError(QueryError):
@@ -70,6 +92,19 @@ class Engine:
             if timer is not None:
                 timer.cancel()
         return Result(columns, rows, sql)
+
+    def describe(self, relation: exp.Expression) -> dict[str, str]:
+        """Column name -> kind (see type_kind) of a table or SELECT, reading no rows.
+
+        Raises EngineError when the relation does not exist or the SELECT fails.
+        """
+        columns = self.execute(rows_of(relation).sql(dialect=self.dialect)).columns
+        return {c.name: type_kind(c.type) for c in columns}
+
+    def relation_names(self) -> list[str]:
+        """Tables and views of the current schema (for did-you-mean). Raises EngineError when unreachable."""
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        return [str(row[0]) for row in self.execute(sql).rows]
 
     def ping(self) -> None:
         """Raise EngineError when the engine cannot be reached."""

@@ -24,8 +24,10 @@ import threading
 from collections import OrderedDict
 from typing import Iterator
 
+from sqlglot import exp
+
 from ..query import Column
-from .base import Cancel, Engine, EngineError
+from .base import Cancel, Engine, EngineError, rows_of, type_kind
 from .result_cache import ResultCache
 
 _TYPES = {
@@ -245,6 +247,19 @@ class DuckDBEngine(Engine):
                     _close_quietly(cursor)  # closed early or failed: a fresh cursor next time
 
         return columns, batches()
+
+    def describe(self, relation: exp.Expression) -> dict[str, str]:
+        """DuckDB's DESCRIBE, on a cursor of its own: it binds the query without running it, and
+        stays out of the result cache and the prepared-statement counts."""
+        sql = exp.Describe(this=rows_of(relation)).sql(dialect="duckdb")
+        cursor = self._connection.cursor()
+        try:
+            rows = cursor.execute(sql).fetchall()
+        except self._duckdb.Error as e:
+            raise EngineError(f"DuckDB: {e}") from None
+        finally:
+            _close_quietly(cursor)
+        return {str(row[0]): type_kind(column_type(row[1])) for row in rows}
 
     def close(self) -> None:
         with self._pool_lock:

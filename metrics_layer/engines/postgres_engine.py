@@ -69,6 +69,13 @@ class PostgresEngine(Engine):
 
         return columns, batches()
 
+    def relation_names(self) -> list[str]:
+        """Tables and views of every schema on the search path (PostgreSQL; the others: the current one)."""
+        if self.dialect != "postgres":
+            return super().relation_names()
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = ANY (current_schemas(false))"
+        return [str(row[0]) for row in self.execute(sql).rows]
+
     def _error(self, error, cancel: Cancel | None) -> EngineError:
         if cancel is not None and cancel.cancelled:
             return EngineError(cancel.reason, "57014")

@@ -14,7 +14,7 @@ from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
     AGGREGATIONS, DIMENSION_TYPES, ENTITY_TYPES, FORMATS, METRIC_TYPES,
-    Dedupe, Dimension, Entity, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, View,
+    Dedupe, Dimension, Entity, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, View, WrittenSql,
 )
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
@@ -92,6 +92,13 @@ class _Loader:
         # Declared but invalid (already reported): referring to them is not a second error.
         self.rejected: set[str] = set()  # model.dimension, model.measure
         self.unjoinable: set[str] = set()  # models with a broken entity or dedupe
+        self.written: list[WrittenSql] = []  # SQL as written, for the schema check
+        # Measures of a `measures:` block outside a model (reported once): a metric naming one
+        # as model.measure is not a second error.
+        self.misplaced: set[str] = set()
+
+    def remember(self, what: str, kind: str, owner: str, expr: exp.Expression, home: str | None, location: Location) -> None:
+        self.written.append(WrittenSql(what, kind, owner, expr.copy(), home, location))
 
     def error(self, location: Location, message: str) -> None:
         self.errors.append(ModelError(location, message))
@@ -105,9 +112,26 @@ class _Loader:
         if what in ("model", "metric", "view") and isinstance(value.get("name"), str):
             what = f"{what} '{value['name']}'"
         for key in value:
-            if key not in allowed:
+            if key == "measures" and key not in allowed:
+                self.misplaced_measures(value, what)
+            elif key not in allowed:
                 self.error(value.at(key), f"unknown key '{key}' in {what}{did_you_mean(key, allowed, 'valid keys')}")
         return value
+
+    def misplaced_measures(self, node: Node, what: str) -> None:
+        """A `measures:` block anywhere but in a model: one error for the cause, none for its effects."""
+        block = node["measures"]
+        for item in block if isinstance(block, Seq) else []:
+            if isinstance(item, Node) and isinstance(item.get("name"), str):
+                self.misplaced.add(item["name"])
+        hint = "; a metric names one measure with measure: model.measure" if what.startswith("metric") else ""
+        where = "at the top level of the file" if what.startswith("file ") else f"in {what}"
+        self.error(node.at("measures"), f"'measures' {where}: measures belong to a model; move this block under "
+                                        f"the model whose rows they count (as its measures:, beside its dimensions:){hint}")
+
+    def is_misplaced(self, ref: str) -> bool:
+        """True for model.measure naming a measure of a misplaced `measures:` block (already reported)."""
+        return ref.partition(".")[2] in self.misplaced and ref not in self.all_measures()
 
     def name_of(self, node: Node, what: str) -> str | None:
         name = node.get("name")
@@ -210,10 +234,14 @@ class _Loader:
             time_expr = qualify(dim.expr if dim else exp.column(time_name), name)
         elif dedupe is not None:
             time_name, time_expr = dedupe.by, qualify(exp.column(dedupe.by), name)
+        key_locations = {key: node.at(key) for key in ("table", "sql", "time") if key in node}
+        if isinstance(node.get("dedupe"), Node):
+            key_locations.update({f"dedupe.{key}": node["dedupe"].at(key) for key in ("key", "by")})
         self.models[name] = Model(
             name=name, source=source, entities=entities, dimensions=dimensions, measures={},
             time=time_name, time_expr=time_expr, dedupe=dedupe,
             description=self.text(node, "description", f"model '{name}'"), location=node.location,
+            key_locations=key_locations,
         )
         self.pending_measures.append((name, node))
 
@@ -260,6 +288,7 @@ class _Loader:
             expr = self.sql(ent.get("expr", name), ent.at("expr"), f"entity '{name}' expr")
             if kind and expr is not None:
                 result[name] = Entity(name, kind, expr, ent.location)
+                self.remember(f"entity '{name}' of model '{model}' expr", "entity", f"{model}.{name}", expr, model, ent.at("expr"))
         return result
 
     def dimensions(self, node: Node, model: str) -> dict[str, Dimension]:
@@ -278,6 +307,7 @@ class _Loader:
                 result[name] = Dimension(
                     name, model, kind, expr, self.text(dim, "description", "dimension"), dim.location
                 )
+                self.remember(f"dimension '{model}.{name}' expr", "dimension", f"{model}.{name}", expr, model, dim.at("expr"))
             else:
                 self.rejected.add(f"{model}.{name}")
         return result
@@ -331,6 +361,8 @@ class _Loader:
             value = qualify(expr, model_name) if expr is not None else exp.Literal.number(1)
             condition, models = self.row_filter(mea.get("filter"), mea.at("filter"), f"{what} filter", model_name)
             self.rejected.discard(f"{model_name}.{name}")
+            if expr is not None:
+                self.remember(f"{what} expr", "measure", f"{model_name}.{name}", expr, model_name, mea.at("expr"))
             model.measures[name] = Measure(
                 name=name, model=model_name, agg=agg, expr=value, filter=condition,
                 filter_models=models, percentile=float(percentile) if agg == "percentile" else None,
@@ -349,6 +381,7 @@ class _Loader:
         parsed = self.sql(text, location, what)
         if parsed is None:
             return None, frozenset()
+        self.remember(what, "filter", "", parsed, home, location)
         models: set[str] = set()
         for column in list(parsed.find_all(exp.Column)):
             table = column.table
@@ -395,7 +428,7 @@ class _Loader:
         if not isinstance(text, str) or "." not in text:
             self.error(location, f"{what} must name a measure as model.measure, got {text!r}{did_you_mean(str(text), self.all_measures(), 'measures')}")
             return None
-        if text in self.rejected:
+        if text in self.rejected or self.is_misplaced(text):
             return None
         if text not in self.all_measures():
             self.error(location, f"{what}: unknown measure '{text}'{did_you_mean(text, self.all_measures(), 'measures')}")
@@ -477,6 +510,7 @@ class _Loader:
             label=self.text(node, "label", what), format=fmt, inputs=inputs, expr=expr,
             window=window, label_delay=delay, location=node.location, depends_on=depends,
             fill_nulls_with=self.fill_value(node, what),
+            expr_location=node.at("expr"),
         )
 
     def resolve_derived(self) -> None:
@@ -487,12 +521,12 @@ class _Loader:
             for column in metric.expr.find_all(exp.Column):
                 if column.table:
                     ref = f"{column.table}.{column.name}"
-                    if ref not in self.all_measures() and ref not in self.rejected:
-                        self.error(metric.location, f"metric '{name}' expr: unknown measure '{ref}'{did_you_mean(ref, self.all_measures(), 'measures')}")
+                    if ref not in self.all_measures() and ref not in self.rejected and not self.is_misplaced(ref):
+                        self.error(metric.expr_location, f"metric '{name}' expr: unknown measure '{ref}'{did_you_mean(ref, self.all_measures(), 'measures')}")
                 elif column.name in self.metrics:
                     depends.append(column.name)
                 else:
-                    self.error(metric.location, f"metric '{name}' expr: unknown metric '{column.name}'{did_you_mean(column.name, self.metrics, 'metrics')} (measures are written model.measure)")
+                    self.error(metric.expr_location, f"metric '{name}' expr: unknown metric '{column.name}'{did_you_mean(column.name, self.metrics, 'metrics')} (measures are written model.measure)")
             self.metrics[name] = replace(metric, depends_on=tuple(dict.fromkeys(depends)))
         self.check_cycles()
         self.check_derived_windows()
@@ -559,7 +593,7 @@ class _Loader:
     def names_from(self, node: Node, key: str, valid: list[str], what: str, kind: str) -> list[str]:
         names = []
         for value, location in self.items(node.get(key), node.at(key), f"{what} {key}"):
-            if isinstance(value, str) and value in self.rejected:
+            if isinstance(value, str) and (value in self.rejected or (kind == "metric" and self.is_misplaced(value))):
                 continue
             if value not in valid:
                 self.error(location, f"{what}: unknown {kind} '{value}'{did_you_mean(str(value), valid, kind + 's')}")
@@ -600,7 +634,7 @@ class _Loader:
                 self.load_view(raw, location)
         if self.errors:
             raise ValidationFailed(self.errors)
-        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files))
+        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files), tuple(self.written))
 
 
 def yaml_files(directory: Path) -> list[Path]:

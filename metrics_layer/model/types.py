@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from sqlglot import exp
 
@@ -94,6 +95,11 @@ class Model:
     dedupe: Dedupe | None
     description: str | None
     location: Location
+    # Where `table`, `sql`, `time`, `dedupe.key` and `dedupe.by` are written (for the schema check).
+    key_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    def at(self, key: str) -> Location:
+        return self.key_locations.get(key, self.location)
 
     def unique_on(self, entity: str) -> bool:
         """True when the model holds at most one row per value of this entity."""
@@ -128,6 +134,7 @@ class Metric:
     location: Location
     depends_on: tuple[str, ...] = ()  # derived: metric names used in expr
     fill_nulls_with: int | float | None = None  # the value shown where the metric is NULL
+    expr_location: Location | None = None  # where expr is written (derived), for its errors
 
     @property
     def qualified_name(self) -> str:
@@ -143,6 +150,22 @@ class View:
     location: Location
 
 
+@dataclass(frozen=True)
+class WrittenSql:
+    """A SQL expression as written in the YAML, before references are resolved, and where.
+
+    The schema check reads these: an error in a dimension's expr is then reported at the
+    dimension, not again in every filter that uses the dimension.
+    """
+
+    what: str  # "measure 'leads.lead_count' expr", for messages
+    kind: str  # dimension | entity | measure | filter
+    owner: str  # model.element (dimension, entity, measure) or the metric's name (filter)
+    expr: exp.Expression
+    home: str | None  # the model unqualified columns belong to
+    location: Location
+
+
 @dataclass
 class SemanticModel:
     """Models, metrics and views of one project, validated. Treat as immutable."""
@@ -151,6 +174,7 @@ class SemanticModel:
     metrics: dict[str, Metric]
     views: dict[str, View]
     files: tuple[str, ...] = ()
+    written: tuple[WrittenSql, ...] = field(default=(), repr=False, compare=False)
     compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def measure(self, qualified: str) -> Measure | None:

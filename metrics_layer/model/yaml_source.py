@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,28 @@ _SYNTAX_HINTS = (
     ("mapping values are not allowed here", "; a value containing ': ' must be quoted"),
 )
 
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<dash>- +)?(?P<key>[\w.-]+):(?P<value>[ \t]+[^#\s].*)?$")
+
+
+def _over_indented(text: str, index: int) -> str | None:
+    """Explain 'mapping values are not allowed here' on a `key:` line indented deeper than the
+    `key: value` line above it: YAML reads the deeper line as more of that value's text."""
+    lines = text.splitlines()
+    here = _KEY_LINE.match(lines[index]) if index < len(lines) else None
+    if here is None or here["dash"]:
+        return None
+    above = next((i for i in range(index - 1, -1, -1) if lines[i].strip() and not lines[i].lstrip().startswith("#")), None)
+    parent = _KEY_LINE.match(lines[above]) if above is not None else None
+    if parent is None or not parent["value"]:
+        return None
+    column = len(parent["indent"]) + len(parent["dash"] or "")  # where the key above starts
+    if len(here["indent"]) <= column:
+        return None
+    key, other = here["key"], parent["key"]
+    return (f"invalid YAML: '{key}:' is indented more than '{other}:' on line {above + 1}, so YAML reads it as "
+            f"more of {other}'s value; indent '{key}:' by {column} spaces, like '{other}:'")
+
+
 # Resolves the tag YAML gives an untagged plain scalar, to tell it from an explicit tag.
 _RESOLVER = yaml.resolver.Resolver()
 
@@ -130,7 +153,11 @@ def load_yaml_file(path: Path, display_name: str) -> Node | None:
         message = f"invalid YAML: {e.problem or e}"
         if e.context and e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
             message += f" ({e.context} that starts at line {e.context_mark.line + 1})"  # e.g. an unclosed {
-        message += next((hint for words, hint in _SYNTAX_HINTS if words in message), "")
+        indented = _over_indented(text, mark.line) if mark and "mapping values are not allowed here" in message else None
+        if indented:
+            message = indented
+        else:
+            message += next((hint for words, hint in _SYNTAX_HINTS if words in message), "")
         raise YamlSyntaxError(Location(display_name, line), message) from None
     except yaml.reader.ReaderError as e:  # a control character, reported by character position
         line = text[: e.position].count("\n") + 1

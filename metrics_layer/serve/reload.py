@@ -2,7 +2,7 @@
 
 A background thread polls the modification time and size of every .yml/.yaml file (no
 dependency on inotify), waits until the folder has stopped changing for one poll, then loads
-the model. On success the service gets the new model (one reference swap; requests in flight
+the model and checks it against the engine's tables and columns. On success the service gets the new model (one reference swap; requests in flight
 finish on the old one). On failure the old model keeps serving and the errors, with file:line,
 are kept for /health.
 """
@@ -93,6 +93,7 @@ class ModelWatcher:
         self.last_reload_at = dt.datetime.now(dt.timezone.utc)
         try:
             model = load_model(self.directory)
+            self.service.check_schema(model)
         except ValidationFailed as e:
             self.last_reload_errors = [
                 {"file": err.location.file, "line": err.location.line, "message": err.message, "text": str(err)}

@@ -83,11 +83,18 @@ def serve(args) -> int:
     from ..service import MetricsService
 
     service = MetricsService(project, model=model)
-    # Open the engine (a DuckDB file takes tens of ms) while the HTTP stack is imported.
-    threading.Thread(target=_open_engine, args=(service,), name="metrics-layer-engine-open", daemon=True).start()
+    # Open the engine (a DuckDB file takes tens of ms) and check the model's tables and columns
+    # on it while the HTTP stack is imported; a model that cannot run is fatal, like bad YAML.
+    checked: list[BaseException] = []
+    check = threading.Thread(target=_check_schema, args=(service, model, checked), name="metrics-layer-engine-open", daemon=True)
+    check.start()
 
     from .http import create_app
     from .reload import ModelWatcher
+
+    check.join()
+    if checked:
+        raise checked[0]
 
     watcher = ModelWatcher(service).start()
     app = create_app(service, api_keys=keys, watcher=watcher)
@@ -233,9 +240,15 @@ def _sql_user(project: Project) -> str:
     return "metrics"
 
 
-def _open_engine(service) -> None:
+def _check_schema(service, model, failures: list[BaseException]) -> None:
+    """Open the engine and check `model` on it; the ValidationFailed, if any, goes to `failures`.
+    Other errors surface again on first use and in /health."""
+    from ..model import ValidationFailed
+
     try:
-        service.engine  # noqa: B018 - connects; errors surface again on first use and in /health
+        service.check_schema(model)
+    except ValidationFailed as e:
+        failures.append(e)
     except Exception:
         pass
 

@@ -656,7 +656,7 @@ class SemanticSession:
             _, batches = service.engine.stream(sql, cancel)
         except EngineError as e:
             self._finish(cancel, timer)
-            raise BackendError(e.message, e.code) from None
+            raise BackendError(service.explain_engine_error(e.message), e.code) from None
         except BaseException:
             self._finish(cancel, timer)
             raise
