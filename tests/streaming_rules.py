@@ -34,7 +34,7 @@ RW_NESTED_LOOP = "https://github.com/risingwavelabs/risingwave/issues/22752"
 RW_SET_RETURNING = "https://docs.risingwave.com/sql/functions/set-returning"
 RW_AGGREGATE = "https://docs.risingwave.com/sql/functions/aggregate"
 RW_DATETIME = "https://docs.risingwave.com/sql/functions/datetime"
-DUCKDB_NOW = "https://duckdb.org/docs/sql/functions/timestamptz#current_timestamp"
+DUCKDB_NOW = "https://duckdb.org/docs/sql/functions/timestamptz"
 
 
 @dataclass(frozen=True)
