@@ -25,7 +25,7 @@ from sqlglot import exp
 from ..model.errors import did_you_mean
 from ..model.joins import JoinError, join_path, join_plan
 from ..model.load import parse_interval, qualify
-from ..model.types import Interval, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
+from ..model.types import Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
 from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 from . import dialects
 
@@ -50,6 +50,56 @@ def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "du
             model.compile_cache.clear()
         model.compile_cache[key] = sql
     return sql
+
+
+def compile_materialization(model: SemanticModel, name: str, dialect: str = "duckdb") -> exp.Select:
+    """The SELECT a materialization stores: its dimensions d0.. and the additive parts m0..
+    of its metrics (numerators and denominators apart), one row per dimension values."""
+    compiler = _Compiler(model, materialization_query(model.materializations[name]), dialect)
+    for metric in compiler.query.metrics:
+        compiler.metric_expression(metric)
+    return compiler.aggregated([])
+
+
+def model_source(model: Model, dialect: dialects.Dialect, as_of: dt.datetime | None = None, where: list[exp.Expression] = ()) -> exp.Expression:
+    """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe, then `where`.
+
+    `where` (conditions on the model's own columns, e.g. its trailing window) applies after
+    the dedupe: the latest row per key is chosen first, then kept or not.
+    """
+    def alias() -> exp.Identifier:  # a new node each time: cheaper than copying one
+        return exp.to_identifier(model.name, quoted=True)
+
+    source = model.source.copy()
+    table = source if isinstance(source, exp.Table) else source.subquery()
+    table.set("alias", exp.TableAlias(this=alias()))
+    as_of = None
+    if as_of is not None and model.time_expr is not None:
+        as_of = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(as_of))
+    if model.dedupe is not None:
+        keys = [exp.column(k, table=alias()) for k in model.dedupe.key]
+        order = exp.column(model.dedupe.by, table=alias())
+        select = dialect.deduplicated(table, keys, order, model.dedupe.keep == "latest", as_of)
+        if not where:
+            return select.subquery(alias(), copy=False)
+        table, conditions = select.subquery(alias(), copy=False), list(where)
+    else:
+        conditions = ([as_of] if as_of is not None else []) + list(where)
+    if not conditions:
+        return table
+    select = exp.select(exp.Star(), copy=False).from_(table, copy=False)
+    for condition in conditions:
+        select.where(condition, copy=False)
+    return select.subquery(alias(), copy=False)
+
+
+def compile_model_rows(model: SemanticModel, name: str, dialect: str = "duckdb") -> exp.Select:
+    """The rows of one model as every query reads them (deduplicated), for a view of the model."""
+    return exp.select(exp.Star(), copy=False).from_(model_source(model.models[name], dialects.get(dialect)), copy=False)
+
+
+def materialization_query(mat: Materialization) -> SemanticQuery:
+    return SemanticQuery(mat.metrics, tuple(DimensionRef(n, g) for n, g in mat.dimensions))
 
 
 @dataclass(frozen=True)
@@ -225,17 +275,21 @@ class _Compiler:
     def build(self) -> exp.Select:
         metric_exprs = [(name, self.metric_expression(name)) for name in self.query.metrics]
         metric_filters, row_filters = self._split_filters()
-        if not self.groups:  # dimensions only: their distinct values
-            base = self.dimensions[0].model
-            self.groups[(base, None)] = _Group(base, None)
-        aggregated = [self._group_select(group, row_filters) for group in self.groups.values()]
-        source = aggregated[0] if len(aggregated) == 1 else self._combine(aggregated)
+        source = self.aggregated(row_filters)
         labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True, copy=False) for i, d in enumerate(self.dimensions)]
         outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True, copy=False) for name, e in metric_exprs], copy=False)
         outer = outer.from_(source.subquery("agg", copy=False), copy=False)
         for condition in metric_filters:
             outer = outer.where(condition, copy=False)
         return self._order_and_limit(outer, metric_exprs)
+
+    def aggregated(self, row_filters: list[tuple[_Dimension, Filter]]) -> exp.Select:
+        """The groups level: one row per dimension values d0.. with the aggregated measures m0.."""
+        if not self.groups:  # dimensions only: their distinct values
+            base = self.dimensions[0].model
+            self.groups[(base, None)] = _Group(base, None)
+        aggregated = [self._group_select(group, row_filters) for group in self.groups.values()]
+        return aggregated[0] if len(aggregated) == 1 else self._combine(aggregated)
 
     def _split_filters(self) -> tuple[list[exp.Expression], list[tuple[_Dimension, Filter]]]:
         metric_filters, row_filters = [], []
@@ -584,35 +638,7 @@ class _Compiler:
     # ---- model sources and joins ----------------------------------------------------
 
     def _source(self, model: Model, where: list[exp.Expression] = ()) -> exp.Expression:
-        """The model's rows as a FROM item aliased by the model's name: as_of, then dedupe, then `where`.
-
-        `where` (conditions on the model's own columns, e.g. its trailing window) applies after
-        the dedupe: the latest row per key is chosen first, then kept or not.
-        """
-        def alias() -> exp.Identifier:  # a new node each time: cheaper than copying one
-            return exp.to_identifier(model.name, quoted=True)
-
-        source = model.source.copy()
-        table = source if isinstance(source, exp.Table) else source.subquery()
-        table.set("alias", exp.TableAlias(this=alias()))
-        as_of = None
-        if self.query.as_of is not None and model.time_expr is not None:
-            as_of = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(self.query.as_of))
-        if model.dedupe is not None:
-            keys = [exp.column(k, table=alias()) for k in model.dedupe.key]
-            order = exp.column(model.dedupe.by, table=alias())
-            select = self.sql_dialect.deduplicated(table, keys, order, model.dedupe.keep == "latest", as_of)
-            if not where:
-                return select.subquery(alias(), copy=False)
-            table, conditions = select.subquery(alias(), copy=False), list(where)
-        else:
-            conditions = ([as_of] if as_of is not None else []) + list(where)
-        if not conditions:
-            return table
-        select = exp.select(exp.Star(), copy=False).from_(table, copy=False)
-        for condition in conditions:
-            select.where(condition, copy=False)
-        return select.subquery(alias(), copy=False)
+        return model_source(model, self.sql_dialect, self.query.as_of, where)
 
     def _join_on(self, step) -> exp.Expression:
         left = self.model.models[step.left].entities[step.entity]

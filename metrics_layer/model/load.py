@@ -14,11 +14,13 @@ from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
     AGGREGATIONS, DIMENSION_TYPES, ENTITY_TYPES, FORMATS, METRIC_TYPES,
-    Dedupe, Dimension, Entity, Interval, Measure, MeasureInput, Metric, Model, SemanticModel, View, WrittenSql,
+    Dedupe, Dimension, Entity, Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, View,
+    WrittenSql,
 )
+from ..query import GRAINS
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
-TOP_LEVEL_KEYS = ("models", "metrics", "views")
+TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations")
 MODEL_KEYS = ("name", "description", "table", "sql", "entities", "dimensions", "measures", "time", "dedupe")
 ENTITY_KEYS = ("name", "type", "expr", "description")
 DIMENSION_KEYS = ("name", "type", "expr", "description", "label")
@@ -30,6 +32,7 @@ METRIC_KEYS = (
 )
 MEASURE_INPUT_KEYS = ("measure", "filter")
 VIEW_KEYS = ("name", "description", "metrics", "dimensions")
+MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
@@ -89,6 +92,7 @@ class _Loader:
         self.models: dict[str, Model] = {}
         self.metrics: dict[str, Metric] = {}
         self.views: dict[str, View] = {}
+        self.materializations: dict[str, Materialization] = {}
         # Declared but invalid (already reported): referring to them is not a second error.
         self.rejected: set[str] = set()  # model.dimension, model.measure
         self.unjoinable: set[str] = set()  # models with a broken entity or dedupe
@@ -590,6 +594,36 @@ class _Loader:
             self.error(node.location, f"view '{name}' needs metrics and/or dimensions")
         self.views[name] = View(name, self.text(node, "description", f"view '{name}'"), tuple(metrics), tuple(dimensions), node.location)
 
+    def load_materialization(self, raw: Any, location: Location) -> None:
+        node = self.mapping(raw, location, "materialization", MATERIALIZATION_KEYS)
+        name = node is not None and self.name_of(node, "materialization")
+        if not name:
+            return
+        what = f"materialization '{name}'"
+        if name in self.materializations:
+            self.error(node.at("name"), f"duplicate {what} (first at {self.materializations[name].location})")
+            return
+        metric_names = [m for model in self.models.values() for m in (x.qualified_name for x in model.measures.values())] + list(self.metrics)
+        metrics = self.names_from(node, "metrics", metric_names, what, "metric")
+        if not metrics:
+            self.error(node.location, f"{what} needs metrics: the metrics (or model.measure names) it stores")
+        dimensions = []
+        dimension_names = [d.qualified_name for model in self.models.values() for d in model.dimensions.values()]
+        for value, at in self.items(node.get("dimensions"), node.at("dimensions"), f"{what} dimensions"):
+            dim_name, _, grain = str(value).partition(":")
+            if dim_name not in dimension_names:
+                self.error(at, f"{what}: unknown dimension '{dim_name}'{did_you_mean(dim_name, dimension_names, 'dimensions')}")
+                continue
+            dimension = self.models[dim_name.split(".")[0]].dimensions[dim_name.split(".")[1]]
+            if grain and (grain not in GRAINS or dimension.type != "time"):
+                valid = f"one of {', '.join(GRAINS)}" if dimension.type == "time" else f"none: '{dim_name}' is {dimension.type}"
+                self.error(at, f"{what}: grain '{grain}' of '{dim_name}' is not valid; grains: {valid}")
+                continue
+            dimensions.append((dim_name, grain or None))
+        self.materializations[name] = Materialization(
+            name, self.text(node, "description", what), tuple(metrics), tuple(dimensions),
+            self.interval(node, "refresh", what), node.location)
+
     def names_from(self, node: Node, key: str, valid: list[str], what: str, kind: str) -> list[str]:
         names = []
         for value, location in self.items(node.get(key), node.at(key), f"{what} {key}"):
@@ -632,9 +666,13 @@ class _Loader:
         for doc in documents:
             for raw, location in self.items(doc.get("views"), doc.at("views"), "views"):
                 self.load_view(raw, location)
+        for doc in documents:
+            for raw, location in self.items(doc.get("materializations"), doc.at("materializations"), "materializations"):
+                self.load_materialization(raw, location)
         if self.errors:
             raise ValidationFailed(self.errors)
-        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files), tuple(self.written))
+        return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files),
+                             self.materializations, tuple(self.written))
 
 
 def yaml_files(directory: Path) -> list[Path]:

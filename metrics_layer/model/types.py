@@ -151,6 +151,18 @@ class View:
 
 
 @dataclass(frozen=True)
+class Materialization:
+    """Metrics by dimensions stored in the engine: their additive parts, divided at read time."""
+
+    name: str
+    description: str | None
+    metrics: tuple[str, ...]
+    dimensions: tuple[tuple[str, str | None], ...]  # (model.dimension, grain)
+    refresh: Interval | None  # PostgreSQL / DuckDB: how often it is rebuilt (streaming engines keep it current)
+    location: Location
+
+
+@dataclass(frozen=True)
 class WrittenSql:
     """A SQL expression as written in the YAML, before references are resolved, and where.
 
@@ -174,6 +186,7 @@ class SemanticModel:
     metrics: dict[str, Metric]
     views: dict[str, View]
     files: tuple[str, ...] = ()
+    materializations: dict[str, Materialization] = field(default_factory=dict)
     written: tuple[WrittenSql, ...] = field(default=(), repr=False, compare=False)
     compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
