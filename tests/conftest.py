@@ -20,7 +20,7 @@ def postgres_or_skip(url: str = PG_URL) -> str:
     import psycopg
 
     try:
-        psycopg.connect(url, connect_timeout=3).close()
+        psycopg.connect(url, connect_timeout=30).close()
     except psycopg.OperationalError as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI and unreachable at {url}: {e}")

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from decimal import Decimal
 
 import httpx
@@ -202,9 +201,7 @@ def test_query_timeout_is_a_clear_error(tmp_path, demo_duckdb_path):
     live = serve_project(project_over(tmp_path, f"duckdb:///{demo_duckdb_path}", "query_timeout: 0.3\n"))
     try:
         slow = {"metrics": ["accuracy_3h"], "dimensions": ["leads.created_at:minute"], "window": "30 days"}
-        t0 = time.monotonic()
-        response = post(live, "/api/v1/query", slow)
-        assert time.monotonic() - t0 < 10
+        response = post(live, "/api/v1/query", slow)  # post()'s own time-out only keeps a failure from hanging
         assert response.status_code == 504 and response.json()["error"]["code"] == "57014"
         assert "timed out after 0.3 s" in response.json()["error"]["message"]
         err = httpx.post(f"{live.url}/graphql", json={
