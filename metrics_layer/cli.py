@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--metric", "-m", action="append", default=[], help="metric (repeatable), e.g. accuracy or leads.lead_count")
         p.add_argument("--by", "-b", action="append", default=[], help="dimension (repeatable), e.g. predictions.model_version or leads.created_at:hour")
         p.add_argument("--grain", help="grain for time dimensions given without one: " + ", ".join(("minute", "hour", "day", "week", "month", "quarter", "year")))
-        p.add_argument("--filter", "-f", action="append", default=[], help="filter (repeatable): \"leads.utm_source = google\", \"accuracy > 0.8\", \"leads.utm_source in google,newsletter\"")
+        p.add_argument("--filter", "-f", action="append", default=[], help="filter (repeatable): \"leads.utm_source = google\", \"accuracy > 0.8\", \"leads.utm_source in google,newsletter\", \"leads.created_at between 2026-11-01 and 2026-11-08\"")
         p.add_argument("--order-by", action="append", default=[], help="field, \"field desc\" or =-field for descending (repeatable)")
         p.add_argument("--limit", type=int)
         p.add_argument("--offset", type=int)
@@ -188,17 +188,28 @@ def _semantic_query(args, model):
     from .query import DimensionRef, SemanticQuery
 
     dimensions = []
+    grain_taken = False
     for by in args.by:
         name, _, grain = by.partition(":")
         dim = model.dimension(name)
         if not grain and args.grain and (dim is None or dim.type == "time"):
-            grain = args.grain  # --grain applies to the time dimensions given without one
+            grain, grain_taken = args.grain, True  # --grain applies to the time dimensions given without one
         dimensions.append(DimensionRef(name, grain or None))
+    if args.grain and not grain_taken:
+        _refuse_unused_grain(args.grain, args.by, model)
     order = [_order(o) for o in args.order_by]
     return SemanticQuery(
         metrics=tuple(args.metric), dimensions=tuple(dimensions), filters=tuple(_filter(f) for f in args.filter),
         order_by=tuple(order), limit=args.limit, offset=args.offset, window=args.window, as_of=args.as_of,
     )
+
+
+def _refuse_unused_grain(grain: str, by: Sequence[str], model) -> None:
+    """--grain with no time dimension to take it would be silently ignored: say so instead."""
+    times = [d.qualified_name for m in model.models.values() for d in m.dimensions.values() if d.type == "time"]
+    given = f"the -b given ({', '.join(by)}) hold none without a grain" if by else "no -b was given"
+    fix = f"add one, e.g. -b {times[0]} (time dimensions: {', '.join(times)})" if times else "the model has no time dimension"
+    raise UserError(f"--grain {grain} applies to a time dimension in -b given without a grain, and {given}; {fix}")
 
 
 def _order(text: str):
@@ -218,13 +229,27 @@ def _filter(text: str):
         raise UserError(f"cannot read filter {text!r}; write e.g. \"leads.utm_source = google\" or \"accuracy > 0.8\"")
     op = " ".join(match.group("op").lower().split())
     raw = match.group("value").strip()
-    if op in ("in", "not in", "between"):
-        value: Any = tuple(_value(v) for v in raw.strip("()").split(","))
+    if op == "between":
+        value: Any = _between(text, raw)
+    elif op in ("in", "not in"):
+        value = tuple(_value(v) for v in raw.strip("()").split(","))
     elif op in ("is null", "is not null"):
         value = None
     else:
         value = _value(raw)
     return Filter(match.group("field"), op, value)
+
+
+_BETWEEN_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+
+
+def _between(text: str, raw: str) -> tuple[Any, Any]:
+    """`between A and B` (as in SQL) or `between A,B`."""
+    parts = _BETWEEN_AND.split(raw) if _BETWEEN_AND.search(raw) else raw.strip("()").split(",")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise UserError(f"cannot read filter {text!r}: between needs two values, "
+                        "e.g. \"leads.created_at between 2026-11-01 and 2026-11-08\" or \"... between 2026-11-01,2026-11-08\"")
+    return _value(parts[0]), _value(parts[1])
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")

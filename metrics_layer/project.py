@@ -63,7 +63,10 @@ def demo_database() -> Path:
 
 
 def load_project(directory: str | Path | None = None) -> Project:
-    """The project in `directory`, else $METRICS_LAYER_PROJECT, else the current folder, else the demo."""
+    """The project in `directory`, else $METRICS_LAYER_PROJECT, else the current folder, else the demo.
+
+    A folder of YAML model files without metrics_layer.yml is a project of its own (default settings).
+    """
     chosen = directory or os.environ.get("METRICS_LAYER_PROJECT")
     if chosen is None and Path(PROJECT_FILE).is_file():
         chosen = "."
@@ -76,12 +79,24 @@ def load_project(directory: str | Path | None = None) -> Project:
     root = Path(chosen).resolve()
     if not root.is_dir():
         raise ProjectError(f"project folder {str(chosen)!r} does not exist")
-    settings = _read_settings(root / PROJECT_FILE)
+    project_file = root / PROJECT_FILE
+    settings = _read_settings(project_file)
     metrics_dir = root / str(settings.get("metrics", "metrics"))
     if not metrics_dir.is_dir():
-        raise ProjectError(f"{root / PROJECT_FILE}: metrics folder {str(metrics_dir)!r} does not exist")
+        if project_file.is_file():
+            raise ProjectError(f"{project_file}: metrics folder {str(metrics_dir)!r} does not exist")
+        if not _holds_yaml(root):
+            raise ProjectError(
+                f"{root} is not a project: it has no {PROJECT_FILE}, no metrics/ folder and no .yml model files; "
+                f"pass the folder that holds {PROJECT_FILE} (or metrics/), or a folder of YAML model files")
+        # The YAML folder itself was named (e.g. `validate metrics`): load it with default settings.
+        metrics_dir = root
     engine_url = engine_override or settings.get("engine") or "duckdb:///:memory:"
     return Project(root=root, engine_url=str(engine_url), metrics_dir=metrics_dir, settings=settings)
+
+
+def _holds_yaml(folder: Path) -> bool:
+    return any(p.suffix in (".yml", ".yaml") and p.is_file() for p in folder.iterdir())
 
 
 def _read_settings(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def postgres_or_skip(url: str = PG_URL) -> str:
     import psycopg
 
     try:
-        psycopg.connect(url, connect_timeout=3).close()
+        psycopg.connect(url, connect_timeout=30).close()
     except psycopg.OperationalError as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI and unreachable at {url}: {e}")
@@ -43,6 +43,31 @@ def demo_duckdb_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     generate_duckdb(str(path), leads=DEMO_LEADS, end=DEMO_END, progress=lambda _: None)
     return path
+
+
+def readme_block(after: str) -> str:
+    """The first fenced code block of README.md after the line starting with `after`."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```", text.index("\n" + after))
+    body_start = text.index("\n", start) + 1
+    return text[body_start:text.index("\n```", body_start)]
+
+
+@pytest.fixture(scope="session")
+def demo_home_today(tmp_path_factory) -> Path:
+    """A METRICS_LAYER_HOME holding the bundled demo's database as a new user gets it today
+    (ending today 00:00 UTC), smaller: for running the README's examples as written."""
+    from metrics_layer.demo_data import generate_duckdb
+
+    home = tmp_path_factory.mktemp("home")
+    generate_duckdb(str(home / "demo.duckdb"), leads=DEMO_LEADS, progress=lambda _: None)
+    return home
+
+
+def demo_env(home: Path) -> dict[str, str]:
+    """The environment of a new user's shell: the demo in `home`, no project chosen."""
+    env = {k: v for k, v in os.environ.items() if k not in ("METRICS_LAYER_PROJECT", "METRICS_LAYER_ENGINE")}
+    return {**env, "METRICS_LAYER_HOME": str(home)}
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import duckdb
 import pytest
 
 import reference
-from conftest import make_project
+from conftest import REPO, demo_env, make_project, readme_block
 
 CLI = [sys.executable, "-m", "metrics_layer.cli"]
 
@@ -96,3 +98,57 @@ def test_validate_and_list(project):
     assert ok.returncode == 0 and "9 metrics" in ok.stdout
     listing = run("list", "--project", str(project))
     assert "accuracy_3h (ratio) [window 3 hours, label delay 1 day]" in listing.stdout
+
+
+def test_grain_without_a_time_dimension_to_take_it_is_refused(project):
+    for by in ((), ("-b", "leads.utm_source"), ("-b", "leads.created_at:day")):
+        out = run("query", "--project", str(project), "-m", "leads.lead_count", *by, "--grain", "week")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "--grain week" in out.stderr and "-b leads.created_at" in out.stderr, out.stderr
+    taken = run("query", "--project", str(project), "-m", "leads.lead_count", "-b", "leads.utm_source",
+                "-b", "leads.created_at", "--grain", "week", "--format", "json")
+    assert taken.returncode == 0, taken.stderr
+    assert {r["leads.created_at"] for r in json.loads(taken.stdout)} >= {"2026-02-16T00:00:00", "2026-02-23T00:00:00"}
+
+
+def test_between_a_and_b_or_a_comma_b(project):
+    answers = []
+    for condition in ("between 2026-02-20 and 2026-02-22", "BETWEEN 2026-02-20 AND 2026-02-22", "between 2026-02-20,2026-02-22"):
+        out = run("query", "--project", str(project), "-m", "leads.lead_count", "-b", "leads.created_at:day",
+                  "-f", f"leads.created_at {condition}", "--format", "json")
+        assert out.returncode == 0, (condition, out.stderr)
+        answers.append(json.loads(out.stdout))
+    assert answers[0] and answers[0] == answers[1] == answers[2]
+    assert [r["leads.created_at"] for r in answers[0]][:2] == ["2026-02-20T00:00:00", "2026-02-21T00:00:00"]
+    for condition in ("between 2026-02-20", "between 1 and 2 and 3", "between and 2"):
+        out = run("query", "--project", str(project), "-m", "leads.lead_count", "-f", f"leads.created_at {condition}")
+        assert out.returncode == 1 and "between needs two values" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_validate_a_yaml_folder_or_say_what_to_pass(project, tmp_path):
+    ok = run("validate", str(project / "metrics"))
+    assert ok.returncode == 0 and "9 metrics" in ok.stdout, ok.stderr
+    (tmp_path / "notes.txt").write_text("not a project")
+    out = run("validate", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{tmp_path} is not a project" in out.stderr and "metrics_layer.yml" in out.stderr
+    assert "a folder of YAML model files" in out.stderr and "metrics_layer.yml:" not in out.stderr
+
+
+def test_readme_cli_examples_return_rows_on_todays_demo(demo_home_today):
+    """Every command of the README's "From the command line" block, run by bash as written
+    (so --as-of "$(date ...)" is computed as a user's shell does), on the demo as generated today."""
+    commands = [line for line in readme_block("From the command line").splitlines() if line.startswith("metrics-layer ")]
+    assert len(commands) >= 6 and any("--as-of" in c for c in commands)
+    cli = " ".join(shlex.quote(a) for a in CLI)
+    for command in commands:
+        out = subprocess.run(["bash", "-c", f'metrics-layer() {{ {cli} "$@"; }}\n{command}'], capture_output=True,
+                             text=True, env=demo_env(demo_home_today), cwd=REPO, timeout=120)
+        assert out.returncode == 0, (command, out.stderr)
+        if " query " in command and "--format json" in command:
+            rows = json.loads(out.stdout)
+            assert rows and any(list(r.values())[-1] is not None for r in rows), (command, out.stdout)
+        elif " query " in command:
+            assert re.search(r"^\(([1-9]\d*) rows?\)$", out.stdout, re.MULTILINE), (command, out.stdout)
+        else:
+            assert out.stdout.strip(), (command, out.stderr)

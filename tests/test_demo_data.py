@@ -97,7 +97,7 @@ def duck(duck_paths):
 def pg():
     psycopg = pytest.importorskip("psycopg")
     try:
-        con = psycopg.connect(PG_URL, connect_timeout=5, autocommit=True)
+        con = psycopg.connect(PG_URL, connect_timeout=30, autocommit=True)
     except psycopg.OperationalError as e:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL unreachable at {PG_URL}: {e}")

@@ -9,7 +9,6 @@ The result cache is off here: it would answer repeated queries before they reach
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -103,8 +102,7 @@ def test_cancel_interrupts_a_prepared_query(engine):
     engine._seen[slow] = engine.prepare_threshold  # already hot: this run prepares it
     cancel = Cancel()
     threading.Timer(0.3, cancel.cancel).start()
-    start = time.monotonic()
-    with pytest.raises(EngineError) as e:
+    with pytest.raises(EngineError) as e:  # uncancelled, the query would return a count instead
         engine.execute(slow, cancel=cancel)
-    assert e.value.code == "57014" and time.monotonic() - start < 5
+    assert e.value.code == "57014"
     assert engine.execute("SELECT count(*) FROM t").rows == [(100,)]  # the engine goes on

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ import pytest
 from graphql import get_introspection_query
 
 import reference
+from conftest import readme_block
 from http_server import project_over, serve_project
 
 AS_OF = "2026-02-25T12:00:00"
@@ -237,3 +239,16 @@ def test_schema_also_runs_on_plain_graphql_core(server):
     result = asyncio.run(graphql(schema, "{ fraud_monitoring { merchant_category false_alarms } }"))
     assert not result.errors and len(result.data["fraud_monitoring"]) == 6
     assert all(isinstance(r["false_alarms"], int) for r in result.data["fraud_monitoring"])
+
+
+def test_readme_graphql_examples_work_as_written(server):
+    """The bodies of the README's curl examples (where, orderBy, limit by example) as a user sends them."""
+    bodies = re.findall(r"-d '(.*?)'", readme_block("With `metrics-layer serve` running"))
+    assert len(bodies) >= 2 and any("where:" in b and "orderBy:" in b for b in bodies)
+    for body in bodies:
+        response = httpx.post(f"{server.url}/graphql", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+        document = response.json()
+        assert response.status_code == 200 and "errors" not in document, (body, document)
+        assert all(rows for rows in document["data"].values()), (body, document)
+        if "where: {utm_source: {in: [" in body:  # the filter applied, not just accepted
+            assert {r["utm_source"] for r in document["data"]["conversion_monitoring"]} == {"google", "newsletter"}

@@ -7,12 +7,12 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from decimal import Decimal
 
 import httpx
@@ -201,9 +201,7 @@ def test_query_timeout_is_a_clear_error(tmp_path, demo_duckdb_path):
     live = serve_project(project_over(tmp_path, f"duckdb:///{demo_duckdb_path}", "query_timeout: 0.3\n"))
     try:
         slow = {"metrics": ["accuracy_3h"], "dimensions": ["leads.created_at:minute"], "window": "30 days"}
-        t0 = time.monotonic()
-        response = post(live, "/api/v1/query", slow)
-        assert time.monotonic() - t0 < 10
+        response = post(live, "/api/v1/query", slow)  # post()'s own time-out only keeps a failure from hanging
         assert response.status_code == 504 and response.json()["error"]["code"] == "57014"
         assert "timed out after 0.3 s" in response.json()["error"]["message"]
         err = httpx.post(f"{live.url}/graphql", json={
@@ -225,38 +223,69 @@ def test_json_numbers_keep_their_digits():
 
 # ---- `metrics-layer serve` as a user runs it --------------------------------------------------
 
-def _serve(*args, env=None):
+def _serve(*args, env=None, environ=None):
+    """`metrics-layer serve` in a process of its own; `env` adds to this process's environment, `environ` replaces it."""
     return subprocess.Popen([sys.executable, "-m", "metrics_layer.cli", "serve", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                            stderr=subprocess.PIPE, text=True, env=environ or {**os.environ, **(env or {})})
 
 
-def test_serve_command_starts_fast_and_stops_on_ctrl_c(tmp_path, demo_duckdb_path):
+def _wait_until_healthy(process, http_port: int) -> None:
+    def healthy():
+        try:
+            return httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=30).status_code == 200
+        except httpx.TransportError:
+            return process.poll() is not None  # exited: fail below with its output
+    wait_for(healthy, timeout=120, what="the server's /health")  # only so that a broken start cannot hang
+    assert process.poll() is None, process.communicate()
+
+
+def _stop_with_ctrl_c(process) -> tuple[str, str]:
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=120)
+
+
+def test_serve_command_answers_and_stops_on_ctrl_c(tmp_path, demo_duckdb_path):
     # A copy: this test process holds the shared file open, and DuckDB locks a file per process.
     database = tmp_path / "copy.duckdb"
     shutil.copy(demo_duckdb_path, database)
     folder = project_over(tmp_path / "project", f"duckdb:///{database}")
     http_port, sql_port = free_port(), free_port()
-    t0 = time.monotonic()
     process = _serve("--project", str(folder), "--http-port", str(http_port), "--sql-port", str(sql_port))
     try:
-        def healthy():
-            try:
-                return httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return process.poll() is not None  # exited: fail below with its output
-        wait_for(healthy, timeout=30, what="the server's /health")
-        assert process.poll() is None, process.communicate()
-        startup = time.monotonic() - t0
-        answer = httpx.post(f"http://127.0.0.1:{http_port}/graphql", json={"query": "{ fraud_monitoring { fraud_loss } }"})
+        _wait_until_healthy(process, http_port)
+        answer = httpx.post(f"http://127.0.0.1:{http_port}/graphql", json={"query": "{ fraud_monitoring { fraud_loss } }"}, timeout=60)
         assert answer.json()["data"]["fraud_monitoring"][0]["fraud_loss"] > 0
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
+        out, err = _stop_with_ctrl_c(process)
+    # How fast it starts is measured by bench/bench_http.py, never asserted on a shared machine.
     assert process.returncode == 0, err
     assert f"http://127.0.0.1:{http_port}/graphql" in out and "curl -s" in out and "ready in" in out
     assert "SQL" in out and "loopback only" in out
     assert "stopped" in err
-    assert startup < 10  # the < 1 s target is measured by bench/bench_http.py, not asserted on a shared machine
+
+
+def test_serve_on_the_demo_prints_a_psql_line_that_works(demo_home_today):
+    from conftest import demo_env
+
+    http_port, sql_port = free_port(), free_port()
+    process = _serve("--http-port", str(http_port), "--sql-port", str(sql_port), environ=demo_env(demo_home_today))
+    ran = None
+    try:
+        _wait_until_healthy(process, http_port)
+        # Printed once the server has started, which /health answering shows; ends at EOF if it exits.
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("ready in"):
+                break
+        psql = next((l.strip() for l in lines if "psql" in l), "")
+        assert psql.startswith(f"PGPASSWORD=metrics psql -h 127.0.0.1 -p {sql_port} -U metrics -c 'SELECT "), lines
+        if shutil.which("psql"):
+            ran = subprocess.run(["bash", "-c", psql], capture_output=True, text=True, timeout=120)
+    finally:
+        _stop_with_ctrl_c(process)
+    if ran is not None:  # as a user pastes it
+        assert ran.returncode == 0 and re.search(r"\(([1-9]\d*) rows?\)", ran.stdout), (ran.stdout, ran.stderr)
 
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path, demo_duckdb_path):

@@ -165,7 +165,7 @@ class DuckDBSession:
     def cancel(self) -> None:
         # An interrupt that lands just before DuckDB starts the query is lost: repeat it
         # until the execution is gone (bounded).
-        cur, deadline = self.active, time.monotonic() + 5
+        cur, deadline = self.active, time.monotonic() + 60
         while cur is not None and self.active is cur and time.monotonic() < deadline:
             cur.interrupt()
             time.sleep(0.02)
@@ -235,7 +235,7 @@ def trust_server(backend):
 def connect(srv, user="alice", password="alice-pw", **kw) -> psycopg.Connection:
     kw.setdefault("autocommit", True)
     return psycopg.connect(host="127.0.0.1", port=srv.port, user=user, password=password, dbname="test",
-                           connect_timeout=10, **kw)
+                           connect_timeout=60, **kw)
 
 
 @pytest.fixture
@@ -257,7 +257,7 @@ class RawClient:
     """A minimal protocol client, to check exact message sequences."""
 
     def __init__(self, port: int, user: str = "alice", password: str | None = None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.buf = b""
         params = f"user\0{user}\0database\0test\0application_name\0raw\0\0".encode()
         body = struct.pack("!i", 196608) + params
@@ -476,19 +476,19 @@ def test_psycopg_cancel(scram_server, backend):
         errors = []
 
         def cancel_when_running():
-            session.executing.wait(10)  # set by the fixture just before DuckDB starts the query
+            if not session.executing.wait(120):  # set by the fixture just before DuckDB starts the query
+                errors.append("the query never started")
             try:
                 c.cancel_safe()
             except Exception as e:  # pragma: no cover - reported by the assertion below
                 errors.append(e)
 
         t = threading.Thread(target=cancel_when_running)
-        start = time.monotonic()
         t.start()
-        with pytest.raises(pgerrors.QueryCanceled) as info:
+        with pytest.raises(pgerrors.QueryCanceled) as info:  # 10^11 rows: only a cancel ends it in time
             c.execute("SELECT count(*) FROM range(1000000000) a, range(100) b")
-        t.join()
-        assert time.monotonic() - start < 2.0 and not errors
+        t.join(120)
+        assert not t.is_alive() and not errors
         assert info.value.sqlstate == "57014"
         assert "canceling statement due to user request" in str(info.value)
         assert c.execute("SELECT 1").fetchone() == (1,)
@@ -1007,7 +1007,7 @@ def test_worker_pool_runs_calls_and_outlives_a_cancelled_caller():
         waiter = pool.detach(job)
         assert waiter is not None and not waiter.done()
         release.set()
-        await asyncio.wait_for(waiter, 5)  # done once the call has returned
+        await asyncio.wait_for(waiter, 60)  # done once the call has returned
         assert pool.detach(job) is None
         pool.shutdown()
         with pytest.raises(RuntimeError):
@@ -1044,11 +1044,13 @@ def test_clean_shutdown_with_idle_and_busy_connections(backend):
 
     t = threading.Thread(target=long_query)
     t.start()
-    backend.sessions["busy-at-shutdown"].executing.wait(10)
-    start = time.monotonic()
-    srv.stop()
-    assert time.monotonic() - start < 5
-    t.join(10)
+    assert backend.sessions["busy-at-shutdown"].executing.wait(120)
+    # stop() must not wait for the query (10^11 rows): it returns, and the query ends in an error.
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    stopper.join(120)
+    assert not stopper.is_alive(), "stop() waited for the running query"
+    t.join(120)
     assert failure and not t.is_alive()
     with pytest.raises(psycopg.OperationalError):
         idle.execute("SELECT 1")

@@ -135,8 +135,7 @@ async def _serve_both(app, service, project: Project, host: str, http_port: int,
             pass
 
     sql_endpoint, sql_note = await _start_sql(service, project, host, sql_port)
-    shown_sql_port = getattr(sql_endpoint, "port", sql_port) if sql_endpoint is not None else None
-    announce = asyncio.create_task(_announce(server, app, service, project, host, http_port, shown_sql_port, sql_note, keys, t0))
+    announce = asyncio.create_task(_announce(server, app, service, project, host, http_port, sql_endpoint, sql_note, keys, t0))
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -174,7 +173,7 @@ async def _start_sql(service, project: Project, host: str, port: int):
         return None, f"SQL endpoint could not listen on {host}:{port}: {e.strerror or e}"
 
 
-async def _announce(server, app, service, project: Project, host: str, http_port: int, sql_port: int | None,
+async def _announce(server, app, service, project: Project, host: str, http_port: int, sql_endpoint,
                     sql_note: str | None, keys, t0: float) -> None:
     while not server.started:
         await asyncio.sleep(0.005)
@@ -189,17 +188,16 @@ async def _announce(server, app, service, project: Project, host: str, http_port
         f"  GraphQL  {base}/graphql   (open it in a browser for GraphiQL)",
         f"  REST     {base}/api/v1/query   (API docs: {base}/docs; health: {base}/health)",
     ]
-    if sql_port is not None:
-        lines.append(f"  SQL      postgresql://{shown_host}:{sql_port}   (PostgreSQL wire protocol)")
+    if sql_endpoint is not None:
+        lines.append(f"  SQL      postgresql://{shown_host}:{sql_endpoint.port}   (PostgreSQL wire protocol)")
     else:
         lines.append(f"  SQL      {sql_note}")
     auth = " -H 'Authorization: Bearer $METRICS_LAYER_API_KEY'" if keys else ""
     body = json.dumps({"query": " ".join(example_query(model).split())})
     lines.append("Try:")
     lines.append(f"  curl -s {base}/graphql -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}")
-    if sql_port is not None:
-        sql = _example_sql(model)
-        lines.append(f"  psql -h {host} -p {sql_port} -U {_sql_user(project)} -c {shlex.quote(sql)}")
+    if sql_endpoint is not None:
+        lines.append("  " + _psql_line(sql_endpoint.users, host, sql_endpoint.port, _example_sql(model)))
     if keys:
         lines.append(f"Auth: {len(keys)} API key(s); send Authorization: Bearer <key> (all but /health)")
     else:
@@ -227,17 +225,14 @@ def _example_sql(model) -> str:
     return "SELECT version()"
 
 
-def _sql_user(project: Project) -> str:
-    users = project.settings.get("users")
-    if isinstance(users, dict) and users:
-        return str(next(iter(users)))
-    if isinstance(users, list) and users:
-        first = users[0]
-        if isinstance(first, dict) and first.get("name"):
-            return str(first["name"])
-        if isinstance(first, str):
-            return first.split(":", 1)[0]
-    return "metrics"
+def _psql_line(users: dict[str, str], host: str, port: int, sql: str) -> str:
+    """A psql command that works as printed. The demo user's password is public, so it is given;
+    a configured user's is not printed (psql asks for it); with no users (trust) any name will do."""
+    from .pgwire.endpoint import DEMO_USER
+
+    user = next(iter(users), DEMO_USER[0])
+    password = f"PGPASSWORD={shlex.quote(DEMO_USER[1])} " if (user, users.get(user)) == DEMO_USER else ""
+    return f"{password}psql -h {host} -p {port} -U {user} -c {shlex.quote(sql)}"
 
 
 def _check_schema(service, model, failures: list[BaseException]) -> None:
