@@ -73,18 +73,18 @@ def model_source(model: Model, dialect: dialects.Dialect, as_of: dt.datetime | N
     source = model.source.copy()
     table = source if isinstance(source, exp.Table) else source.subquery()
     table.set("alias", exp.TableAlias(this=alias()))
-    as_of = None
+    cut = None  # as_of: the rows known at that moment
     if as_of is not None and model.time_expr is not None:
-        as_of = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(as_of))
+        cut = exp.LTE(this=model.time_expr.copy(), expression=dialects.timestamp(as_of))
     if model.dedupe is not None:
         keys = [exp.column(k, table=alias()) for k in model.dedupe.key]
         order = exp.column(model.dedupe.by, table=alias())
-        select = dialect.deduplicated(table, keys, order, model.dedupe.keep == "latest", as_of)
+        select = dialect.deduplicated(table, keys, order, model.dedupe.keep == "latest", cut)
         if not where:
             return select.subquery(alias(), copy=False)
         table, conditions = select.subquery(alias(), copy=False), list(where)
     else:
-        conditions = ([as_of] if as_of is not None else []) + list(where)
+        conditions = ([cut] if cut is not None else []) + list(where)
     if not conditions:
         return table
     select = exp.select(exp.Star(), copy=False).from_(table, copy=False)
