@@ -1,6 +1,7 @@
 """SemanticQuery -> SQL, built as sqlglot expressions and rendered per dialect."""
 
-from .compiler import compile_query
+from .compiler import Compiled, compile_query, explain_query
+from .routing import Route
 from .dialects import DIALECTS
 
-__all__ = ["DIALECTS", "compile_query"]
+__all__ = ["DIALECTS", "Compiled", "Route", "compile_query", "explain_query"]

@@ -28,6 +28,7 @@ from ..model.load import parse_interval, qualify
 from ..model.types import Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
 from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 from . import dialects
+from .routing import Route, Routing, route
 
 _CACHE_LIMIT = 4096
 _MAX_FAN_OUT = 1024  # most buckets a rolling window's rows are fanned out to (else a range join)
@@ -38,27 +39,51 @@ _GRAIN_INTERVALS = {
 }
 
 
-def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "duckdb") -> str:
-    """SQL text for `query` in `dialect`. Raises QueryError for anything not answerable."""
-    key = (query, dialect)
-    sql = model.compile_cache.get(key)
-    if sql is None:
+def compile_query(model: SemanticModel, query: SemanticQuery, dialect: str = "duckdb", routes: tuple[Route, ...] = ()) -> str:
+    """SQL text for `query` in `dialect`. Raises QueryError for anything not answerable.
+
+    `routes`: deployed materializations the query may read instead of the base tables,
+    when one answers it exactly (routing.py)."""
+    return explain_query(model, query, dialect, routes).sql
+
+
+@dataclass(frozen=True)
+class Compiled:
+    sql: str
+    materialization: str | None = None  # the materialization the SQL reads, if any
+    not_used: tuple[tuple[str, str], ...] = ()  # (materialization, why not)
+
+
+def explain_query(model: SemanticModel, query: SemanticQuery, dialect: str = "duckdb", routes: tuple[Route, ...] = ()) -> Compiled:
+    """The SQL for `query`, the materialization it reads, and why each other route was not used."""
+    key = (query, dialect, routes)
+    compiled = model.compile_cache.get(key)
+    if compiled is None:
         dialects.get(dialect)
+        compiler = _Compiler(model, query, dialect, routes)
         # The tree is built for this call only: no defensive copy before rendering.
-        sql = _Compiler(model, query, dialect).build().sql(dialect=dialect, copy=False)
+        sql = compiler.build().sql(dialect=dialect, copy=False)
+        routing = compiler.routing
+        compiled = Compiled(sql, routing.chosen, tuple(routing.reasons.items()))
         if len(model.compile_cache) >= _CACHE_LIMIT:
             model.compile_cache.clear()
-        model.compile_cache[key] = sql
-    return sql
+        model.compile_cache[key] = compiled
+    return compiled
 
 
 def compile_materialization(model: SemanticModel, name: str, dialect: str = "duckdb") -> exp.Select:
     """The SELECT a materialization stores: its dimensions d0.. and the additive parts m0..
     of its metrics (numerators and denominators apart), one row per dimension values."""
-    compiler = _Compiler(model, materialization_query(model.materializations[name]), dialect)
+    return materialization_compiler(model, model.materializations[name], dialect).aggregated([])
+
+
+def materialization_compiler(model: SemanticModel, mat: Materialization, dialect: str) -> "_Compiler":
+    """A compiler holding the materialization's groups and uses (what routing matches against)."""
+    compiler = _Compiler(model, materialization_query(mat), dialect)
+    compiler.presence = True
     for metric in compiler.query.metrics:
         compiler.metric_expression(metric)
-    return compiler.aggregated([])
+    return compiler
 
 
 def model_source(model: Model, dialect: dialects.Dialect, as_of: dt.datetime | None = None, where: list[exp.Expression] = ()) -> exp.Expression:
@@ -116,6 +141,7 @@ class _Dimension:
     type: str
     grain: str | None
     is_time_of_model: bool
+    name: str = ""  # model.dimension
 
 
 @dataclass
@@ -132,7 +158,7 @@ class _Group:
 
 
 class _Compiler:
-    def __init__(self, model: SemanticModel, query: SemanticQuery, dialect: str):
+    def __init__(self, model: SemanticModel, query: SemanticQuery, dialect: str, routes: tuple[Route, ...] = ()):
         self.model = model
         self.query = query
         self.dialect = dialect
@@ -140,6 +166,9 @@ class _Compiler:
         self.window_override = self._window_override()
         self.groups: dict[tuple, _Group] = {}
         self.use_count = 0
+        self.routes = routes
+        self.routing = Routing()
+        self.presence = False  # mark which group has rows in a combined row (materializations)
         self.dimensions = [self._dimension(ref) for ref in query.dimensions]
         self._check_labels()
 
@@ -181,7 +210,7 @@ class _Compiler:
             if kind != "time":
                 raise QueryError(f"grain '{grain}' applies only to time dimensions; '{ref.name}' is {kind}")
             expr = dialects.truncate(expr, grain)
-        return _Dimension(ref.label, model.name, expr, kind, grain, model.time == name)
+        return _Dimension(ref.label, model.name, expr, kind, grain, model.time == name, f"{model.name}.{name}")
 
     def _check_labels(self) -> None:
         seen = set()
@@ -275,7 +304,9 @@ class _Compiler:
     def build(self) -> exp.Select:
         metric_exprs = [(name, self.metric_expression(name)) for name in self.query.metrics]
         metric_filters, row_filters = self._split_filters()
-        source = self.aggregated(row_filters)
+        if self.routes:
+            self.routing = route(self, self.routes, row_filters)
+        source = self.routing.source if self.routing.source is not None else self.aggregated(row_filters)
         labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True, copy=False) for i, d in enumerate(self.dimensions)]
         outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True, copy=False) for name, e in metric_exprs], copy=False)
         outer = outer.from_(source.subquery("agg", copy=False), copy=False)
@@ -608,6 +639,10 @@ class _Compiler:
             keys = exp.select(*dims, copy=False).from_(names[0], copy=False)
             for name in names[1:]:
                 keys = exp.union(keys, exp.select(*dims, copy=False).from_(name, copy=False), distinct=True, copy=False)
+            if self.presence:  # p<i>: group i has rows for these values (a materialization's readers need it)
+                for i, (name, select) in enumerate(zip(names, aggregated)):
+                    select.select(exp.alias_(exp.Literal.number(1), "p", copy=False), copy=False)
+                    measures.append(exp.alias_(exp.column("p", table=name), f"p{i}", copy=False))
             combined = exp.select(*[exp.column(d, table="keys") for d in dims], *measures, copy=False)
             combined.from_(keys.subquery("keys", copy=False), copy=False)
             for name in names:
