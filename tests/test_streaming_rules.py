@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO
 from metrics_layer.compile import compile_query
+from metrics_layer.compile.compiler import compile_materialization
 from metrics_layer.model import load_model
 from metrics_layer.query import DimensionRef, Filter, QueryError, SemanticQuery
 from streaming_rules import ENGINES, RULES, Violation, check, violated_rules
@@ -218,6 +219,9 @@ def sweep(dialect: str, tmp: Path) -> tuple[list[tuple[str, Violation]], dict[st
             refusals[name] = e.message
             continue
         violations += [(name, v) for v in check(sql, dialect)]
+    for name in demo.materializations:  # what deploy maintains in the engine
+        sql = compile_materialization(demo, name, dialect).sql(dialect=dialect)
+        violations += [(f"materialization:{name}", v) for v in check(sql, dialect)]
     return violations, refusals
 
 
