@@ -114,6 +114,7 @@ def _validate(args) -> int:
     project = load_project(args.project or args.directory)
     model = load_model(project.metrics_dir)
     summary = f"ok: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views in {project.metrics_dir}"
+    _check_materializations(project, model)
     if args.offline:
         print(f"{summary} (offline: YAML only)")
         return 0
@@ -124,6 +125,21 @@ def _validate(args) -> int:
         return 0
     print(f"{summary}; tables, columns and types checked on {checked_on}")
     return 0
+
+
+def _check_materializations(project, model) -> None:
+    """Raise ValidationFailed for materializations the project's engine cannot store exactly."""
+    from .compile.ddl import check_materializations
+    from .engines import EngineError, engine_dialect
+    from .model import ValidationFailed
+
+    try:
+        dialect = engine_dialect(project.engine_url)
+    except EngineError:
+        return  # reported by the engine check
+    errors = check_materializations(model, dialect)
+    if errors:
+        raise ValidationFailed(errors)
 
 
 def _engine_schema_errors(project, model) -> tuple[str, str | None]:

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from .compile import compile_query
+from .compile.ddl import check_materializations
 from .engines import Cancel, Engine, EngineError, connect
 from .model import ModelError, SemanticModel, ValidationFailed, load_model
 from .model.schema_check import check_schema, engine_error_origin, first_line
@@ -42,7 +43,7 @@ class MetricsService:
             engine = self.engine
             if engine.dialect == "duckdb" and getattr(engine, "path", None) == ":memory:":
                 return
-            errors = check_schema(model, engine)
+            errors = check_schema(model, engine) + check_materializations(model, engine.dialect)
         except EngineError as e:
             log.warning("the engine is not reachable, the model's tables and columns were not checked: %s", first_line(e.message))
         if errors:

@@ -126,3 +126,18 @@ def test_streaming_dialects_read_materializations_too():
         compiled = explain_query(model, SemanticQuery(("accuracy",), (DAY,)), dialect, routes)
         assert compiled.materialization == "accuracy_hourly"
         assert '"metrics_layer"."accuracy_hourly"' in compiled.sql and "GROUP BY" in compiled.sql
+
+
+def test_validate_refuses_a_materialization_a_streaming_engine_cannot_store(tmp_path):
+    import subprocess
+    import sys
+
+    folder = make_project(tmp_path / "mz", "materialize://user@127.0.0.1:1/db")
+    with open(folder / "metrics" / "fraud.yml", "a") as f:
+        f.write("\nmaterializations:\n  - name: amounts\n    metrics: [transactions.median_amount]\n"
+                "    dimensions: [transactions.merchant_category]\n")
+    out = subprocess.run([sys.executable, "-m", "metrics_layer.cli", "validate", str(folder), "--offline"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "fraud.yml:" in out.stderr and "materialization 'amounts' cannot be stored on materialize" in out.stderr
+    assert "median" in out.stderr

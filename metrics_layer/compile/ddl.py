@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from ..model.errors import ModelError
 from ..model.types import Interval, SemanticModel
+from ..query import QueryError
 from .compiler import compile_materialization, compile_model_rows
 
 MODEL_VIEW = "model_view"
@@ -50,3 +52,15 @@ def plan_objects(model: SemanticModel, dialect: str) -> list[DeployObject]:
         key = tuple(f"d{i}" for i in range(len(mat.dimensions)))
         objects.append(DeployObject(name, MATERIALIZATION, select, dialect, key, mat.refresh))
     return objects
+
+
+def check_materializations(model: SemanticModel, dialect: str) -> list[ModelError]:
+    """Each materialization the engine cannot maintain exactly (e.g. a median on a streaming
+    engine), at its file:line, with the compiler's reason."""
+    errors = []
+    for name, mat in model.materializations.items():
+        try:
+            compile_materialization(model, name, dialect)
+        except QueryError as e:
+            errors.append(ModelError(mat.location, f"materialization '{name}' cannot be stored on {dialect}: {e.message}"))
+    return errors
