@@ -55,16 +55,21 @@ class Model:
     time: str  # the column that places a row in time (as_of, windows)
     entity: str  # the join key column (lead id / transaction id)
     keep: str | None = None  # dedupe on `entity` by `time`: "latest" | "earliest"; None: no dedupe
+    declared_time: bool = False  # `time:` in the YAML (else the time is the dedupe `by` column)
 
 
 MODELS = {
-    "leads": Model("leads", "created_at", "id"),
+    "leads": Model("leads", "created_at", "id", declared_time=True),
     "predictions": Model("prediction_events", "predicted_at", "lead_id", "latest"),
     "conversions": Model("conversions", "converted_at", "lead_id", "earliest"),
-    "transactions": Model("transactions", "created_at", "id"),
+    "transactions": Model("transactions", "created_at", "id", declared_time=True),
     "fraud_scores": Model("fraud_scores", "scored_at", "transaction_id", "latest"),
     "chargebacks": Model("chargebacks", "charged_back_at", "transaction_id", "earliest"),
 }
+
+# as_of cuts the models without `time:` on their dedupe `by` column (model/load.py's rule, the
+# README's "every model involved", tests/reference.py). False: only models with `time:` are cut.
+AS_OF_CUTS_DEDUPE_BY = True
 
 # Models that join each other on their entity (all many-to-one after dedupe).
 FAMILIES = (("leads", "predictions", "conversions"), ("transactions", "fraud_scores", "chargebacks"))
@@ -274,7 +279,8 @@ def model_rows(tables: dict[str, list[dict]], as_of: dt.datetime | None) -> dict
     """Each model's rows: cut at as_of on the model's time, then deduped (a, b)."""
     out = {}
     for name, model in MODELS.items():
-        rows = [r for r in tables[model.table] if as_of is None or r[model.time] <= as_of]
+        cut = as_of is not None and (model.declared_time or AS_OF_CUTS_DEDUPE_BY)
+        rows = [r for r in tables[model.table] if not cut or r[model.time] <= as_of]
         if model.keep is not None:
             kept: dict[Any, dict] = {}
             for r in rows:

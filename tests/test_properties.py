@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import property_reference as ref
@@ -36,8 +36,8 @@ from metrics_layer.service import MetricsService
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Generation is cheap, but an example holds up to six small tables: allow it to be "large".
-_COMMON = dict(deadline=None, print_blob=True, suppress_health_check=[HealthCheck.data_too_large])
+# No deadline: an example's time is mostly DuckDB's (connect, load, run), not the property's.
+_COMMON = dict(deadline=None, print_blob=True)
 settings.register_profile("ci", max_examples=300, derandomize=True, database=None, **_COMMON)
 settings.register_profile("dev", max_examples=30, derandomize=True, database=None, **_COMMON)
 settings.register_profile("long", max_examples=3000, **_COMMON)
@@ -87,8 +87,9 @@ def _short(v) -> str:
 
 
 # Whole hours mostly; a second past, half past or a second before the next hour sometimes.
-moments = st.builds(lambda h, s: BASE + h * HOUR + s * SECOND,
-                    st.integers(0, SPAN_HOURS - 1), st.sampled_from([0, 0, 0, 1, 1800, 3599]))
+# Hours cluster at the start of each day (one label delay apart), so that windows hold rows.
+_hours = st.one_of(st.integers(0, 3), st.integers(24, 27), st.integers(0, SPAN_HOURS - 1))
+moments = st.builds(lambda h, s: BASE + h * HOUR + s * SECOND, _hours, st.sampled_from([0, 0, 0, 1, 1800, 3599]))
 cents = st.integers(1, 99999).map(lambda c: Decimal(c).scaleb(-2))
 
 # Delays (seconds) of an event after its lead / transaction; a key's events get distinct delays.
@@ -105,7 +106,7 @@ def _events(delays):
 @st.composite
 def conversion_data(draw) -> Dataset:
     """leads, prediction_events, conversions (the fraud tables empty)."""
-    n = draw(st.integers(0, 6))
+    n = draw(st.integers(0, 8))
     leads, predictions, conversions = [], [], []
     for lead_id in range(1, n + 1):
         leads.append({"id": lead_id, "created_at": draw(moments),
@@ -129,7 +130,7 @@ def conversion_data(draw) -> Dataset:
 @st.composite
 def fraud_data(draw) -> Dataset:
     """transactions, fraud_scores, chargebacks (the conversion tables empty)."""
-    n = draw(st.integers(0, 6))
+    n = draw(st.integers(0, 8))
     transactions, scores, chargebacks = [], [], []
     for tx_id in range(1, n + 1):
         transactions.append({"id": tx_id, "created_at": draw(moments),
@@ -191,7 +192,7 @@ WINDOWS = ["3 hours", "1 hour", "2 hours", "90 minutes", "1 day"]
 def moment_near(data: Dataset, shifts=(dt.timedelta(0),)):
     """A moment of the data (or a whole hour), moved by one of `shifts` and by -1 s / 0 / +1 s."""
     anchors = st.sampled_from(data.times()) if data.times() else moments
-    return st.builds(lambda a, s, e: a + s + e * SECOND, st.one_of(anchors, moments),
+    return st.builds(lambda a, s, e: a + s + e * SECOND, st.one_of(anchors, anchors, moments),
                      st.sampled_from(list(shifts)), st.sampled_from([0, -1, 1]))
 
 
@@ -243,9 +244,9 @@ def _filters(draw, family: Family, data: Dataset, metrics, time_ok: bool = True)
 
 
 @st.composite
-def plain_query(draw, family: Family, data: Dataset, pool=None) -> ref.Query:
+def plain_query(draw, family: Family, data: Dataset) -> ref.Query:
     """Metrics x dimensions (any grain) x filters, with or without as_of; no window."""
-    metrics = tuple(draw(st.lists(st.sampled_from(pool or family.metrics), min_size=1, max_size=3, unique=True)))
+    metrics = tuple(draw(st.lists(st.sampled_from(family.metrics), min_size=1, max_size=3, unique=True)))
     dims = tuple(draw(_dimension_refs(family, with_time=True)))
     as_of = draw(st.one_of(st.none(), moment_near(data, (dt.timedelta(0), 3 * HOUR, DAY))))
     return ref.Query(metrics, dims, _filters(draw, family, data, metrics), as_of=as_of)
@@ -392,14 +393,86 @@ def check(data: Dataset, queries: list[ref.Query]) -> None:
 # The properties
 # ---------------------------------------------------------------------------------------------
 
+def _leads(*leads) -> Dataset:
+    """Leads (id, hours after BASE, label predicted a second later or None) without conversions."""
+    rows = {t: [] for t in ref.TABLE_COLUMNS}
+    for lead_id, hours, label in leads:
+        created = BASE + hours * HOUR
+        rows["leads"].append({"id": lead_id, "created_at": created, "utm_source": "google"})
+        if label is not None:
+            rows["prediction_events"].append({"event_id": lead_id, "lead_id": lead_id, "predicted_at": created + SECOND,
+                                              "model_version": "v1", "label": label, "score": 0.5})
+    return Dataset(rows)
+
+
+def _transactions(*transactions) -> Dataset:
+    """Transactions (id, hours after BASE, is_fraud scored a second later or None) without chargebacks."""
+    rows = {t: [] for t in ref.TABLE_COLUMNS}
+    for tx_id, hours, is_fraud in transactions:
+        created = BASE + hours * HOUR
+        rows["transactions"].append({"id": tx_id, "created_at": created, "merchant_category": "food",
+                                     "amount": Decimal("10.00")})
+        if is_fraud is not None:
+            rows["fraud_scores"].append({"id": tx_id, "transaction_id": tx_id, "scored_at": created + SECOND,
+                                         "model_version": "fraud-v1", "score": 0.9, "is_fraud": is_fraud})
+    return Dataset(rows)
+
+
+_HOURLY_TX = (("transactions.created_at", "hour"),)
+_HOURLY_LEADS = (("leads.created_at", "hour"),)
+
+# Cases spelled out from the spec (test_spec_examples), each known to fail on the main of this
+# commit for the reason in its comment; the properties below draw the like of them at random.
+KNOWN = {
+    "derived": [
+        # 4 false alarms and no missed fraud: 0 + 25 * 4 = 100 (main: NULL, the SUM over no rows)
+        (_transactions((1, 0, 1), (2, 1, 1), (3, 2, 1), (4, 3, 1)),
+         [ref.Query(("fraud_loss",), (("transactions.merchant_category", None),))]),
+    ],
+    "window:conversion": [
+        # the lead sits exactly at as_of - delay: inside (main: outside, NULL)
+        (_leads((1, 0, 0)), [ref.Query(("accuracy_3h",), as_of=BASE + DAY)]),
+        # the lead sits exactly at as_of - delay - window: outside, NULL (main: inside, 1.0)
+        (_leads((1, 0, 0)), [ref.Query(("accuracy_3h",), as_of=BASE + DAY + 3 * HOUR)]),
+    ],
+    "window:fraud": [
+        # with no delay the window ends at as_of itself, which as_of keeps (main: 0)
+        (_transactions((1, 0, None)), [ref.Query(("transactions.transaction_count",), window="3 hours", as_of=BASE)]),
+        (_transactions((1, 0, None)), [ref.Query(("transactions.transaction_count",), window="3 hours", as_of=BASE + 3 * HOUR)]),
+    ],
+    "ranged:conversion": [
+        # buckets 03-02 00:00 and 01:00 only, each 1.0 from the lead of 03-01 00:00 a day back
+        # (main: every bucket from 03-01 00:00, NULL, since the range drops the lead itself)
+        (_leads((1, 0, 0), (2, 24.5, 1)),
+         [ref.Query(("accuracy_3h",), _HOURLY_LEADS, (("leads.created_at", "between", (BASE + DAY, BASE + DAY + HOUR)),))]),
+    ],
+    "ranged:fraud": [
+        # bucket 02:00 only, its window [00:00, 03:00) holds both transactions (main: 00:00 to 02:00, and 1)
+        (_transactions((1, 0, None), (2, 2, None)),
+         [ref.Query(("transactions.transaction_count",), _HOURLY_TX, (("transactions.created_at", ">=", BASE + 2 * HOUR),),
+                    window="3 hours")]),
+    ],
+}
+
+
+def _run(strategy, weight: float):
+    """The property: every case `strategy` draws matches the reference."""
+    def run(case):
+        check(*case)
+    given(strategy)(examples(weight)(run))()
+
+
+@pytest.mark.parametrize("kind,index", [(k, i) for k, cases in KNOWN.items() for i in range(len(cases))],
+                         ids=[f"{k}-{i}" for k, cases in KNOWN.items() for i in range(len(cases))])
+def test_spec_examples(kind, index):
+    """The cases of KNOWN match the reference (they fail on today's main, see their comments)."""
+    check(*KNOWN[kind][index])
+
+
 @pytest.mark.parametrize("family", ["conversion", "fraud"])
 def test_plain_metrics_match_reference(family):
     """Metrics x dimensions x grains x filters x as_of, no window, no derived-over-sum metric."""
-    @examples(1.0)
-    @given(_cases(family, plain_query))
-    def run(case):
-        check(*case)
-    run()
+    _run(_cases(family, plain_query), 1.0)
 
 
 def test_derived_over_empty_sum_is_zero_in_its_group():
@@ -407,11 +480,7 @@ def test_derived_over_empty_sum_is_zero_in_its_group():
 
     Known to fail on today's main (a SUM over no rows is NULL inside the formula).
     """
-    @examples(0.5)
-    @given(_cases("fraud", fraud_loss_query))
-    def run(case):
-        check(*case)
-    run()
+    _run(_cases("fraud", fraud_loss_query), 0.5)
 
 
 @pytest.mark.parametrize("family", ["conversion", "fraud"])
@@ -420,21 +489,13 @@ def test_trailing_window_value_at_as_of(family):
 
     Known to fail on today's main at the bounds (today: [as_of - delay - window, as_of - delay)).
     """
-    @examples(0.75)
-    @given(_cases(family, window_query))
-    def run(case):
-        check(*case)
-    run()
+    _run(_cases(family, window_query), 0.75)
 
 
 @pytest.mark.parametrize("family", ["conversion", "fraud"])
 def test_rolling_series(family):
     """(d) a rolling series by the base model's time: windows ending at each bucket's end, every bucket."""
-    @examples(0.75)
-    @given(_cases(family, rolling_query, ranged=False))
-    def run(case):
-        check(*case)
-    run()
+    _run(_cases(family, rolling_query, ranged=False), 0.75)
 
 
 @pytest.mark.parametrize("family", ["conversion", "fraud"])
@@ -443,8 +504,13 @@ def test_rolling_series_in_a_time_range(family):
 
     Known to fail on today's main (the range filters rows, and the series spans all the data).
     """
-    @examples(0.5)
-    @given(_cases(family, rolling_query, ranged=True))
-    def run(case):
-        check(*case)
-    run()
+    _run(_cases(family, rolling_query, ranged=True), 0.5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _report_cases(request):
+    """Say how many queries were compared (with -v or in the summary of a failing run)."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"test_properties: {CASES_RUN['queries']} queries compared with the reference")
