@@ -13,25 +13,14 @@ from pathlib import Path
 import pytest
 
 import reference
-from conftest import make_project, postgres_or_skip
+from conftest import postgres_or_skip
 from metrics_layer.project import load_project
 from metrics_layer.query import DimensionRef, Filter, SemanticQuery
 from metrics_layer.service import MetricsService
 from test_metrics_numbers import assert_same_rows
+from test_metrics_numbers import service as demo  # noqa: F401  (the demo on DuckDB and PostgreSQL)
 
 ENGINES = ["duckdb", "postgres"]
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def demo(request, tmp_path_factory):
-    """The demo project over the demo data (6,000 leads up to 2026-03-01)."""
-    if request.param == "duckdb":
-        url = f"duckdb:///{request.getfixturevalue('demo_duckdb_path')}"
-    else:
-        url = request.getfixturevalue("demo_postgres_url")
-    svc = MetricsService(load_project(make_project(tmp_path_factory.mktemp("corners"), url)))
-    yield svc
-    svc.engine.close()
 
 
 class TinyData:
