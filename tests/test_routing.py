@@ -28,7 +28,9 @@ VERSION = DimensionRef("predictions.model_version")
 
 ROUTED = {  # query -> the materialization that must answer it
     "accuracy by version": (SemanticQuery(("accuracy", "precision"), (VERSION,)), "conversion_by_model_version"),
-    "overall, re-aggregated": (SemanticQuery(("accuracy", "leads.lead_count", "accuracy_3h")), "conversion_by_model_version"),
+    "overall": (SemanticQuery(("accuracy", "leads.lead_count", "accuracy_3h")), "conversion_now"),
+    "overall, re-aggregated": (SemanticQuery(("precision", "leads.lead_count"), filters=(
+        Filter("predictions.model_version", "!=", "v2"),)), "conversion_by_model_version"),
     "one version": (SemanticQuery(("precision",), filters=(Filter("predictions.model_version", "=", "v1"),)), "conversion_by_model_version"),
     "versions in a list": (SemanticQuery(("accuracy",), (VERSION,), filters=(Filter("predictions.model_version", "in", ("v1", "v3")),)), "conversion_by_model_version"),
     "hourly series": (SemanticQuery(("accuracy_3h", "leads.lead_count"), (HOUR,)), "accuracy_hourly"),

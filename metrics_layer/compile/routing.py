@@ -51,10 +51,12 @@ class _NoRoute(Exception):
 
 
 def route(compiler, routes: tuple[Route, ...], row_filters) -> Routing:
-    """The first route that answers the compiler's query exactly, with its groups-level SELECT."""
+    """The route that answers the compiler's query exactly with the least work (no
+    re-aggregation first, then the fewest stored dimensions), with its groups-level SELECT."""
     from .compiler import materialization_compiler  # compiler imports this module
 
     routing = Routing()
+    feasible = []
     for candidate in routes:
         mat = compiler.model.materializations.get(candidate.name)
         if mat is None:
@@ -68,11 +70,17 @@ def route(compiler, routes: tuple[Route, ...], row_filters) -> Routing:
             continue
         try:
             stored = materialization_compiler(compiler.model, mat, compiler.dialect)
-            routing.source = _read(compiler, stored, candidate, row_filters)
-            routing.chosen = candidate.name
-            return routing
+            source = _read(compiler, stored, candidate, row_filters)
         except _NoRoute as e:
             routing.reasons[candidate.name] = str(e)
+            continue
+        cost = (source.args.get("group") is not None, len(stored.dimensions))
+        feasible.append((cost, candidate.name, source))
+    if feasible:
+        feasible.sort(key=lambda f: f[0])
+        _, routing.chosen, routing.source = feasible[0]
+        for _, name, _ in feasible[1:]:
+            routing.reasons[name] = f"it answers exactly too, with more work than {routing.chosen}"
     return routing
 
 
