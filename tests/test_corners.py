@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import reference
-from conftest import postgres_or_skip
+from conftest import make_project, postgres_or_skip
 from metrics_layer.project import load_project
 from metrics_layer.query import DimensionRef, Filter, SemanticQuery
 from metrics_layer.service import MetricsService
@@ -325,3 +325,47 @@ def test_rolling_buckets_read_the_window_before_their_end(bounds_data):
     by_bucket = dict(rows)
     assert by_bucket[T - DELAY - dt.timedelta(hours=1)] == 3  # leads 1, 2, 3; lead 4 sits on its end
     assert by_bucket[T - DELAY] == 3  # leads 3, 4, 5
+
+
+@pytest.mark.parametrize("grain,window", [("month", "3 hours"), ("week", "3 hours"), ("hour", "90 minutes"),
+                                          ("day", "36 hours"), ("minute", "3 hours")])
+def test_rolling_series_at_any_grain_and_window(demo, grain, window):
+    """Rows fan out to the buckets whose end lies in (t + delay, t + delay + window], also for
+    calendar grains and windows that are not whole buckets (each copy checked)."""
+    query = SemanticQuery(("accuracy_3h",), (DimensionRef("leads.created_at", grain),), window=window,
+                          filters=(Filter("leads.created_at", ">=", "2026-02-10"), Filter("leads.created_at", "<", "2026-02-12"))
+                          if grain == "minute" else ())
+    where = "bucket >= TIMESTAMP '2026-02-10' AND bucket < TIMESTAMP '2026-02-12'" if grain == "minute" else "TRUE"
+    expected = demo.engine.execute(reference.trailing_accuracy_series(grain, window, buckets_where=where)).rows
+    assert_same_rows(demo.run(query).rows, expected, f"{window} by {grain}")
+
+
+@pytest.mark.parametrize("dialect", ["materialize", "risingwave"])
+@pytest.mark.parametrize("grain", ["hour", "day"])
+def test_streaming_rolling_form_runs_and_agrees_on_postgres(request, grain, dialect):
+    """The streaming engines' rolling series (rows fanned out with UNION ALL, no series over
+    the data) cannot run here; with as_of its SQL is plain PostgreSQL, so run it there: every
+    bucket it returns equals the batch series', and the batch buckets it leaves out are those
+    whose windows hold no lead."""
+    url = request.getfixturevalue("demo_postgres_url")
+    svc = MetricsService(load_project(make_project(request.getfixturevalue("tmp_path") / "p", url)))
+    try:
+        as_of = dt.datetime(2026, 2, 20, 18, 30)
+        query = SemanticQuery(("accuracy_3h",), (DimensionRef("leads.created_at", grain),), as_of=as_of)
+        sql = svc.compile(query, dialect=dialect)
+        assert "generate_series" not in sql.lower() and ("UNION ALL" in sql) == (grain == "hour")  # a day holds a 3-hour window once
+        streaming = {r[0]: r[1] for r in svc.engine.execute(sql).rows}
+        batch = {r[0]: r[1] for r in svc.run(query).rows}
+        counts = {r[0]: r[1] for r in svc.run(SemanticQuery(("leads.lead_count",), (DimensionRef("leads.created_at", grain),),
+                                                               window="3 hours", as_of=as_of - dt.timedelta(days=1))).rows}
+        for bucket, value in streaming.items():
+            if bucket in batch:
+                assert value == pytest.approx(batch[bucket]) if value is not None else batch[bucket] is None, bucket
+            else:
+                assert max(batch) < bucket <= as_of
+        for bucket, value in batch.items():
+            if bucket not in streaming:
+                assert value is None
+        assert len(streaming) > 10
+    finally:
+        svc.engine.close()
