@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from sqlglot import exp
 
@@ -92,6 +92,12 @@ class Engine:
             if timer is not None:
                 timer.cancel()
         return Result(columns, rows, sql)
+
+    def run_statements(self, statements: Iterable[str], transaction: bool = True) -> None:
+        """Run statements that return no rows (DDL, writes) in order; with `transaction`, in one
+        transaction: all of them take effect or none does. Raises EngineError on the first failure."""
+        for sql in statements:  # an engine without transactional DDL runs them one by one
+            self.execute(sql)
 
     def describe(self, relation: exp.Expression) -> dict[str, str]:
         """Column name -> kind (see type_kind) of a table or SELECT, reading no rows.

@@ -248,6 +248,27 @@ class DuckDBEngine(Engine):
 
         return columns, batches()
 
+    def run_statements(self, statements, transaction: bool = True) -> None:
+        cursor = self._connection.cursor()  # its own connection: the transaction is this call's
+        try:
+            if transaction:
+                cursor.execute("BEGIN TRANSACTION")
+            for sql in statements:
+                cursor.execute(sql)
+            if transaction:
+                cursor.execute("COMMIT")
+        except self._duckdb.Error as e:
+            if transaction:
+                try:
+                    cursor.execute("ROLLBACK")
+                except self._duckdb.Error:
+                    pass
+            raise EngineError(f"DuckDB: {e}") from None
+        finally:
+            _close_quietly(cursor)
+            if self.result_cache is not None:
+                self.result_cache.clear()  # an in-memory database changes without a file to tell
+
     def describe(self, relation: exp.Expression) -> dict[str, str]:
         """DuckDB's DESCRIBE, on a cursor of its own: it binds the query without running it, and
         stays out of the result cache and the prepared-statement counts."""

@@ -69,6 +69,19 @@ class PostgresEngine(Engine):
 
         return columns, batches()
 
+    def run_statements(self, statements, transaction: bool = True) -> None:
+        connection = self._connection()
+        try:
+            if transaction:
+                with connection.transaction():
+                    for sql in statements:
+                        connection.execute(sql)
+            else:
+                for sql in statements:
+                    connection.execute(sql)
+        except self._psycopg.Error as e:
+            raise self._error(e, None) from None
+
     def relation_names(self) -> list[str]:
         """Tables and views of every schema on the search path (PostgreSQL; the others: the current one)."""
         if self.dialect != "postgres":

@@ -118,6 +118,43 @@ class Dialect:
                           order=exp.Order(expressions=[_ordered(order, descending)]))
 
 
+    # ---- DDL: how `deploy` stores objects (metrics_layer/deploy.py diffs and applies them) ----
+
+    transactional_ddl = True  # CREATE/DROP commit or roll back with the transaction around them
+    stored_kind = "MATERIALIZED VIEW"  # what a materialization is stored as
+
+    def create_view(self, table: exp.Table, select: exp.Select) -> list[exp.Expression]:
+        return [exp.Create(this=table, kind="VIEW", expression=select)]
+
+    def create_materialization(self, table: exp.Table, select: exp.Select, key: tuple[str, ...],
+                               options: dict[str, str]) -> list[exp.Expression]:
+        """A materialized view and a unique index over its key: REFRESH ... CONCURRENTLY needs one
+        (https://www.postgresql.org/docs/current/sql-refreshmaterializedview.html), and NULLS NOT
+        DISTINCT (PostgreSQL 15+) lets a NULL dimension value be a key. A single-row
+        materialization gets a constant key column `_k`."""
+        if not key:
+            select = select.copy().select(exp.alias_(exp.Literal.number(1), "_k", copy=False), copy=False)
+            key = ("_k",)
+        columns = ", ".join(exp.to_identifier(k, quoted=True).sql(dialect=self.name) for k in key)
+        index = exp.to_identifier(f"{table.name}_key", quoted=True).sql(dialect=self.name)
+        return [
+            exp.Create(this=table, kind="VIEW", expression=select,
+                       properties=exp.Properties(expressions=[exp.MaterializedProperty()])),
+            # sqlglot has no node for NULLS NOT DISTINCT: the names are rendered identifiers
+            exp.Command(this="CREATE", expression=f"UNIQUE INDEX {index} ON {table.sql(dialect=self.name)} ({columns}) NULLS NOT DISTINCT"),
+        ]
+
+    def refresh_materialization(self, table: exp.Table, select: exp.Select) -> list[exp.Expression]:
+        """Statements that recompute a stored materialization; readers keep seeing the old rows
+        until they commit. Empty where the engine keeps it current itself."""
+        return [exp.Command(this="REFRESH", expression=f"MATERIALIZED VIEW CONCURRENTLY {table.sql(dialect=self.name)}")]
+
+    def drop(self, table: exp.Table, stored: bool) -> exp.Expression:
+        """DROP of a model view (stored=False) or a materialization (stored=True)."""
+        kind = self.stored_kind if stored else "VIEW"
+        return exp.Drop(tables=[table], kind=kind.split()[-1], exists=True, materialized=kind.startswith("MATERIALIZED"))
+
+
 def _ordered(order: exp.Expression, descending: bool) -> exp.Ordered:
     return exp.Ordered(this=order, desc=descending, nulls_first=False)
 
@@ -141,3 +178,16 @@ class Streaming(Dialect):
             return (f"{self.name} cannot maintain a {agg} incrementally (no documented streaming percentile); "
                     "query it on DuckDB or PostgreSQL, or use avg, min or max")
         return None
+
+    # Streaming engines keep materializations current; DDL is not transactional there, so
+    # deploy creates new objects under new names and swaps (deploy.py).
+    transactional_ddl = False
+
+    def create_materialization(self, table, select, key, options):
+        """A materialized view the engine keeps current (RisingWave derives its key from the GROUP BY:
+        https://docs.risingwave.com/sql/commands/sql-create-mv)."""
+        return [exp.Create(this=table, kind="VIEW", expression=select,
+                           properties=exp.Properties(expressions=[exp.MaterializedProperty()]))]
+
+    def refresh_materialization(self, table, select):
+        return []

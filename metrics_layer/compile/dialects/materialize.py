@@ -26,3 +26,18 @@ class Materialize(Streaming):
 
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         return exp.GTE(this=self.now(), expression=moment)
+
+    def create_materialization(self, table, select, key, options):
+        """A materialized view in the configured cluster, and an index over its key in the same
+        cluster so that reads are lookups in memory
+        (https://materialize.com/docs/sql/create-materialized-view/,
+        https://materialize.com/docs/sql/create-index/). sqlglot has no node for IN CLUSTER:
+        the names are rendered identifiers, the body a rendered SELECT."""
+        name = table.sql(dialect=self.name)
+        cluster = f" IN CLUSTER {exp.to_identifier(options['cluster'], quoted=True).sql(dialect=self.name)}" if options.get("cluster") else ""
+        columns = ", ".join(exp.to_identifier(k, quoted=True).sql(dialect=self.name) for k in key)
+        index = f"INDEX{cluster} ON {name} ({columns})" if key else f"DEFAULT INDEX{cluster} ON {name}"
+        return [
+            exp.Command(this="CREATE", expression=f"MATERIALIZED VIEW {name}{cluster} AS {select.sql(dialect=self.name)}"),
+            exp.Command(this="CREATE", expression=index),
+        ]
