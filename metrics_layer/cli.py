@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # the user-facing errors of every layer
+        from .deploy import DeployError
         from .model import ValidationFailed
         from .project import ProjectError
         from .query import QueryError
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, ValidationFailed):
             print(str(e), file=sys.stderr)
             return 1
-        if isinstance(e, (QueryError, ProjectError)):
+        if isinstance(e, (QueryError, ProjectError, DeployError)):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--as-of", help="evaluate with only rows at or before this time (ISO 8601)")
         if name == "compile":
             p.add_argument("--dialect", help="duckdb, postgres, materialize or risingwave (default: the project's engine)")
+            p.add_argument("--explain", action="store_true",
+                           help="also say which deployed materialization the query reads and why each other one is not used "
+                                "(connects to the engine)")
         else:
             p.add_argument("--format", choices=("table", "csv", "json"), default="table")
             p.add_argument("--show-sql", action="store_true", help="print the SQL run, to stderr")
@@ -96,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="last moment of the data, ISO 8601 (default: today 00:00 UTC)")
     p.add_argument("--duckdb", help="DuckDB file to write (default: the demo's own database)")
     p.add_argument("--postgres", metavar="URL", help="also write the tables into this PostgreSQL database")
+
+    p = command("deploy", _deploy, "Create the model's views and materializations in the engine; change only what changed.")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its DDL, change nothing")
+    p.add_argument("--engine", metavar="URL", help="engine to deploy into (default: the project's)")
+    p.add_argument("--schema", help="schema for the deployed objects (default: deploy.schema of the project, else metrics_layer)")
+
+    p = command("refresh", _refresh, "Recompute deployed materializations (PostgreSQL, DuckDB; streaming engines keep them current).")
+    p.add_argument("names", nargs="*", help="materializations to refresh (default: all deployed)")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--engine", metavar="URL", help="engine (default: the project's)")
+    p.add_argument("--schema", help="schema of the deployed objects (default: deploy.schema of the project, else metrics_layer)")
 
     p = command("serve", _serve, "Serve the project over HTTP (GraphQL, REST) and the PostgreSQL wire protocol.")
     p.add_argument("--project", help="project folder")
@@ -306,8 +322,35 @@ def _compile(args) -> int:
 
     project, model = _prepare(args)
     dialect = args.dialect or engine_dialect(project.engine_url)
-    print(compile_query(model, _semantic_query(args, model), dialect))
+    query = _semantic_query(args, model)
+    if not args.explain:
+        print(compile_query(model, query, dialect))
+        return 0
+    from .service import MetricsService
+
+    if project.is_demo:
+        _ensure_demo_data(project)
+    explained = MetricsService(project, model=model).explain(query, dialect)
+    for line in _explanation(explained):
+        print(f"-- {line}")
+    print(explained.sql)
     return 0
+
+
+def _explanation(explained) -> list[str]:
+    """Which materialization a query reads, how fresh it is, and why the others are not used."""
+    if explained.materialization is None:
+        lines = ["reads the base tables"]
+    else:
+        lines = [f"reads materialization {explained.materialization} ({_fresh(explained.freshness)})"]
+    lines += [f"not {name}: {why}" for name, why in explained.not_used]
+    return lines
+
+
+def _fresh(freshness: dict) -> str:
+    if freshness.get("refreshed_at") is None:
+        return f"kept current by {freshness['maintained_by']}"
+    return f"refreshed {freshness['refreshed_at']}, every {freshness['refresh_every_s']} s"
 
 
 def _query(args) -> int:
@@ -319,6 +362,8 @@ def _query(args) -> int:
     result = MetricsService(project, model=model).run(_semantic_query(args, model))
     if args.show_sql:
         print(result.sql, file=sys.stderr)
+        if result.freshness is not None:
+            print(f"-- read from materialization {result.freshness['materialization']} ({_fresh(result.freshness)})", file=sys.stderr)
     _print_result(result, args.format)
     return 0
 
@@ -374,6 +419,63 @@ def _demo(args) -> int:
     if args.postgres:
         generate_postgres(args.postgres, leads=args.leads, seed=args.seed, end=end)
         print(f"demo: PostgreSQL data written to {args.postgres}")
+    return 0
+
+
+def _deploy_target(args):
+    """(project, model, engine, schema) for deploy and refresh."""
+    from .deploy import DEFAULT_SCHEMA
+    from .engines import connect
+
+    project, model = _prepare(args)
+    if project.is_demo and not args.engine:
+        _ensure_demo_data(project)
+    engine = connect(args.engine or project.engine_url, project.root, result_cache=False)
+    return project, model, engine, args.schema or project.deploy.get("schema") or DEFAULT_SCHEMA
+
+
+def _deploy(args) -> int:
+    from . import deploy
+    from .compile.ddl import check_materializations
+    from .model import ValidationFailed
+
+    project, model, engine, schema = _deploy_target(args)
+    errors = check_materializations(model, engine.dialect)
+    if errors:
+        raise ValidationFailed(errors)
+    options = {"cluster": str(project.deploy["cluster"])} if project.deploy.get("cluster") else {}
+    plan = deploy.plan_deploy(model, engine, schema, options)
+    print(f"deploy into {engine.dialect} schema {schema} (model version {plan.model_version}):")
+    for line in plan.summary():
+        print(f"  {line}")
+    if args.dry_run:
+        print("-- dry run: nothing was changed; the DDL it would run:" if plan.statements else "-- dry run: nothing to change")
+        for statement in plan.statements:
+            print(statement + ";")
+        return 0
+    if not plan.statements:
+        return 0
+    how = "in one transaction" if plan.transactional else "new objects first, then a swap"
+
+    def progress(done: int, total: int, statement: str) -> None:
+        print(f"  [{done + 1}/{total}] {statement[:100]}{'...' if len(statement) > 100 else ''}", file=sys.stderr)
+
+    print(f"applying {len(plan.statements)} statements {how} ...", file=sys.stderr)
+    deploy.apply(engine, plan, progress)
+    print(f"deployed: {len(plan.changed)} changed")
+    return 0
+
+
+def _refresh(args) -> int:
+    from . import deploy
+
+    _, _, engine, schema = _deploy_target(args)
+    done = deploy.refresh(engine, schema, args.names or None)
+    if not done:
+        print("nothing refreshed" + (f": {engine.dialect} keeps materializations current" if deploy.dialects.get(engine.dialect).streaming
+                                      else f": no materializations deployed in {schema}"))
+    for name in done:
+        print(f"refreshed {schema}.{name}")
     return 0
 
 

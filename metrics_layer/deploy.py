@@ -126,8 +126,9 @@ def current_schema(engine: Engine) -> str:
 
 # ---- planning ----------------------------------------------------------------------------
 
-def model_version(objects: list[DeployObject]) -> str:
-    return hashlib.sha256("\n".join(f"{o.name}:{o.digest}" for o in objects).encode()).hexdigest()[:12]
+def model_version(resolved: list[tuple[DeployObject, exp.Select, str]]) -> str:
+    """Identifies the whole deployed model: a digest of every object's digest."""
+    return hashlib.sha256("\n".join(f"{o.name}:{digest}" for o, _, digest in resolved).encode()).hexdigest()[:12]
 
 
 def plan_deploy(model: SemanticModel, engine: Engine, schema: str = DEFAULT_SCHEMA,
@@ -136,8 +137,9 @@ def plan_deploy(model: SemanticModel, engine: Engine, schema: str = DEFAULT_SCHE
     dialect = dialects.get(engine.dialect)
     deployed = read_deployed(engine, schema)
     home = current_schema(engine)
-    objects = plan_objects(model, engine.dialect)
-    version = model_version(objects)
+    resolved = _resolved(model, engine.dialect, home)
+    objects = [o for o, _, _ in resolved]
+    version = model_version(resolved)
     options = options or {}
     wanted = {o.name: o for o in objects}
     clash = [o.name for o in objects if o.name == METADATA_TABLE]
@@ -154,9 +156,7 @@ def plan_deploy(model: SemanticModel, engine: Engine, schema: str = DEFAULT_SCHE
     creates: list[str] = []  # new objects, in dependency order
     drops: list[str] = []  # old objects (dropped before a re-create on transactional engines, after on others)
     rows: list[tuple] = []  # metadata rows to write
-    for obj in objects:
-        definition = _qualified(obj.definition, home)
-        digest = obj.digest
+    for obj, definition, digest in resolved:
         old = deployed.get(obj.name)
         if old is not None and old.digest == digest and old.kind == obj.kind:
             changes.append(Change("unchanged", obj.name, obj.kind))
@@ -218,6 +218,24 @@ def _qualified(select: exp.Select, schema: str) -> exp.Select:
         if not table.args.get("db") and isinstance(table.this, exp.Identifier) and table.name not in ctes:
             table.set("db", exp.to_identifier(schema, quoted=True))
     return select
+
+
+def _resolved(model: SemanticModel, dialect: str, home: str) -> list[tuple[DeployObject, exp.Select, str]]:
+    """(object, its definition with tables qualified by `home`, digest of that definition).
+
+    The digest covers the qualified SQL: an object deployed over other tables (another
+    schema's) never passes for this model's. Kept with the model (its compile cache) so that
+    routing does not re-plan per query."""
+    key = ("deploy plan", dialect, home)
+    resolved = model.compile_cache.get(key)
+    if resolved is None:
+        resolved = []
+        for obj in plan_objects(model, dialect):
+            definition = _qualified(obj.definition, home)
+            text = f"{obj.kind}\n{definition.sql(dialect=dialect)}"
+            resolved.append((obj, definition, hashlib.sha256(text.encode()).hexdigest()[:16]))
+        model.compile_cache[key] = resolved
+    return resolved
 
 
 # ---- applying ----------------------------------------------------------------------------
@@ -298,33 +316,24 @@ class Routes:
 
 
 def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deployed], schema: str,
-                  now: dt.datetime) -> Routes:
-    """Deployed materializations whose definition is the model's and, where the engine does not
-    keep them current, whose last refresh is within their refresh interval."""
-    wanted = {o.name: o for o in plan_objects_cached(model, dialect) if o.kind == MATERIALIZATION}
+                  home: str, now: dt.datetime) -> Routes:
+    """Deployed materializations whose definition is the model's over the tables of `home` (the
+    connection's schema) and, where the engine does not keep them current, whose last refresh
+    is within their refresh interval."""
+    wanted = {o.name: digest for o, _, digest in _resolved(model, dialect, home) if o.kind == MATERIALIZATION}
     routes, excluded = [], []
     for name, d in deployed.items():
         if d.kind != MATERIALIZATION:
             continue
-        obj = wanted.get(name)
-        if obj is None:
+        digest = wanted.get(name)
+        if digest is None:
             excluded.append((name, "it is deployed but no longer in the model; deploy again"))
-        elif obj.digest != d.digest:
+        elif digest != d.digest:
             excluded.append((name, "its deployed definition differs from the model's; deploy again"))
         elif not dialects.get(dialect).streaming and d.refresh_seconds is not None and (
                 d.age(now) is None or d.age(now) > d.refresh_seconds):
-            excluded.append((name, f"it is stale: refreshed {d.refreshed_at} UTC, older than its refresh interval "
+            excluded.append((name, f"it is stale: refreshed {d.refreshed_at} UTC, longer ago than its refresh interval "
                                    f"({d.refresh_seconds} s); run metrics-layer refresh"))
         else:
             routes.append(Route(name, schema, d.object))
-    return Routes(tuple(sorted(routes, key=lambda r: r.name)), {n: d for n, d in deployed.items()}, tuple(excluded))
-
-
-def plan_objects_cached(model: SemanticModel, dialect: str) -> list[DeployObject]:
-    """plan_objects, kept with the model (its compile cache) so routing does not re-plan per query."""
-    key = ("deploy plan", dialect)
-    objects = model.compile_cache.get(key)
-    if objects is None:
-        objects = plan_objects(model, dialect)
-        model.compile_cache[key] = objects
-    return objects
+    return Routes(tuple(sorted(routes, key=lambda r: r.name)), dict(deployed), tuple(excluded))

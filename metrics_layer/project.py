@@ -17,7 +17,8 @@ import yaml
 from .model.errors import did_you_mean
 
 PROJECT_FILE = "metrics_layer.yml"
-PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache")
+PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache", "deploy")
+DEPLOY_KEYS = ("schema", "cluster", "route", "refresh")
 
 
 class ProjectError(ValueError):
@@ -41,6 +42,13 @@ class Project:
     def result_cache(self) -> bool:
         """Keep small results of embedded DuckDB queries while the data is unchanged (exact)."""
         return self.settings.get("result_cache", True) is not False
+
+
+    @property
+    def deploy(self) -> dict[str, Any]:
+        """`deploy:` settings: schema (default metrics_layer), cluster (Materialize), route (read
+        deployed materializations, default true), refresh (refresh due ones under serve, default true)."""
+        return self.settings.get("deploy") or {}
 
 
 def data_home() -> Path:
@@ -114,6 +122,16 @@ def _read_settings(path: Path) -> dict[str, Any]:
     for key in settings:
         if key not in PROJECT_KEYS:
             raise ProjectError(f"{path}: unknown key '{key}'{did_you_mean(str(key), PROJECT_KEYS, 'valid keys')}")
+    deploy = settings.get("deploy")
+    if deploy is not None:
+        if not isinstance(deploy, dict):
+            raise ProjectError(f"{path}: deploy must be a mapping with keys: {', '.join(DEPLOY_KEYS)}")
+        for key in deploy:
+            if key not in DEPLOY_KEYS:
+                raise ProjectError(f"{path}: unknown key 'deploy.{key}'{did_you_mean(str(key), DEPLOY_KEYS, 'valid keys')}")
+        for key in ("route", "refresh"):
+            if not isinstance(deploy.get(key, True), bool):
+                raise ProjectError(f"{path}: deploy.{key} must be true or false, got {deploy[key]!r}")
     if not isinstance(settings.get("result_cache", True), bool):
         raise ProjectError(f"{path}: result_cache must be true or false, got {settings['result_cache']!r}")
     return settings

@@ -175,6 +175,7 @@ class Result:
     columns: list[Column]
     rows: list[tuple] = field(default_factory=list)
     sql: str | None = None
+    freshness: dict | None = None  # set when read from a materialization: which, and its last refresh
 
     def records(self) -> list[dict[str, Any]]:
         names = [c.name for c in self.columns]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
-from .compile import compile_query
+from .compile import explain_query
 from .compile.ddl import check_materializations
 from .engines import Cancel, Engine, EngineError, connect
 from .model import ModelError, SemanticModel, ValidationFailed, load_model
@@ -16,6 +18,17 @@ from .query import QueryError, Result, SemanticQuery
 log = logging.getLogger("metrics_layer.serve")
 
 
+@dataclass(frozen=True)
+class Explained:
+    """The SQL a query runs, the materialization it reads (and how fresh that is), and why
+    each other deployed materialization was not used."""
+
+    sql: str
+    materialization: str | None = None
+    not_used: tuple[tuple[str, str], ...] = ()
+    freshness: dict | None = None
+
+
 class MetricsService:
     """Holds the current model (replaced atomically on reload) and the engine."""
 
@@ -24,6 +37,11 @@ class MetricsService:
         self._model = model if model is not None else load_model(project.metrics_dir)
         self._engine = engine
         self._engine_lock = threading.Lock()
+        self._routes = None  # (monotonic time, model, deploy.Routes): what is deployed, re-read every ROUTES_TTL s
+        self._routes_lock = threading.Lock()
+        self._home: str | None = None  # the engine connection's schema, which deployed definitions read
+
+    ROUTES_TTL = 2.0  # seconds a read of the deploy metadata is trusted (deploy and refresh here reset it)
 
     @property
     def model(self) -> SemanticModel:
@@ -68,18 +86,84 @@ class MetricsService:
 
         return self._engine.dialect if self._engine is not None else engine_dialect(self.project.engine_url)
 
+    # ---- routing to deployed materializations ------------------------------------------
+
+    def routes(self, model: SemanticModel | None = None):
+        """The deployed materializations queries may read now (deploy.usable_routes); none when
+        routing is off, nothing is deployed or the engine cannot say."""
+        from .deploy import Routes, current_schema, read_deployed, usable_routes, utc_now
+
+        model = model if model is not None else self._model
+        if not self._deploy_settings.get("route", True):
+            return Routes()
+        cached = self._routes
+        if cached is not None and cached[1] is model and time.monotonic() - cached[0] < self.ROUTES_TTL:
+            return cached[2]
+        with self._routes_lock:
+            try:
+                deployed = read_deployed(self.engine, self.deploy_schema)
+                if deployed and self._home is None:
+                    self._home = current_schema(self.engine)
+            except EngineError as e:
+                log.debug("deployed materializations not read: %s", first_line(e.message))
+                deployed = {}
+            routes = usable_routes(model, self.dialect, deployed, self.deploy_schema, self._home or "", utc_now())
+            self._routes = (time.monotonic(), model, routes)
+        return routes
+
+    def forget_routes(self) -> None:
+        """Re-read what is deployed at the next query (after a deploy or refresh)."""
+        self._routes = None
+
+    @property
+    def deploy_schema(self) -> str:
+        from .deploy import DEFAULT_SCHEMA
+
+        return str(self._deploy_settings.get("schema") or DEFAULT_SCHEMA)
+
+    @property
+    def _deploy_settings(self) -> dict:
+        return self.project.deploy if self.project is not None else {}
+
+    def explain(self, query: SemanticQuery, dialect: str | None = None, model: SemanticModel | None = None) -> Explained:
+        """The SQL for `query`: read from a deployed materialization where one answers it exactly
+        and is fresh (the engine's own dialect only), else over the base tables."""
+        model = model if model is not None else self._model
+        routed = dialect is None or dialect == self.dialect
+        routes = self.routes(model) if routed else None
+        compiled = explain_query(model, query, dialect or self.dialect, routes.routes if routes else ())
+        if routes is None:
+            return Explained(compiled.sql)
+        freshness = None
+        if compiled.materialization is not None:
+            freshness = _freshness(routes.deployed[compiled.materialization], self.dialect)
+        return Explained(compiled.sql, compiled.materialization, compiled.not_used + routes.excluded, freshness)
+
     def compile(self, query: SemanticQuery, dialect: str | None = None, model: SemanticModel | None = None) -> str:
         """SQL for `query`; `model` pins the model a request started with (default: the current one)."""
-        return compile_query(model if model is not None else self._model, query, dialect or self.dialect)
+        return self.explain(query, dialect, model).sql
 
     def run(self, query: SemanticQuery, cancel: Cancel | None = None, timeout: float | None = None,
             model: SemanticModel | None = None) -> Result:
         model = model if model is not None else self._model
-        sql = self.compile(query, model=model)
+        explained = self.explain(query, model=model)
         try:
-            result = self.engine.execute(sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
+            result = self.engine.execute(explained.sql, cancel=cancel, timeout=timeout or self.project.query_timeout)
         except EngineError as e:
             asked = ", ".join(query.metrics) or ", ".join(d.name for d in query.dimensions)
             raise QueryError(f"query for {asked} failed: {self.explain_engine_error(e.message, model)}", e.code) from None
-        result.sql = sql
+        result.sql = explained.sql
+        result.freshness = explained.freshness
         return result
+
+
+def _freshness(deployed, dialect: str) -> dict:
+    """How current a materialization's rows are: its last refresh, or kept current by the engine."""
+    from .compile import dialects
+
+    if dialects.get(dialect).streaming:
+        return {"materialization": deployed.name, "maintained_by": dialect, "refreshed_at": None,
+                "refresh_every_s": None}
+    return {"materialization": deployed.name, "maintained_by": "refresh",
+            "refreshed_at": deployed.refreshed_at.isoformat(sep=" ") + "Z" if deployed.refreshed_at else None,
+            "refresh_every_s": deployed.refresh_seconds}

@@ -7,7 +7,6 @@ what the engine holds and applies the difference.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -30,15 +29,6 @@ class DeployObject:
     key: tuple[str, ...] = ()  # columns unique per row (materializations: the dimension columns)
     refresh: Interval | None = None  # PostgreSQL / DuckDB rebuild interval
     depends_on: tuple[str, ...] = ()  # other deploy objects it reads
-
-    @property
-    def sql(self) -> str:
-        return self.definition.sql(dialect=self.dialect)
-
-    @property
-    def digest(self) -> str:
-        """Identifies the definition: redeploy exactly when it changes."""
-        return hashlib.sha256(f"{self.kind}\n{self.sql}".encode()).hexdigest()[:16]
 
 
 def plan_objects(model: SemanticModel, dialect: str) -> list[DeployObject]:
