@@ -1,0 +1,229 @@
+"""deploy and refresh on the real DuckDB and the local PostgreSQL.
+
+The demo is deployed into a schema of its own; a second deploy changes nothing; a changed
+materialization is the only object replaced; a deploy that fails or is killed halfway leaves
+the engine as before; after new rows and a refresh, routed reads equal the base tables and
+hand-written SQL; a stale materialization is not read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import reference
+from conftest import REPO, make_project
+from metrics_layer import deploy
+from metrics_layer.cli import main as cli
+from metrics_layer.project import load_project
+from metrics_layer.query import DimensionRef, SemanticQuery
+from metrics_layer.service import MetricsService
+from test_metrics_numbers import assert_same_rows
+
+SCHEMA = f"ml_deploy_{os.getpid()}"
+VERSION = DimensionRef("predictions.model_version")
+BY_VERSION = SemanticQuery(("accuracy", "precision"), (VERSION,))
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request, tmp_path):
+    """(project folder, url, engine kind): a demo project whose deploy schema is SCHEMA."""
+    if request.param == "duckdb":
+        path = tmp_path / "demo.duckdb"
+        shutil.copyfile(request.getfixturevalue("demo_duckdb_path"), path)
+        url = f"duckdb:///{path}"
+    else:
+        url = request.getfixturevalue("demo_postgres_url")
+    folder = make_project(tmp_path / "project", url, f"result_cache: false\ndeploy:\n  schema: {SCHEMA}\n")
+    yield folder, url, request.param
+    if request.param == "postgres":
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+
+
+def _service(folder) -> MetricsService:
+    return MetricsService(load_project(folder))
+
+
+def _deploy(svc: MetricsService) -> deploy.Plan:
+    plan = deploy.plan_deploy(svc.model, svc.engine, SCHEMA)
+    deploy.apply(svc.engine, plan)
+    svc.forget_routes()
+    return plan
+
+
+def _state(svc: MetricsService) -> dict:
+    """What the engine holds: the metadata rows, and the rows of every materialization."""
+    deployed = deploy.read_deployed(svc.engine, SCHEMA)
+    held = {name: (d.digest, d.object) for name, d in deployed.items()}
+    for name, d in deployed.items():
+        if d.kind == deploy.MATERIALIZATION:
+            held[name + " rows"] = sorted(map(repr, svc.engine.execute(f'SELECT * FROM "{SCHEMA}"."{d.object}"').rows))
+    return held
+
+
+def test_deploy_twice_changes_nothing_and_reads_route(target, capsys):
+    folder, _, _ = target
+    assert cli(["deploy", "--project", str(folder), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "9 to create" in out and "CREATE VIEW" in out
+    svc = _service(folder)
+    assert deploy.read_deployed(svc.engine, SCHEMA) == {}, "a dry run changes nothing"
+
+    assert cli(["deploy", "--project", str(folder)]) == 0
+    assert "deployed: 9 changed" in capsys.readouterr().out
+    second = deploy.plan_deploy(svc.model, svc.engine, SCHEMA)
+    assert second.statements == [] and {c.action for c in second.changes} == {"unchanged"}
+    assert cli(["deploy", "--project", str(folder)]) == 0
+    assert "9 unchanged" in capsys.readouterr().out
+
+    explained = svc.explain(BY_VERSION)
+    assert explained.materialization == "conversion_by_model_version"
+    assert explained.freshness["refreshed_at"] and explained.freshness["refresh_every_s"] == 300
+    result = svc.run(BY_VERSION)
+    assert result.freshness["materialization"] == "conversion_by_model_version"
+    # the model views hold the deduplicated rows
+    n = svc.engine.execute(f'SELECT COUNT(*), COUNT(DISTINCT lead_id) FROM "{SCHEMA}"."predictions"').rows[0]
+    assert n[0] == n[1] > 0
+
+
+def test_routed_reads_equal_base_tables_and_hand_written_sql_after_new_rows_and_refresh(target):
+    folder, url, kind = target
+    svc = _service(folder)
+    _deploy(svc)
+    base = MetricsService(load_project(make_project(folder.parent / "base", url, "result_cache: false\ndeploy:\n  route: false\n")))
+    before = base.run(BY_VERSION).rows
+    assert svc.explain(BY_VERSION).materialization == "conversion_by_model_version"
+    assert_same_rows(svc.run(BY_VERSION).rows, before, "routed before")
+
+    # New rows: flipped labels, removed conversions, duplicate predictions (deduplicated away)
+    svc.engine.run_statements([
+        "UPDATE prediction_events SET label = 1 - label WHERE lead_id % 7 = 0",
+        "DELETE FROM conversions WHERE lead_id % 11 = 0",
+        "INSERT INTO prediction_events SELECT * FROM prediction_events WHERE lead_id % 13 = 0",
+    ])
+    after = base.run(BY_VERSION).rows
+    assert after != before
+    assert_same_rows(svc.run(BY_VERSION).rows, before, "routed, not refreshed yet: the stored rows")
+
+    assert cli(["refresh", "--project", str(folder)]) == 0
+    svc.forget_routes()
+    hand = svc.engine.execute(reference.conversion_metrics_by_model_version()).rows
+    routed = svc.run(BY_VERSION)
+    assert routed.freshness is not None
+    assert_same_rows(routed.rows, after, "routed after refresh")
+    assert_same_rows([r[:3] for r in hand], after, "hand-written")
+    for query, mat in (
+        (SemanticQuery(("accuracy", "leads.lead_count", "accuracy_3h")), "conversion_now"),
+        (SemanticQuery(("accuracy_3h", "leads.lead_count"), (DimensionRef("leads.created_at", "hour"),)), "accuracy_hourly"),
+        (SemanticQuery(("accuracy",), (DimensionRef("leads.created_at", "day"),)), "accuracy_hourly"),
+    ):
+        assert svc.explain(query).materialization == mat
+        assert_same_rows(svc.run(query).rows, base.run(query).rows, mat)
+
+
+def test_a_changed_materialization_is_the_only_object_replaced(target):
+    folder, _, _ = target
+    svc = _service(folder)
+    _deploy(svc)
+    path = folder / "metrics" / "conversion.yml"
+    text = path.read_text()
+    path.write_text(text.replace("metrics: [accuracy_3h, accuracy, precision, recall, leads.lead_count]",
+                                 "metrics: [accuracy_3h, accuracy, precision, leads.lead_count]"))
+    changed = _service(folder)
+    plan = _deploy(changed)
+    assert [(c.action, c.name) for c in plan.changed] == [("replace", "conversion_now")]
+    assert deploy.plan_deploy(changed.model, changed.engine, SCHEMA).statements == []
+    # the service of the old model no longer reads what the new deploy stored
+    reasons = dict(svc.explain(SemanticQuery(("recall",))).not_used)
+    assert "differs" in reasons["conversion_now"]
+    path.write_text(text.replace("  - name: accuracy_hourly\n", "  - name: accuracy_by_hour\n"))
+    renamed = _deploy(_service(folder))
+    assert sorted((c.action, c.name) for c in renamed.changed) == [
+        ("create", "accuracy_by_hour"), ("drop", "accuracy_hourly"), ("replace", "conversion_now")]
+
+
+def test_a_failing_deploy_changes_nothing(target):
+    folder, _, _ = target
+    svc = _service(folder)
+    _deploy(svc)
+    before = _state(svc)
+    path = folder / "metrics" / "conversion.yml"
+    path.write_text(path.read_text().replace("metrics: [accuracy_3h, accuracy, precision, recall, leads.lead_count]",
+                                             "metrics: [accuracy_3h, precision, leads.lead_count]"))
+    changed = _service(folder)
+    plan = deploy.plan_deploy(changed.model, changed.engine, SCHEMA)
+    plan.statements.insert(len(plan.statements) - 1, "SELECT * FROM no_such_table_here")
+    with pytest.raises(deploy.DeployError, match="nothing was changed"):
+        deploy.apply(changed.engine, plan)
+    assert _state(_service(folder)) == before
+
+
+KILL = textwrap.dedent("""
+    import os, signal, sys
+    from metrics_layer import deploy
+    from metrics_layer.project import load_project
+    from metrics_layer.service import MetricsService
+
+    svc = MetricsService(load_project(sys.argv[1]))
+    plan = deploy.plan_deploy(svc.model, svc.engine, sys.argv[2])
+    stop = int(sys.argv[3])
+
+    def progress(done, total, statement):
+        if done == stop:
+            print("killing at", done, "of", total, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    deploy.apply(svc.engine, plan, progress)
+    print("finished", flush=True)
+""")
+
+
+def test_a_deploy_killed_halfway_leaves_the_engine_as_before(target):
+    folder, _, kind = target
+    svc = _service(folder)
+    _deploy(svc)
+    before = _state(svc)
+    svc.engine.close()
+    path = folder / "metrics" / "conversion.yml"
+    path.write_text(path.read_text().replace("dimensions: [predictions.model_version]", "dimensions: [predictions.model_version, leads.utm_source]"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", KILL, str(folder), SCHEMA, "4"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "killing at 4" in proc.stdout
+    after = _service(folder)
+    # the old model's objects, unchanged; the new model still sees its work to do
+    after_state = _state(MetricsService(load_project(folder), model=svc.model))
+    assert after_state == before
+    assert [c.name for c in deploy.plan_deploy(after.model, after.engine, SCHEMA).changed] == ["conversion_by_model_version"]
+
+
+def test_a_stale_materialization_is_not_read(target):
+    folder, _, _ = target
+    svc = _service(folder)
+    _deploy(svc)
+    svc.engine.run_statements([
+        f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET refreshed_at = refreshed_at - INTERVAL '1 hour' "
+        "WHERE name = 'conversion_by_model_version'"])
+    svc.forget_routes()
+    explained = svc.explain(BY_VERSION)
+    assert explained.materialization is None
+    assert "stale" in dict(explained.not_used)["conversion_by_model_version"]
+    assert svc.run(BY_VERSION).freshness is None
+    assert deploy.refresh(svc.engine, SCHEMA, due_only=True) == ["conversion_by_model_version"]
+    svc.forget_routes()
+    assert svc.explain(BY_VERSION).materialization == "conversion_by_model_version"
+
+
+def test_refresh_of_an_unknown_materialization_is_refused(target, capsys):
+    folder, _, _ = target
+    assert cli(["refresh", "--project", str(folder), "nope"]) == 1
+    assert "not deployed" in capsys.readouterr().err
