@@ -331,26 +331,10 @@ def _compile(args) -> int:
     if project.is_demo:
         _ensure_demo_data(project)
     explained = MetricsService(project, model=model).explain(query, dialect)
-    for line in _explanation(explained):
+    for line in explained.lines():
         print(f"-- {line}")
     print(explained.sql)
     return 0
-
-
-def _explanation(explained) -> list[str]:
-    """Which materialization a query reads, how fresh it is, and why the others are not used."""
-    if explained.materialization is None:
-        lines = ["reads the base tables"]
-    else:
-        lines = [f"reads materialization {explained.materialization} ({_fresh(explained.freshness)})"]
-    lines += [f"not {name}: {why}" for name, why in explained.not_used]
-    return lines
-
-
-def _fresh(freshness: dict) -> str:
-    if freshness.get("refreshed_at") is None:
-        return f"kept current by {freshness['maintained_by']}"
-    return f"refreshed {freshness['refreshed_at']}, every {freshness['refresh_every_s']} s"
 
 
 def _query(args) -> int:
@@ -363,7 +347,10 @@ def _query(args) -> int:
     if args.show_sql:
         print(result.sql, file=sys.stderr)
         if result.freshness is not None:
-            print(f"-- read from materialization {result.freshness['materialization']} ({_fresh(result.freshness)})", file=sys.stderr)
+            from .service import describe_freshness
+
+            print(f"-- read from materialization {result.freshness['materialization']} ({describe_freshness(result.freshness)})",
+                  file=sys.stderr)
     _print_result(result, args.format)
     return 0
 

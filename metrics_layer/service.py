@@ -28,6 +28,20 @@ class Explained:
     not_used: tuple[tuple[str, str], ...] = ()
     freshness: dict | None = None
 
+    def lines(self) -> list[str]:
+        """Which materialization the query reads, how fresh it is, and why the others are not used."""
+        if self.materialization is None:
+            lines = ["reads the base tables"]
+        else:
+            lines = [f"reads materialization {self.materialization} ({describe_freshness(self.freshness)})"]
+        return lines + [f"not {name}: {why}" for name, why in self.not_used]
+
+
+def describe_freshness(freshness: dict) -> str:
+    if freshness.get("refreshed_at") is None:
+        return f"kept current by {freshness['maintained_by']}"
+    return f"refreshed {freshness['refreshed_at']}, every {freshness['refresh_every_s']} s"
+
 
 class MetricsService:
     """Holds the current model (replaced atomically on reload) and the engine."""

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Union
@@ -215,11 +215,18 @@ class GraphQLContext:
     service: MetricsService
     workers: "EngineWorkers"
     request: Request | None = None
+    freshness: list = field(default_factory=list)  # one entry per field read from a materialization
+
+
+def _noting_freshness(context: GraphQLContext, result):
+    if result.freshness is not None and result.freshness not in context.freshness:
+        context.freshness.append(result.freshness)
+    return result
 
 
 async def _run_query(context: GraphQLContext, model: SemanticModel, query: SemanticQuery, transform):
     service = context.service
-    return await context.workers.run(lambda: transform(service.run(query, model=model)))
+    return await context.workers.run(lambda: transform(_noting_freshness(context, service.run(query, model=model))))
 
 
 class EngineWorkers:
@@ -371,7 +378,8 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
 
         from .graphql_schema import CompletingExecutionContext
 
-        result = execute(schema, document, context_value=GraphQLContext(service, workers, request),
+        context = GraphQLContext(service, workers, request)
+        result = execute(schema, document, context_value=context,
                          variable_values=variables, operation_name=operation,
                          execution_context_class=CompletingExecutionContext)
         if isawaitable(result):
@@ -383,6 +391,8 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
                     log.error("GraphQL resolver error at %s", error.path, exc_info=error.original_error)
             response["errors"] = [e.formatted for e in result.errors]
         response["data"] = result.data
+        if context.freshness:  # fields read from materializations: which, and how fresh
+            response["extensions"] = {"freshness": context.freshness}
         return _json(response)
 
     app.add_api_route("/graphql", graphql_endpoint, methods=["GET", "POST"], include_in_schema=False)
@@ -407,7 +417,10 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
             names = [c.name for c in result.columns]
             # Values go as they are: dumps writes Decimal, datetime and the like without loss.
             rows = [dict(zip(names, row)) for row in result.rows]
-            return dumps({"columns": [{"name": c.name, "type": c.type} for c in result.columns], "rows": rows, "sql": result.sql})
+            answer = {"columns": [{"name": c.name, "type": c.type} for c in result.columns], "rows": rows, "sql": result.sql}
+            if result.freshness is not None:
+                answer["extensions"] = {"freshness": result.freshness}
+            return dumps(answer)
 
         return Response(await workers.run(answer), media_type="application/json")
 

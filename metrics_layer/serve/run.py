@@ -97,6 +97,9 @@ def serve(args) -> int:
         raise checked[0]
 
     watcher = ModelWatcher(service).start()
+    from .refresher import Refresher
+
+    refresher = Refresher(service).start()
     app = create_app(service, api_keys=keys, watcher=watcher)
     try:
         asyncio.run(_serve_both(app, service, project, host, http_port, sql_port, keys, t0))
@@ -107,6 +110,7 @@ def serve(args) -> int:
         pass
     finally:
         watcher.stop()
+        refresher.stop()
         _close_engine(service)
     print("metrics-layer: stopped", file=sys.stderr)
     return 0

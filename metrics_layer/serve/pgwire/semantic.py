@@ -35,7 +35,8 @@ from ...engines import Cancel, EngineError
 from ...model.load import parse_interval
 from ...query import COLUMN_TYPES, DimensionRef, QueryError, SemanticQuery, parse_timestamp
 from ...views import PublicView, ViewField, public_views
-from .backend import BackendError, ColumnDesc, Described, Outcome
+from ...service import describe_freshness
+from .backend import BackendError, ColumnDesc, Described, Notice, Outcome
 from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
 from .mapping import Template, parse_sql, template_for
 
@@ -612,7 +613,8 @@ class SemanticSession:
         if (query.limit == 0 or post_limit == 0) and not template.count_rows:
             return Outcome(columns, [])  # the shape only (tools probe with LIMIT 0): no engine query
         try:
-            sql = self.backend.service.compile(query, model=state.model)
+            explained = self.backend.service.explain(query, model=state.model)
+            sql = explained.sql
         except QueryError as e:
             if template.star:
                 raise QueryError(
@@ -628,7 +630,11 @@ class SemanticSession:
             except sqlglot.errors.ParseError:  # not expected (sqlglot wrote it): values formatted here
                 printed = set()
             columns = [dataclasses.replace(c, text_values=True) if i in printed else c for i, c in enumerate(columns)]
-        return Outcome(columns, self._stream(sql, template, post_offset, post_limit, projected=bool(printed)))
+        notices = []
+        if explained.freshness is not None:
+            notices.append(Notice(f"read from materialization {explained.materialization} "
+                                  f"({describe_freshness(explained.freshness)})"))
+        return Outcome(columns, self._stream(sql, template, post_offset, post_limit, projected=bool(printed)), notices=notices)
 
     def _printed_columns(self, template: Template, columns: list[ColumnDesc], formats: list[int],
                          state: _ModelState) -> set[int]:
@@ -704,11 +710,12 @@ class SemanticSession:
             if params or not template.param_count else None
         if query is None:
             raise QueryError("EXPLAIN of a statement with parameters needs their values", UNSUPPORTED)
-        sql = self.backend.service.compile(query, model=state.model)
+        explained = self.backend.service.explain(query, model=state.model)
         from sqlglot import transpile
 
-        pretty = transpile(sql, read=self.backend.service.dialect, write=self.backend.service.dialect, pretty=True)[0]
-        lines = [f"-- {self.backend.service.dialect} SQL compiled from the semantic query"] + pretty.splitlines()
+        pretty = transpile(explained.sql, read=self.backend.service.dialect, write=self.backend.service.dialect, pretty=True)[0]
+        lines = [f"-- {self.backend.service.dialect} SQL compiled from the semantic query"]
+        lines += [f"-- {line}" for line in explained.lines()] + pretty.splitlines()
         return Outcome([ColumnDesc("QUERY PLAN", 25)], [(line,) for line in lines], command_tag="EXPLAIN")
 
     # ---- SET / RESET / SHOW -----------------------------------------------------------
