@@ -227,3 +227,55 @@ def test_refresh_of_an_unknown_materialization_is_refused(target, capsys):
     folder, _, _ = target
     assert cli(["refresh", "--project", str(folder), "nope"]) == 1
     assert "not deployed" in capsys.readouterr().err
+
+
+def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, demo_duckdb_path, monkeypatch):
+    """REST and GraphQL `extensions.freshness`, a NOTICE and EXPLAIN over the SQL endpoint, and
+    serve's refresher, on a deployed DuckDB demo."""
+    import httpx
+    import psycopg
+
+    from http_server import serve_project
+    from metrics_layer.serve.refresher import Refresher
+    from test_sql_endpoint import USERS_YAML, Endpoint
+
+    monkeypatch.setenv("ML_TEST_FRAUD_PW", "fraud-pw")
+    path = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_duckdb_path, path)
+    folder = make_project(tmp_path / "project", f"duckdb:///{path}", f"deploy:\n  schema: {SCHEMA}\n" + USERS_YAML)
+    assert cli(["deploy", "--project", str(folder)]) == 0
+
+    server = serve_project(folder)
+    try:
+        body = {"metrics": ["accuracy", "precision"], "dimensions": ["predictions.model_version"]}
+        answer = httpx.post(f"{server.url}/api/v1/query", json=body, timeout=60).json()
+        assert answer["extensions"]["freshness"]["materialization"] == "conversion_by_model_version"
+        assert 'FROM "' + SCHEMA in answer["sql"]
+        unrouted = httpx.post(f"{server.url}/api/v1/query", json={"metrics": ["accuracy"], "dimensions": ["leads.utm_source"]}, timeout=60).json()
+        assert "extensions" not in unrouted
+        graphql = httpx.post(f"{server.url}/graphql", json={"query": "{ conversion_monitoring { model_version accuracy } }"}, timeout=60).json()
+        assert graphql["extensions"]["freshness"][0]["materialization"] == "conversion_by_model_version"
+        rest = {r["predictions.model_version"]: r["accuracy"] for r in answer["rows"]}
+        assert {r["model_version"]: r["accuracy"] for r in graphql["data"]["conversion_monitoring"]} == rest
+
+        refresher = Refresher(server.service)
+        assert refresher.once() == []  # just deployed: nothing is due
+        server.service.engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET refreshed_at = refreshed_at - INTERVAL '10 minutes'"])
+        assert sorted(refresher.once()) == ["accuracy_hourly", "conversion_by_model_version", "conversion_now"]
+    finally:
+        server.stop()
+        server.service.engine.close()
+
+    endpoint = Endpoint(folder).start()
+    try:
+        with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+            notices = []
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            rows = conn.execute("SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1 ORDER BY 1").fetchall()
+            assert {v: a for v, a in rows} == rest
+            assert any("conversion_by_model_version" in n for n in notices), notices
+            plan = [r[0] for r in conn.execute("EXPLAIN SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1").fetchall()]
+            assert any("reads materialization conversion_by_model_version" in line for line in plan), plan
+            assert any(line.startswith("-- not accuracy_hourly:") for line in plan), plan
+    finally:
+        endpoint.stop()
