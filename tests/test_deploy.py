@@ -279,3 +279,33 @@ def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, de
             assert any(line.startswith("-- not accuracy_hourly:") for line in plan), plan
     finally:
         endpoint.stop()
+
+
+@pytest.mark.parametrize("dialect", ["materialize", "risingwave"])
+def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
+    """Without transactional DDL a changed object is created under a new name, the metadata
+    row is swapped to it, and only then the old object is dropped. (Planned against a DuckDB
+    catalog: neither engine runs here; the DDL is what docs/engines.md lists.)"""
+    from metrics_layer.engines import connect
+    from metrics_layer.model import load_model
+
+    engine = connect("duckdb:///:memory:")
+    engine.dialect = dialect  # the catalog queries deploy makes are the same on all four
+    model = load_model(REPO / "metrics")
+    first = deploy.plan_deploy(model, engine, SCHEMA, {"cluster": "serving"})
+    creates = [i for i, s in enumerate(first.statements) if s.startswith("CREATE MATERIALIZED VIEW")]
+    inserts = [i for i, s in enumerate(first.statements) if s.startswith("INSERT INTO")]
+    assert len(creates) == 3 and max(creates) < min(inserts)
+    assert all("__" in first.statements[i].split(" AS ")[0] for i in creates)
+    if dialect == "materialize":
+        assert all(' IN CLUSTER "serving" ' in first.statements[i] for i in creates)
+        assert sum(s.startswith("CREATE INDEX IN CLUSTER") or s.startswith("CREATE DEFAULT INDEX") for s in first.statements) == 3
+    engine.run_statements(first.statements[:2] + [s for s in first.statements if s.startswith("INSERT INTO")])
+    engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET digest = 'old', object = 'conversion_now__old' "
+                           "WHERE name = 'conversion_now'"])
+    second = deploy.plan_deploy(model, engine, SCHEMA)
+    assert [(c.action, c.name) for c in second.changed] == [("replace", "conversion_now")]
+    order = [s.split(" (")[0][:90] for s in second.statements[2:]]
+    assert order[0].startswith(f'CREATE MATERIALIZED VIEW "{SCHEMA}"."conversion_now__')
+    assert order[-1] == f'DROP MATERIALIZED VIEW IF EXISTS "{SCHEMA}"."conversion_now__old"'
+    assert any(s.startswith("DELETE FROM") for s in order) and any(s.startswith("INSERT INTO") for s in order)
