@@ -43,6 +43,8 @@ from ...model.errors import did_you_mean
 from ...model.types import SemanticModel
 from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
 from ...views import PublicView, ViewField
+from . import folding
+from .folding import Deferred
 
 UNSUPPORTED = "0A000"
 
@@ -114,14 +116,18 @@ class Template:
         """True when output columns are the compiled columns in order (rows pass through)."""
         return [c.source for c in self.columns] == list(range(len(self.dimensions) + len(self.metrics)))
 
-    def bind(self, params: list[Any] | tuple = (), window: str | None = None, as_of: Any = None) -> SemanticQuery:
+    def bind(self, params: list[Any] | tuple = (), window: str | None = None, as_of: Any = None,
+             now: dt.datetime | None = None) -> SemanticQuery:
+        """The SemanticQuery for these parameter values. Constant expressions that read "now"
+        are evaluated with `now`, else `as_of`, else the current time (UTC)."""
         if len(params) < self.param_count:
             raise QueryError(
                 f"bind message supplies {len(params)} parameters, but the statement requires {self.param_count}", "08P01"
             )
+        clock = now or (as_of if isinstance(as_of, dt.datetime) else None) or folding.utc_now()
         filters = []
         for f in self.filters:
-            value = _bind_value(f.value, params)
+            value = _bind_value(f.value, params, clock)
             op = f.op
             if f.like:
                 op, value = _like_filter(f.field.name, value, f.negate_like)
@@ -138,11 +144,13 @@ class Template:
         return _bind_count(self.post_offset, params, "OFFSET") or 0, _bind_count(self.post_limit, params, "LIMIT")
 
 
-def _bind_value(value: Any, params) -> Any:
+def _bind_value(value: Any, params, now: dt.datetime) -> Any:
     if isinstance(value, Param):
         return params[value.index - 1]
+    if isinstance(value, Deferred):
+        return value.value(now)
     if isinstance(value, tuple):
-        return tuple(_bind_value(v, params) for v in value)
+        return tuple(_bind_value(v, params, now) for v in value)
     return value
 
 
@@ -669,6 +677,8 @@ class _Mapper:
     def _target(self, node: exp.Expression, items: list[_Item]) -> tuple[ViewField, str | None] | None:
         """The filtered field (and grain) when `node` is a column-like expression, else None."""
         node = _strip_parens(node)
+        if folding.is_constant(node):
+            return None
         if isinstance(node, exp.Column) and node.args.get("table") is None:
             name = ident(node.this)
             if self.view.field(name) is None:
@@ -822,29 +832,22 @@ class _Mapper:
                 raise QueryError(f"parameter {node.sql()} is not supported; use $1, $2 ...", UNSUPPORTED) from None
             self.params[index] = "text" if text else target
             return Param(index)
-        if isinstance(node, exp.Null):
-            return None
-        if isinstance(node, exp.Boolean):
-            return bool(node.this)
-        if isinstance(node, exp.Literal):
-            if node.is_string:
-                return node.this
-            return _number(node.this)
-        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-            return -_number(node.this.this)
-        if isinstance(node, exp.Cast):
-            inner = self._value(node.this, target, text)
-            if isinstance(inner, Param) or inner is None:
-                return inner
-            return _cast_literal(inner, node.to)
-        if isinstance(node, exp.Anonymous) and node.name.upper() in ("TIMESTAMP", "DATE"):
-            return self._value(node.expressions[0], target) if node.expressions else None
-        if isinstance(node, exp.Interval):
-            raise QueryError("interval arithmetic in a filter cannot be mapped; compare with a timestamp literal", UNSUPPORTED)
-        raise QueryError(
-            f"{node.sql('postgres')[:60]!r} is not a value; compare columns with literals or $n parameters "
-            "(no functions, NOW() or arithmetic)", UNSUPPORTED,
-        )
+        if isinstance(node, exp.Cast) and isinstance(_strip_parens(node.this), (exp.Parameter, exp.Placeholder)):
+            return self._value(node.this, target, text)  # $1::timestamp: the parameter, typed at bind
+        if isinstance(node, exp.Anonymous) and node.name.upper() in ("TIMESTAMP", "DATE") and len(node.expressions) == 1:
+            node = exp.Cast(this=node.expressions[0], to=exp.DataType.build(node.name.upper()))
+        if not folding.is_constant(node):
+            columns = [c for c in node.find_all(exp.Column)]
+            if columns:
+                raise QueryError(
+                    f"{node.sql('postgres')[:60]!r} is not a value: it reads column {columns[0].sql('postgres')}; "
+                    "compare a column with a constant (a literal, a $n parameter or an expression of constants)", UNSUPPORTED,
+                )
+            raise QueryError(
+                f"{node.sql('postgres')[:60]!r} is not a value; a $n parameter inside an expression cannot be folded: "
+                "pass the whole value as the parameter", UNSUPPORTED,
+            )
+        return folding.fold(node)
 
     # ---- ORDER BY / LIMIT -----------------------------------------------------------
 
@@ -900,12 +903,14 @@ class _Mapper:
             return Param(index)
         if isinstance(node, exp.Null) or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
             return None
-        if isinstance(node, exp.Literal) and not node.is_string:
-            value = _number(node.this)
-            if isinstance(value, int) and value >= 0:
+        if folding.is_constant(node):
+            value = folding.fold(node)
+            if isinstance(value, (decimal.Decimal, float)) and value == int(value) and not isinstance(node, exp.Literal):
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    raise QueryError(f"{what} must not be negative", "2201W")
                 return value
-        if isinstance(node, exp.Neg):
-            raise QueryError(f"{what} must not be negative", "2201W")
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
 
 
@@ -913,38 +918,3 @@ def _strip_parens(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
-
-
-def _number(text: str) -> int | decimal.Decimal | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return decimal.Decimal(text)
-    except decimal.InvalidOperation:
-        return float(text)
-
-
-def _cast_literal(value: Any, to: exp.DataType) -> Any:
-    """A typed literal (TIMESTAMP '...', '...'::date, '3'::int) as a Python value."""
-    t = to.this
-    T = exp.DataType.Type
-    try:
-        if t in (T.TIMESTAMP, T.TIMESTAMPTZ, T.DATETIME):
-            from ...query import parse_timestamp
-
-            return parse_timestamp(str(value), "timestamp literal")
-        if t == T.DATE:
-            return dt.date.fromisoformat(str(value).strip()[:10])
-        if t in (T.INT, T.BIGINT, T.SMALLINT, T.TINYINT):
-            return int(str(value).strip())
-        if t in (T.DOUBLE, T.FLOAT, T.DECIMAL):
-            return _number(str(value).strip())
-        if t in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME if hasattr(T, "NAME") else T.TEXT):
-            return str(value)
-        if t == T.BOOLEAN:
-            return str(value).strip().lower() in ("t", "true", "1", "yes", "on")
-    except ValueError:
-        raise QueryError(f"invalid input syntax for type {to.sql('postgres').lower()}: \"{value}\"", "22007") from None
-    raise QueryError(f"a value cast to {to.sql('postgres')} cannot be mapped", UNSUPPORTED)
