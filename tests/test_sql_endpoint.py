@@ -753,3 +753,55 @@ def test_unfoldable_function_is_refused_by_name(endpoint):
             conn.execute("SELECT lead_count FROM conversion_monitoring WHERE utm_source = md5('x')")
         assert "MD5()" in str(info.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- time predicates (issue 9, item 2) -----------------------------------------------------
+
+TIME_PREDICATES = [
+    # (client WHERE, hand-written WHERE on leads)
+    ("date_trunc('day', created_at) >= TIMESTAMP '2026-02-20 05:00'", "created_at >= TIMESTAMP '2026-02-21'"),
+    ("CAST(created_at AS DATE) BETWEEN '2026-02-10' AND '2026-02-12 18:00'",
+     "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-13'"),
+    ("created_at::date = DATE '2026-02-11'", "created_at >= TIMESTAMP '2026-02-11' AND created_at < TIMESTAMP '2026-02-12'"),
+    ("EXTRACT(YEAR FROM created_at) = 2026", "created_at >= TIMESTAMP '2026-01-01' AND created_at < TIMESTAMP '2027-01-01'"),
+    ("EXTRACT(YEAR FROM created_at) < 2026", "created_at < TIMESTAMP '2026-01-01'"),
+    ("EXTRACT(EPOCH FROM created_at) < 1771200000", "created_at < TIMESTAMP '2026-02-16 00:00:00'"),
+    ("created_at >= '2026-02-03 06:00' AND created_at < '2026-02-05'",
+     "created_at >= TIMESTAMP '2026-02-03 06:00' AND created_at < TIMESTAMP '2026-02-05'"),
+]
+
+
+@pytest.mark.parametrize("where, reference_where", TIME_PREDICATES)
+def test_time_predicates_grained_and_ungrained(endpoint, truth, where, reference_where):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        by_day = conn.execute(f"SELECT date_trunc('day', created_at) AS d, lead_count FROM conversion_monitoring "
+                              f"WHERE {where} GROUP BY 1 ORDER BY 1").fetchall()
+        by_source = conn.execute(f"SELECT utm_source, lead_count FROM conversion_monitoring WHERE {where} "
+                                 "GROUP BY 1 ORDER BY 1").fetchall()
+        raw = conn.execute(f"SELECT created_at, utm_source FROM conversion_monitoring WHERE {where} "
+                           "ORDER BY 1, 2 LIMIT 50").fetchall()
+    assert_rows(by_day, truth(f"SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads WHERE {reference_where} "
+                              "GROUP BY 1 ORDER BY 1"), f"by day: {where}")
+    assert_rows(by_source, truth(f"SELECT utm_source, count(DISTINCT id) FROM leads WHERE {reference_where} "
+                                 "GROUP BY 1 ORDER BY 1"), f"by source: {where}")
+    assert_rows(raw, truth(f"SELECT DISTINCT created_at, utm_source FROM leads WHERE {reference_where} ORDER BY 1, 2 LIMIT 50"),
+                f"ungrained: {where}")
+
+
+@pytest.mark.parametrize("where, buckets", [
+    ("CAST(created_at AS DATE) BETWEEN '2026-02-20' AND '2026-02-22'",
+     "bucket >= TIMESTAMP '2026-02-20' AND bucket < TIMESTAMP '2026-02-23'"),
+    ("created_at >= TO_TIMESTAMP('2026-02-20 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+     "AND created_at < TO_TIMESTAMP('2026-02-23 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')",
+     "bucket >= TIMESTAMP '2026-02-20' AND bucket < TIMESTAMP '2026-02-23'"),
+    ("date_trunc('day', created_at) >= DATE '2026-02-25' - INTERVAL '3 day'", "bucket >= TIMESTAMP '2026-02-22'"),
+])
+def test_time_predicates_with_a_rolling_metric(endpoint, truth, where, buckets):
+    """Time predicates on a rolling series pick buckets; each bucket's window still reads the
+    leads before the range (the ranged-rolling semantics)."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(f"SELECT date_trunc('day', created_at) AS d, accuracy_3h FROM conversion_monitoring "
+                            f"WHERE {where} GROUP BY 1 ORDER BY 1").fetchall()
+    expected = truth(reference.trailing_accuracy_series("day", buckets_where=buckets))
+    assert rows and len(rows) == len(expected)
+    assert_rows(rows, expected, f"accuracy_3h by day: {where}")

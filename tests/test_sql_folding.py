@@ -200,3 +200,40 @@ def test_in_between_and_limit_fold(model):
     assert q.limit == 100
     q = bound(model, "SELECT lead_count FROM conversion_monitoring WHERE DATEADD(day, -7, DATE '2026-02-25') <= created_at")
     assert q.filters == (Filter("leads.created_at", ">=", dt.datetime(2026, 2, 18)),)
+
+
+# ---- time predicates BI tools write (issue 9, item 2) --------------------------------------
+
+Y2026 = dt.datetime(2026, 1, 1)
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("EXTRACT(YEAR FROM created_at) = 2026", Filter("leads.created_at", "=", Y2026, "year")),
+    ("2025 < EXTRACT(YEAR FROM created_at)", Filter("leads.created_at", ">", dt.datetime(2025, 1, 1), "year")),
+    ("date_part('year', created_at) IN (2025, 2026)",
+     Filter("leads.created_at", "in", (dt.datetime(2025, 1, 1), Y2026), "year")),
+    ("EXTRACT(YEAR FROM created_at) BETWEEN 2025 AND 2026",
+     Filter("leads.created_at", "between", (dt.datetime(2025, 1, 1), Y2026), "year")),
+    ("EXTRACT(EPOCH FROM created_at) >= 1771000000", Filter("leads.created_at", ">=", dt.datetime(2026, 2, 13, 16, 26, 40))),
+    ("CAST(created_at AS DATE) = '2026-02-07 12:00'", Filter("leads.created_at", "=", dt.date(2026, 2, 7), "day")),
+    ("created_at::date BETWEEN '2026-02-01' AND '2026-02-07'",
+     Filter("leads.created_at", "between", (dt.date(2026, 2, 1), dt.date(2026, 2, 7)), "day")),
+    ("date_trunc('day', created_at) >= TIMESTAMP '2026-02-10 05:00'",
+     Filter("leads.created_at", ">=", dt.datetime(2026, 2, 10, 5), "day")),
+])
+def test_time_predicates_map_exactly(model, where, expected):
+    q = bound(model, f"SELECT lead_count FROM conversion_monitoring WHERE {where}")
+    assert q.filters == (expected,)
+
+
+@pytest.mark.parametrize("where, words", [
+    ("EXTRACT(MONTH FROM created_at) = 2", "merges periods"),
+    ("EXTRACT(DOW FROM created_at) = 1", "merges periods"),
+    ("EXTRACT(YEAR FROM created_at) = 2026.5", "not a year"),
+    ("EXTRACT(YEAR FROM created_at) = $1", "constant"),
+    ("EXTRACT(YEAR FROM utm_source) = 2026", "time dimensions"),
+])
+def test_time_predicates_refused(model, where, words):
+    with pytest.raises(QueryError) as info:
+        template_for(f"SELECT lead_count FROM conversion_monitoring WHERE {where}", model, public_views(model)).bind([None])
+    assert words in info.value.message

@@ -705,6 +705,70 @@ class _Mapper:
         return None
 
     def _condition(self, node: exp.Expression, items: list[_Item]) -> FilterTemplate:
+        return self._plain_condition(self._rewrite_time_predicate(node), items)
+
+    def _rewrite_time_predicate(self, node: exp.Expression) -> exp.Expression:
+        """Time predicates BI tools write, rewritten into the exact equivalent the mapping takes.
+
+        * `EXTRACT(YEAR FROM t) op n` is `date_trunc('year', t) op 'n-01-01'` (the year is a
+          one-to-one, order-keeping function of the truncation); `EXTRACT(EPOCH FROM t) op n`
+          is `t op TO_TIMESTAMP(n)`. Other fields (MONTH, DOW ...) merge periods: refused.
+        * `CAST(t AS DATE) op 'text'` compares dates: the text is read as a date, as PostgreSQL
+          does ('2026-02-07 12:00' is the day 2026-02-07), not as a timestamp.
+        """
+        inner = _strip_parens(node.this) if isinstance(node, exp.Not) else node
+        if not isinstance(inner, (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE, exp.In, exp.Between)):
+            return node
+        sides = [inner.this] if isinstance(inner, (exp.In, exp.Between)) else [inner.this, inner.expression]
+        for side in sides:
+            side = _strip_parens(side)
+            if isinstance(side, exp.Extract) and isinstance(_strip_parens(side.expression), exp.Column):
+                return self._rewrite_extract(node, inner, side)
+            if (isinstance(side, exp.Cast) and side.to.this == exp.DataType.Type.DATE
+                    and isinstance(_strip_parens(side.this), exp.Column)):
+                return _map_values(node, inner, side, lambda v: exp.Cast(this=v, to=exp.DataType.build("date"))
+                                   if isinstance(v, exp.Literal) and v.is_string else v)
+        return node
+
+    def _rewrite_extract(self, node: exp.Expression, inner: exp.Expression, extract: exp.Extract) -> exp.Expression:
+        part = extract.this.name.lower()
+        column = _strip_parens(extract.expression)
+        f = self._column(column)
+        if f.kind != "dimension" or f.type != "time":
+            raise QueryError(f"EXTRACT applies to time dimensions; '{f.name}' is not one", UNSUPPORTED)
+
+        def value(v: exp.Expression) -> Any:
+            if not folding.is_constant(v):
+                raise QueryError(
+                    f"EXTRACT({part.upper()} FROM {f.name}) is compared with {_strip_parens(v).sql('postgres')[:40]!r}; "
+                    "it can be mapped only when compared with a constant (not a parameter)", UNSUPPORTED)
+            folded = folding.fold(v)
+            if isinstance(folded, str):
+                folded = folding.cast_value(folded, exp.DataType.build("decimal"))
+            if not isinstance(folded, (int, decimal.Decimal, float)) or isinstance(folded, bool):
+                raise QueryError(f"EXTRACT({part.upper()} FROM {f.name}) is compared with a number, got {folded!r}", "42883")
+            return folded
+
+        if part in ("year", "years", "y", "yr", "yrs"):
+            def year(v: exp.Expression) -> exp.Expression:
+                n = value(v)
+                if n != int(n) or not 1 <= int(n) <= 9999:
+                    raise QueryError(
+                        f"EXTRACT(YEAR FROM {f.name}) is compared with {n}, which is not a year: write a whole year such as 2026",
+                        UNSUPPORTED)
+                return exp.Cast(this=exp.Literal.string(f"{int(n):04d}-01-01"), to=exp.DataType.build("timestamp"))
+            trunc = exp.TimestampTrunc(this=column.copy(), unit=exp.Var(this="YEAR"))
+            return _map_values(node, inner, extract, year, replace=trunc)
+        if part == "epoch":
+            return _map_values(node, inner, extract, lambda v: exp.UnixToTime(this=exp.Literal.number(str(value(v)))),
+                               replace=column.copy())
+        raise QueryError(
+            f"EXTRACT({part.upper()} FROM {f.name}) cannot be mapped onto a metrics query: it merges periods (every "
+            f"year's {part}); filter on a range instead ({f.name} >= '...' AND {f.name} < '...'), or use "
+            "EXTRACT(YEAR ...) / EXTRACT(EPOCH ...)", UNSUPPORTED,
+        )
+
+    def _plain_condition(self, node: exp.Expression, items: list[_Item]) -> FilterTemplate:
         negate = False
         if isinstance(node, exp.Not):
             negate = True
@@ -912,6 +976,26 @@ class _Mapper:
                     raise QueryError(f"{what} must not be negative", "2201W")
                 return value
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _map_values(node: exp.Expression, inner: exp.Expression, target: exp.Expression, change,
+                replace: exp.Expression | None = None) -> exp.Expression:
+    """`node` (a comparison, IN or BETWEEN, maybe under NOT) with each value `v` compared with
+    `target` replaced by change(v), and `target` by `replace` when given."""
+    inner = inner.copy()
+    def swap(side: exp.Expression) -> exp.Expression:
+        return (replace.copy() if replace is not None else side) if _strip_parens(side) == target else change(side)
+    if isinstance(inner, exp.In):
+        inner.set("this", swap(inner.this))
+        inner.set("expressions", [change(v) for v in inner.expressions])
+    elif isinstance(inner, exp.Between):
+        inner.set("this", swap(inner.this))
+        inner.set("low", change(inner.args["low"]))
+        inner.set("high", change(inner.args["high"]))
+    else:
+        inner.set("this", swap(inner.this))
+        inner.set("expression", swap(inner.expression))
+    return exp.Not(this=inner) if isinstance(node, exp.Not) else inner
 
 
 def _strip_parens(node: exp.Expression) -> exp.Expression:
