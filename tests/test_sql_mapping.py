@@ -143,7 +143,7 @@ def test_where_operators(model):
 
 def test_value_on_the_left_and_grain_filters(model):
     _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE '2026-02-20' <= created_at AND created_at::date = '2026-02-21'")
-    assert q.filters == (Filter("leads.created_at", ">=", "2026-02-20"), Filter("leads.created_at", "=", "2026-02-21", "day"))
+    assert q.filters == (Filter("leads.created_at", ">=", "2026-02-20"), Filter("leads.created_at", "=", dt.date(2026, 2, 21), "day"))
     _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE date_trunc('hour', created_at) = TIMESTAMP '2026-02-21 10:00'")
     assert q.filters == (Filter("leads.created_at", "=", dt.datetime(2026, 2, 21, 10), "hour"),)
 
