@@ -805,3 +805,24 @@ def test_time_predicates_with_a_rolling_metric(endpoint, truth, where, buckets):
     expected = truth(reference.trailing_accuracy_series("day", buckets_where=buckets))
     assert rows and len(rows) == len(expected)
     assert_rows(rows, expected, f"accuracy_3h by day: {where}")
+
+
+# ---- aggregate wrappers over measures (issue 9, item 3) -------------------------------------
+
+def test_aggregate_wrappers_over_measures(endpoint, truth):
+    """SUM / MIN / MAX of an additive measure and MAX / AVG of a ratio, grouped: the metric of each group."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute('SELECT model_version, MAX(accuracy) AS "MAX(accuracy)", AVG(accuracy) FROM conversion_monitoring '
+                            "GROUP BY model_version ORDER BY model_version").fetchall()
+        counts = conn.execute("SELECT utm_source, SUM(lead_count), MIN(lead_count) FROM conversion_monitoring "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+        fraud = conn.execute("SELECT merchant_category, SUM(transaction_count), MAX(fraud_loss) FROM fraud_monitoring "
+                             "GROUP BY 1 ORDER BY 1").fetchall()
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+            conn.execute("SELECT SUM(accuracy) FROM conversion_monitoring")
+    assert "not additive" in str(info.value)
+    assert_rows(rows, [(v, a, a) for v, a in expected_accuracy(truth)], "MAX/AVG(accuracy) by model_version")
+    expected = truth("SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1")
+    assert_rows(counts, [(s, n, n) for s, n in expected], "SUM/MIN(lead_count) by source")
+    n = dict(truth("SELECT merchant_category, count(*) FROM transactions GROUP BY 1"))
+    assert_rows(fraud, [(c, n[c], loss) for c, loss in expected_fraud(truth)], "SUM(transaction_count), MAX(fraud_loss)")

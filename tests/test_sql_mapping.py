@@ -68,9 +68,18 @@ def test_mismatching_aggregate_is_refused_with_the_accepted_forms(model):
     assert "accuracy" in message and "MEASURE(accuracy)" in message
     message = refused(model, "SELECT AVG(missed_fraud_amount) FROM fraud_monitoring")
     assert "SUM(missed_fraud_amount)" in message
-    refused(model, "SELECT SUM(transaction_count) FROM fraud_monitoring")
+    assert "not additive" in refused(model, "SELECT SUM(accuracy_3h) FROM conversion_monitoring")
     refused(model, "SELECT COUNT(DISTINCT false_alarms) FROM fraud_monitoring")
     refused(model, "SELECT MAX(utm_source) FROM conversion_monitoring")
+
+
+def test_aggregate_wrappers_over_one_group(model):
+    """BI tools wrap every measure: over one group an aggregate of the group's value is that value."""
+    _, q = mapped(model, "SELECT model_version, SUM(lead_count), MIN(lead_count), MAX(accuracy), AVG(accuracy_3h), "
+                         "MIN(f1) FROM conversion_monitoring GROUP BY 1")
+    assert q.metrics == ("leads.lead_count", "accuracy", "accuracy_3h", "f1")
+    _, q = mapped(model, "SELECT SUM(transaction_count), MAX(false_alarms), AVG(fraud_loss) FROM fraud_monitoring")
+    assert q.metrics == ("transactions.transaction_count", "transactions.false_alarms", "fraud_loss")
 
 
 def test_grains_and_names(model):

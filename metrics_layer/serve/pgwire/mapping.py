@@ -62,6 +62,7 @@ _MATCHING_AGG = {
     "max": ("MAX",),
     "avg": ("AVG",),
 }
+_ADDITIVE = ("sum", "count", "count_distinct")
 _AGG_NODES = {exp.Sum: "SUM", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX", exp.Avg: "AVG"}
 
 
@@ -560,10 +561,11 @@ class _Mapper:
             forms = [f.name, f"MEASURE({f.name})"] + [
                 f"COUNT(DISTINCT {f.name})" if a == "COUNT DISTINCT" else f"{a}({f.name})" for a in allowed
             ]
-            raise QueryError(
-                f"{agg.replace(' DISTINCT', '(DISTINCT')}{'' if ' ' in agg else '('}{f.name}) does not match how "
-                f"'{f.name}' is defined ({self._definition(f)}); write {' or '.join(forms)}", UNSUPPORTED,
-            )
+            written = f"COUNT(DISTINCT {f.name})" if agg == "COUNT DISTINCT" else f"{agg}({f.name})"
+            why = (f"'{f.name}' is {self._definition(f)}, which is not additive: {agg.split()[0]} over it is not "
+                   "the metric of the group" if not self._additive(f) else
+                   f"it does not match how '{f.name}' is defined ({self._definition(f)})")
+            raise QueryError(f"{written} cannot be mapped: {why}; write {' or '.join(dict.fromkeys(forms))}", UNSUPPORTED)
         return f
 
     def _measure_agg(self, f: ViewField) -> str | None:
@@ -576,15 +578,30 @@ class _Mapper:
             return measure.agg if measure is not None else None
         return None
 
+    def _additive(self, f: ViewField) -> bool:
+        """A sum, count or count distinct without a window: SUM / MIN / MAX of it over one group
+        (each output row of a metrics query is one group) is the measure itself."""
+        return self._measure_agg(f) in _ADDITIVE
+
     def _accepted_aggregates(self, f: ViewField) -> tuple[str, ...]:
+        """The aggregates a metric column may be wrapped in (BI tools wrap every measure).
+
+        Each output row of a metrics query is one group, so an aggregate over the group's one
+        value is that value: SUM / MIN / MAX of an additive measure, MIN / MAX / AVG of any
+        other metric (a ratio, an average, a derived or windowed metric), besides the
+        aggregate the measure is defined with (COUNT(x) of a count, AVG(x) of an avg ...)."""
         agg = self._measure_agg(f)
-        return _MATCHING_AGG.get(agg, ()) if agg else ()
+        matching = _MATCHING_AGG.get(agg, ()) if agg else ()
+        wrappers = ("SUM", "MIN", "MAX") if agg in _ADDITIVE else ("MIN", "MAX", "AVG")
+        return tuple(dict.fromkeys(matching + wrappers))
 
     def _definition(self, f: ViewField) -> str:
         agg = self._measure_agg(f)
         if agg:
             return f"a {agg} measure"
         metric = self.model.metrics.get(f.ref)
+        if metric is not None and metric.window is not None:
+            return f"a {metric.type} metric over a trailing window"
         return f"a {metric.type} metric" if metric else f"a {f.type} measure"
 
     def _truncation(self, node: exp.Expression) -> tuple[ViewField, str]:
