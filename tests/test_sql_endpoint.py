@@ -826,3 +826,30 @@ def test_aggregate_wrappers_over_measures(endpoint, truth):
     assert_rows(counts, [(s, n, n) for s, n in expected], "SUM/MIN(lead_count) by source")
     n = dict(truth("SELECT merchant_category, count(*) FROM transactions GROUP BY 1"))
     assert_rows(fraud, [(c, n[c], loss) for c, loss in expected_fraud(truth)], "SUM(transaction_count), MAX(fraud_loss)")
+
+
+# ---- aggregates of dimensions (issue 9, item 4) --------------------------------------------
+
+def test_aggregates_of_dimensions_and_count_star(endpoint, truth):
+    """What Metabase's fingerprinting and Superset's time-range pickers send."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        row = conn.execute("SELECT MIN(created_at), MAX(created_at), COUNT(DISTINCT utm_source), COUNT(*) "
+                           "FROM conversion_monitoring").fetchone()
+        by_version = conn.execute("SELECT model_version, COUNT(*) AS n, MAX(created_at) AS last FROM conversion_monitoring "
+                                  "GROUP BY 1 ORDER BY 1").fetchall()
+        versions = conn.execute("SELECT COUNT(DISTINCT model_version) FROM fraud_monitoring").fetchone()[0]
+        conn.execute("SET metrics.as_of = '2026-02-20 00:00:00'")
+        cut = conn.execute("SELECT MAX(created_at), COUNT(*) FROM conversion_monitoring").fetchone()
+    assert_rows([row], truth("SELECT min(created_at), max(created_at), count(DISTINCT utm_source), count(DISTINCT id) FROM leads"),
+                "dimension aggregates")
+    assert isinstance(row[0], dt.datetime) and isinstance(row[3], int)
+    expected = truth("""
+        WITH p AS (SELECT * FROM prediction_events QUALIFY row_number() OVER (PARTITION BY lead_id ORDER BY predicted_at DESC) = 1)
+        SELECT p.model_version, count(DISTINCT l.id), max(l.created_at) FROM leads l LEFT JOIN p ON p.lead_id = l.id
+        GROUP BY 1 ORDER BY 1 NULLS LAST""")
+    assert_rows(by_version, expected, "COUNT(*), MAX(created_at) by model_version")
+    assert versions == truth(
+        """SELECT count(DISTINCT model_version) FROM (SELECT * FROM fraud_scores
+        QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY scored_at DESC) = 1)""")[0][0]
+    assert_rows([cut], truth("SELECT max(created_at), count(*) FROM leads WHERE created_at <= TIMESTAMP '2026-02-20'"),
+                "as_of applies")

@@ -70,7 +70,7 @@ def test_mismatching_aggregate_is_refused_with_the_accepted_forms(model):
     assert "SUM(missed_fraud_amount)" in message
     assert "not additive" in refused(model, "SELECT SUM(accuracy_3h) FROM conversion_monitoring")
     refused(model, "SELECT COUNT(DISTINCT false_alarms) FROM fraud_monitoring")
-    refused(model, "SELECT MAX(utm_source) FROM conversion_monitoring")
+    refused(model, "SELECT SUM(utm_source) FROM conversion_monitoring")
 
 
 def test_aggregate_wrappers_over_one_group(model):
@@ -101,7 +101,7 @@ def test_extract_and_other_expressions_are_refused(model):
     assert "date_trunc" in refused(model, "SELECT EXTRACT(hour FROM created_at), lead_count FROM conversion_monitoring")
     refused(model, "SELECT accuracy * 100 FROM conversion_monitoring")
     refused(model, "SELECT upper(utm_source) FROM conversion_monitoring")
-    refused(model, "SELECT COUNT(*) FROM conversion_monitoring")
+    refused(model, "SELECT SUM(*) FROM conversion_monitoring", "42809")
     refused(model, "SELECT date_trunc('fortnight', created_at) FROM conversion_monitoring")
 
 
@@ -269,3 +269,28 @@ def test_classification():
         with pytest.raises(QueryError) as info:
             classify(sql)
         assert info.value.code == code, sql
+
+
+def test_aggregates_of_dimensions_and_count_star(model):
+    t, q = mapped(model, "SELECT MIN(created_at), MAX(created_at), COUNT(DISTINCT utm_source), COUNT(*) FROM conversion_monitoring")
+    assert q.metrics == ("leads.min(created_at)", "leads.max(created_at)", "leads.count_distinct(utm_source)", "leads.lead_count")
+    assert [c.name for c in t.columns] == ["min", "max", "count", "count"]
+    assert "COUNT(DISTINCT utm_source)" in refused(model, "SELECT AVG(utm_source) FROM conversion_monitoring")
+
+
+def test_count_star_needs_the_view_count(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")
+    path = tmp_path / "metrics" / "conversion.yml"
+    import re
+
+    path.write_text(re.sub(r"    count: leads.lead_count.*\n", "#\n", path.read_text()))
+    bare = load_model(tmp_path / "metrics")
+    with pytest.raises(QueryError) as info:
+        template_for("SELECT COUNT(*) FROM conversion_monitoring", bare, public_views(bare))
+    assert "count: <model>.<count measure>" in info.value.message and "lead_count" in info.value.message
+    path.write_text(path.read_text().replace("#\n", "    count: leads.avg_score\n", 1))
+    with pytest.raises(Exception) as info:
+        load_model(tmp_path / "metrics")
+    assert "conversion.yml" in str(info.value) and "not a count measure" in str(info.value)

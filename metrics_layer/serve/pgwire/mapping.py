@@ -40,7 +40,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
-from ...model.types import SemanticModel
+from ...model.types import SemanticModel, dimension_aggregate
 from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
 from ...views import PublicView, ViewField
 from . import folding
@@ -544,18 +544,12 @@ class _Mapper:
             arg = arg.expressions[0]
         arg = _strip_parens(arg)
         if isinstance(arg, exp.Star):
-            raise QueryError(
-                "COUNT(*) over a view cannot be mapped: select a count metric instead (e.g. lead_count), "
-                "or count the rows of a query with SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-            )
+            return self._count_star(agg)
         if not isinstance(arg, exp.Column):
             raise QueryError(f"{agg.split()[0]}() takes one metric column here, e.g. {agg.split()[0]}(lead_count)", UNSUPPORTED)
         f = self._column(arg)
         if f.kind != "metric":
-            raise QueryError(
-                f"{agg.split()[0]}({f.name}) aggregates a dimension, which cannot be mapped onto a metrics query; "
-                f"aggregate metrics only (columns: {', '.join(m.name for m in self.view.metrics)})", UNSUPPORTED,
-            )
+            return self._dimension_aggregate(f, agg)
         allowed = self._accepted_aggregates(f)
         if agg not in allowed:
             forms = [f.name, f"MEASURE({f.name})"] + [
@@ -567,6 +561,41 @@ class _Mapper:
                    f"it does not match how '{f.name}' is defined ({self._definition(f)})")
             raise QueryError(f"{written} cannot be mapped: {why}; write {' or '.join(dict.fromkeys(forms))}", UNSUPPORTED)
         return f
+
+    def _count_star(self, agg: str) -> ViewField:
+        """COUNT(*) over a view: the count measure the view names (`count:` in its YAML)."""
+        if agg != "COUNT":
+            raise QueryError(f"{agg}(*) is not an aggregate; write COUNT(*)", "42809")
+        ref = self.view.count
+        if ref is None:
+            counts = [m.name for m in self.view.metrics if m.type in ("count", "count_distinct")]
+            raise QueryError(
+                f"COUNT(*) over view {self.view.name} cannot be mapped: the view names no count measure; add "
+                f"`count: <model>.<count measure>` to view '{self.view.name}' in the YAML"
+                + (f", or select a count metric instead ({', '.join(counts)})" if counts else "")
+                + "; SELECT count(*) FROM (<query>) t counts the rows of a query", UNSUPPORTED,
+            )
+        for f in self.view.metrics:
+            if f.ref == ref:
+                return f
+        measure = self.model.measure(ref)
+        return ViewField("count", "metric", ref, measure.agg, measure.description)
+
+    def _dimension_aggregate(self, f: ViewField, agg: str) -> ViewField:
+        """MIN / MAX / COUNT(DISTINCT) of a dimension: an aggregate over the dimension's model
+        rows, compiled like any measure (as_of and dedupe applied)."""
+        forms = {"MIN": "min", "MAX": "max", "COUNT DISTINCT": "count_distinct"}
+        if agg not in forms:
+            raise QueryError(
+                f"{agg}({f.name}) aggregates dimension '{f.name}', which cannot be mapped; over a dimension write "
+                f"MIN({f.name}), MAX({f.name}) or COUNT(DISTINCT {f.name}), or COUNT(*) for the view's count", UNSUPPORTED,
+            )
+        ref = dimension_aggregate(forms[agg], f.ref)
+        if self.model.measure(ref) is None:
+            raise QueryError(f"{agg}({f.name}) cannot be mapped: '{f.name}' is not a dimension of a model", UNSUPPORTED)
+        if agg == "COUNT DISTINCT":
+            return ViewField("count", "metric", ref, "count_distinct", None)
+        return ViewField(f.name, "metric", ref, f.type, f.description)  # typed as the dimension
 
     def _measure_agg(self, f: ViewField) -> str | None:
         metric = self.model.metrics.get(f.ref)
