@@ -853,3 +853,35 @@ def test_aggregates_of_dimensions_and_count_star(endpoint, truth):
         QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY scored_at DESC) = 1)""")[0][0]
     assert_rows([cut], truth("SELECT max(created_at), count(*) FROM leads WHERE created_at <= TIMESTAMP '2026-02-20'"),
                 "as_of applies")
+
+
+# ---- wrappers, subqueries and CTEs (issue 9, item 5) ---------------------------------------
+
+def test_subqueries_and_ctes(endpoint, truth):
+    by_source = truth("SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1")
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        tableau = conn.execute(
+            'SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
+            'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1 ORDER BY 1').fetchall()
+        power_bi = conn.execute('select "_"."utm_source", "_"."lead_count" from (select utm_source, lead_count '
+                                'from conversion_monitoring) "_" order by 1 limit 1000').fetchall()
+        cte = conn.execute("WITH t AS (SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1) "
+                           "SELECT model_version AS v, accuracy FROM t ORDER BY 1").fetchall()
+        fraud = conn.execute(
+            "SELECT merchant_category, SUM(missed_fraud_amount) AS m, SUM(transaction_count) AS n FROM "
+            "(SELECT merchant_category, model_version, missed_fraud_amount, transaction_count FROM fraud_monitoring) q "
+            "GROUP BY merchant_category HAVING SUM(transaction_count) > 0 ORDER BY 1").fetchall()
+        total = conn.execute("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t").fetchone()
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SELECT MAX(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t")
+    assert_rows(tableau, by_source, "Tableau re-aggregation")
+    assert_rows(power_bi, by_source, "Power BI wrapper")
+    assert_rows(cte, expected_accuracy(truth), "CTE")
+    expected = truth("SELECT merchant_category, SUM(amount) FILTER (WHERE s.is_fraud = 0 AND c.transaction_id IS NOT NULL), "
+                     "count(*) FROM transactions t "
+                     "LEFT JOIN (SELECT * FROM fraud_scores QUALIFY row_number() OVER (PARTITION BY transaction_id "
+                     "ORDER BY scored_at DESC) = 1) s ON s.transaction_id = t.id "
+                     "LEFT JOIN (SELECT DISTINCT transaction_id FROM chargebacks) c ON c.transaction_id = t.id "
+                     "GROUP BY 1 ORDER BY 1")
+    assert_rows(fraud, expected, "re-aggregated sums by merchant category")
+    assert total[0] == truth("SELECT count(*) FROM leads")[0][0]

@@ -230,8 +230,48 @@ def test_wrappers(model):
     assert q.limit == 4 and t.bind_post([]) == (1, 2)
     t, q = mapped(model, "SELECT count(*) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) AS t")
     assert t.count_rows and q.dimensions == (DimensionRef("leads.utm_source"),)
-    refused(model, "SELECT utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t WHERE lead_count > 1")
-    refused(model, "SELECT sum(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t")
+    _, q = mapped(model, "SELECT utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t WHERE lead_count > 1")
+    assert q.filters == (Filter("leads.lead_count", ">", 1),) and q.metrics == ()
+    _, q = mapped(model, "SELECT sum(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t")
+    assert q.metrics == ("leads.lead_count",) and q.dimensions == ()
+
+
+TABLEAU_REAGG = ('SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
+                 'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1')
+
+
+def test_subqueries_and_ctes_fold_into_one_query(model):
+    t, q = mapped(model, TABLEAU_REAGG)
+    assert [c.name for c in t.columns] == ["utm_source", "sum:lead_count:ok"]
+    assert q.dimensions == (DimensionRef("leads.utm_source"),) and q.metrics == ("leads.lead_count",)
+    t, q = mapped(model, 'select "_"."utm_source", "_"."lead_count" from (select utm_source, lead_count from conversion_monitoring) "_" limit 1000')
+    assert q.limit == 1000 and [c.name for c in t.columns] == ["utm_source", "lead_count"]
+    t, q = mapped(model, "WITH t AS (SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1) "
+                         "SELECT model_version AS v, accuracy FROM t WHERE model_version IS NOT NULL ORDER BY 1")
+    assert [c.name for c in t.columns] == ["v", "accuracy"] and q.filters == (Filter("predictions.model_version", "is not null"),)
+    _, q = mapped(model, "SELECT merchant_category, SUM(missed_fraud_amount) AS m, SUM(transaction_count) FROM "
+                         "(SELECT merchant_category, model_version, missed_fraud_amount, transaction_count FROM fraud_monitoring) q "
+                         "WHERE merchant_category <> 'x' GROUP BY merchant_category HAVING SUM(transaction_count) > 5 ORDER BY m DESC")
+    assert q.filters == (Filter("transactions.merchant_category", "!=", "x"), Filter("transactions.transaction_count", ">", 5))
+    assert q.order_by == (OrderBy("transactions.missed_fraud_amount", True),)
+
+
+@pytest.mark.parametrize("sql, words", [
+    ("SELECT MAX(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t", "only SUM"),
+    ("SELECT utm_source, SUM(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t GROUP BY 1", "not additive"),
+    ("SELECT utm_source, accuracy FROM (SELECT utm_source, model_version, accuracy FROM conversion_monitoring) t GROUP BY 1", "SUM"),
+    ("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring HAVING lead_count > 5) t", "HAVING"),
+    ("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring LIMIT 3) t", "LIMIT"),
+    ("SELECT utm_source, SUM(lead_count) FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) t "
+     "WHERE lead_count > 10 GROUP BY 1", "WHERE on its metric"),
+    ("SELECT x FROM (SELECT utm_source FROM conversion_monitoring) t", "does not exist"),
+    ("WITH a AS (SELECT utm_source FROM conversion_monitoring), b AS (SELECT 2) SELECT * FROM a", "one common table"),
+    ("SELECT utm_source FROM (SELECT utm_source FROM conversion_monitoring) t JOIN conversion_monitoring c ON true", "JOIN"),
+])
+def test_subqueries_refused(model, sql, words):
+    with pytest.raises(QueryError) as info:
+        template_for(sql, model, public_views(model)).bind([])
+    assert words in info.value.message, info.value.message
 
 
 def test_unknown_names(model):

@@ -40,7 +40,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
-from ...model.types import SemanticModel, dimension_aggregate
+from ...model.types import SemanticModel, dimension_aggregate, qualify
 from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
 from ...views import PublicView, ViewField
 from . import folding
@@ -309,24 +309,20 @@ class _Mapper:
                 raise QueryError(f"UNION / INTERSECT / EXCEPT cannot be mapped onto one metrics query; {SHAPE_HINT}", UNSUPPORTED)
             raise QueryError(f"only SELECT over a view is supported here; {SHAPE_HINT}", UNSUPPORTED)
         if tree.args.get("with_"):
-            raise QueryError(f"WITH (common table expressions) cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
+            tree = self._with(tree)
         source = tree.args.get("from_")
         if source is not None and isinstance(source.this, exp.Subquery) and isinstance(source.this.this, exp.Select):
             return self._wrapper(tree, source.this)
         return self._select(tree)
 
     def _wrapper(self, outer: exp.Select, sub: exp.Subquery) -> Template:
-        for part in ("where", "group", "having", "joins", "laterals", "distinct", "qualify", "windows"):
+        for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW")):
             if outer.args.get(part):
-                raise QueryError(
-                    "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
-                    "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-                )
-        inner = self._select(sub.this)
+                raise QueryError(f"{what} over a subquery cannot be mapped onto a metrics query", UNSUPPORTED)
         projections = outer.expressions
-        if len(projections) == 1 and isinstance(projections[0], exp.Star):
-            if outer.args.get("order"):
-                raise QueryError("put ORDER BY inside the subquery: SELECT * FROM (<query> ORDER BY ...) t", UNSUPPORTED)
+        simple = not any(outer.args.get(p) for p in ("where", "group", "having", "distinct", "order"))
+        if simple and len(projections) == 1 and isinstance(projections[0], exp.Star):
+            inner = self._select(sub.this)
             limit, offset = self._limits(outer)
             if inner.limit is None and inner.offset is None and not isinstance(limit, Param) and not isinstance(offset, Param):
                 inner.limit, inner.offset = limit, offset
@@ -335,21 +331,209 @@ class _Mapper:
             inner.param_fields.update(self.params)
             inner.param_count = max(self.params, default=0)
             return inner
-        if len(projections) == 1:
+        if simple and len(projections) == 1:
             node = projections[0]
             name = ident(node.alias) if isinstance(node, exp.Alias) else "count"
             target = node.this if isinstance(node, exp.Alias) else node
-            if isinstance(target, exp.Count) and isinstance(target.this, exp.Star) and not outer.args.get("order"):
+            if isinstance(target, exp.Count) and isinstance(target.this, exp.Star):
+                inner = self._select(sub.this)
                 limit, offset = self._limits(outer)
                 if limit is not None or offset:
                     raise QueryError("LIMIT / OFFSET on SELECT count(*) FROM (<query>) t cannot be mapped", UNSUPPORTED)
                 inner.count_rows = True
                 inner.count_name = name
                 return inner
-        raise QueryError(
-            "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
-            "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-        )
+        return self._merged(outer, sub)
+
+    def _merged(self, outer: exp.Select, sub: exp.Subquery) -> Template:
+        """An outer query that renames, filters, orders, limits or re-aggregates the columns of
+        its subquery (Tableau's `SELECT ... FROM (SELECT ...) t GROUP BY 1`, Power BI's
+        `SELECT ... FROM (...) "_" LIMIT 1000`), folded into one statement over the view.
+
+        The outer query's references to the subquery's columns are replaced by the columns'
+        expressions and the clauses are combined. Re-aggregation (the outer query groups by
+        fewer dimensions) is exact only for SUM of sum and count measures, with no metric filter
+        or LIMIT inside (they would pick groups before they are added up)."""
+        inner_sql = sub.this
+        inner = self._select(inner_sql.copy())
+        alias = ident(sub.alias) if sub.alias else None
+        names: dict[str, tuple[exp.Expression, OutputColumn]] = {}
+        for column, node in zip(inner.columns, self._projections(inner_sql, inner)):
+            names.setdefault(column.name, (node, column))
+        if (inner.limit is not None or inner.offset) and any(
+                outer.args.get(p) for p in ("where", "group", "having", "order")):
+            raise QueryError("a subquery with LIMIT / OFFSET can only be wrapped as SELECT ... FROM (<query>) t [LIMIT n]: "
+                             "filtering, ordering or grouping after its LIMIT cannot be mapped", UNSUPPORTED)
+
+        def inner_column(node: exp.Expression) -> tuple[exp.Expression, OutputColumn] | None:
+            node = _strip_parens(node)
+            if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
+                return None
+            table = ident(node.args.get("table"))
+            if table is not None and table != alias:
+                raise QueryError(f"missing FROM-clause entry for table \"{table}\"", "42P01")
+            found = names.get(ident(node.this))
+            if found is None:
+                raise QueryError(
+                    f"column \"{ident(node.this)}\" does not exist in the subquery{did_you_mean(ident(node.this), list(names), 'columns')}",
+                    "42703")
+            return found
+
+        def substitute(node: exp.Expression) -> exp.Expression:
+            def swap(n):
+                found = inner_column(n) if isinstance(n, exp.Column) else None
+                return found[0].copy() if found else n
+            return node.copy().transform(swap)
+
+        merged = exp.Select()
+        wrapped: list[tuple[str, ViewField]] = []  # outer aggregates over inner metric columns
+        outer_aggregates = False
+        for node in outer.expressions:
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                for name, (expr, _) in names.items():
+                    merged.select(exp.alias_(expr.copy(), exp.to_identifier(name, quoted=True)), copy=False)
+                continue
+            label = ident(node.alias) if isinstance(node, exp.Alias) else None
+            body = _strip_parens(node.this if isinstance(node, exp.Alias) else node)
+            agg = self._aggregate_name(body)
+            if agg is not None:
+                outer_aggregates = True
+                arg = body.this.expressions[0] if isinstance(body.this, exp.Distinct) and body.this.expressions else body.this
+                found = inner_column(arg)
+                if found is None or found[1].field.kind != "metric":
+                    raise QueryError(
+                        f"{body.sql('postgres')[:60]!r} over a subquery cannot be mapped: an outer aggregate takes one "
+                        "metric column of the subquery, e.g. SUM(t.lead_count)", UNSUPPORTED)
+                wrapped.append((agg, found[1].field))
+                expr = found[0].copy()
+                merged.select(exp.alias_(expr, exp.to_identifier(label or agg.split()[0].lower(), quoted=True)), copy=False)
+                continue
+            found = inner_column(body)
+            if found is None:
+                expr = substitute(body)
+                merged.select(exp.alias_(expr, exp.to_identifier(label, quoted=True)) if label else expr, copy=False)
+            else:
+                merged.select(exp.alias_(found[0].copy(), exp.to_identifier(label or found[1].name, quoted=True)), copy=False)
+        merged.from_(inner_sql.args["from_"].copy(), copy=False)
+        wheres = [w.this for w in (inner_sql.args.get("where"), outer.args.get("where")) if w is not None]
+        if len(wheres) == 2:
+            wheres = [exp.and_(exp.paren(inner_sql.args["where"].this.copy()), exp.paren(substitute(outer.args["where"].this)))]
+        elif outer.args.get("where") is not None:
+            wheres = [substitute(outer.args["where"].this)]
+        if wheres:
+            merged.where(wheres[0].copy() if wheres[0] is not None else None, copy=False)
+        havings = [h for h in (inner_sql.args.get("having"), outer.args.get("having")) if h is not None]
+        if havings:
+            condition = exp.and_(*[exp.paren(substitute(h.this) if h is outer.args.get("having") else h.this.copy()) for h in havings])
+            merged.set("having", exp.Having(this=condition))
+        if outer.args.get("order") is not None:
+            merged.set("order", outer.args["order"].copy().transform(
+                lambda n: exp.column(exp.to_identifier(_outer_name(n, names, alias), quoted=True)) if _refers_to_inner(n, names, alias, outer) else n))
+        elif not outer_aggregates and not outer.args.get("group") and inner_sql.args.get("order") is not None:
+            merged.set("order", inner_sql.args["order"].copy())
+        for part in ("limit", "offset"):
+            node = outer.args.get(part) or (inner_sql.args.get(part) if not outer.args.get(part) else None)
+            if node is not None:
+                merged.set(part, node.copy())
+        if outer.args.get("limit") and inner_sql.args.get("limit") or outer.args.get("offset") and inner_sql.args.get("offset"):
+            raise QueryError("LIMIT / OFFSET both inside and outside a subquery cannot be mapped; keep one", UNSUPPORTED)
+        if outer.args.get("distinct"):
+            merged.set("distinct", outer.args["distinct"].copy())
+
+        # Group by the outer GROUP BY's columns; without one, the outer query keeps the inner
+        # grouping unless it aggregates (then it is one row over everything).
+        if outer.args.get("group") is not None:
+            merged.set("group", exp.Group(expressions=[
+                n.copy() if isinstance(n, exp.Literal) else substitute(n) for n in outer.args["group"].expressions]))
+        result = self._select(merged)
+        inner_dims = {(d.name, d.grain) for d in inner.dimensions}
+        outer_dims = {(d.name, d.grain) for d in result.dimensions}
+        if not outer_dims <= inner_dims:
+            raise QueryError("the outer query groups by a column the subquery does not group by; group inside the subquery",
+                             UNSUPPORTED)
+        regrouped = outer_dims != inner_dims
+        if regrouped:
+            if inner.limit is not None or inner.offset:
+                raise QueryError("re-aggregating a subquery with LIMIT / OFFSET cannot be mapped", UNSUPPORTED)
+            metric_names = {f.ref for f in self.view.metrics}
+            if any(f.field.ref in metric_names or f.field.kind == "metric" for f in inner.filters):
+                raise QueryError(
+                    "re-aggregating a subquery that filters on a metric (HAVING) cannot be mapped: the filter picks "
+                    "groups before they are added up", UNSUPPORTED)
+            where = outer.args.get("where")
+            if where is not None and any(inner_column(c) and inner_column(c)[1].field.kind == "metric"
+                                         for c in where.find_all(exp.Column)):
+                raise QueryError(
+                    "re-aggregating a subquery with a WHERE on its metric columns cannot be mapped: the filter picks "
+                    "groups before they are added up; filter in HAVING after the re-aggregation", UNSUPPORTED)
+            selected = {c.field.ref for c in inner.columns if c.field.kind == "metric"}
+            summed = {f.ref for a, f in wrapped if a == "SUM" and self._sums_exactly(f)}
+            for a, f in wrapped:
+                if f.ref not in summed:
+                    raise QueryError(
+                        f"{a}({f.name}) over a subquery grouped by more dimensions cannot be mapped: only SUM of a sum or "
+                        f"count measure (or a count distinct of its model's key) re-aggregates exactly ('{f.name}' is "
+                        f"{self._definition(f)}); group the subquery "
+                        "by the outer query's dimensions instead", UNSUPPORTED)
+            bare = [c.name for c in result.columns if c.field.kind == "metric" and c.field.ref in selected - summed]
+            if bare:
+                raise QueryError(f"'{bare[0]}' over a subquery grouped by more dimensions must be re-aggregated with SUM "
+                                 "(and only sum and count measures can be)", UNSUPPORTED)
+        else:
+            for a, f in wrapped:
+                if a not in self._accepted_aggregates(f):
+                    raise QueryError(
+                        f"{a}({f.name}) over a subquery cannot be mapped: '{f.name}' is {self._definition(f)}"
+                        + (", which is not additive" if not self._additive(f) else "")
+                        + f"; accepted: {', '.join(x for x in self._accepted_aggregates(f) if ' ' not in x)}", UNSUPPORTED)
+        return result
+
+    def _sums_exactly(self, f: ViewField) -> bool:
+        """SUM over groups of finer dimensions is the measure of the coarser group: sums, counts,
+        and counts of distinct keys of the measure's model (a row falls in one group: joins
+        never fan out)."""
+        agg = self._measure_agg(f)
+        if agg in ("sum", "count"):
+            return True
+        if agg != "count_distinct":
+            return False
+        metric = self.model.metrics.get(f.ref)
+        measure = self.model.measure(metric.inputs["measure"].measure if metric is not None else f.ref)
+        if metric is not None and metric.inputs["measure"].filter is not None:
+            return False
+        model = self.model.models[measure.model]
+        keys = {qualify(e.expr, model.name) for e in model.entities.values() if e.type in ("primary", "unique")}
+        return measure.expr in keys
+
+    def _projections(self, select: exp.Select, template: Template) -> list[exp.Expression]:
+        """The expression behind each output column of a mapped select (SELECT * expanded)."""
+        nodes = []
+        for node in select.expressions:
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                nodes += [exp.column(exp.to_identifier(f.name, quoted=True)) for f in self.view.dimensions + self.view.metrics]
+            else:
+                nodes.append(node.this if isinstance(node, exp.Alias) else node)
+        return nodes
+
+    def _with(self, tree: exp.Select) -> exp.Select:
+        """`WITH t AS (<query>) SELECT ... FROM t`: the same as a subquery in FROM."""
+        ctes = tree.args["with_"].expressions
+        if tree.args["with_"].args.get("recursive") or len(ctes) != 1:
+            raise QueryError(f"WITH is supported with one common table expression: WITH t AS (<query>) SELECT ... FROM t; {SHAPE_HINT}",
+                             UNSUPPORTED)
+        cte = ctes[0]
+        name = ident(cte.alias)
+        source = tree.args.get("from_")
+        table = source.this if source is not None else None
+        if not (isinstance(table, exp.Table) and ident(table.this) == name and table.args.get("db") is None) or tree.args.get("joins"):
+            raise QueryError(f"WITH {name} AS (...) must be the FROM of the query: SELECT ... FROM {name}", UNSUPPORTED)
+        if not isinstance(cte.this, exp.Select):
+            raise QueryError("WITH ... AS (<query>) must hold a SELECT over a view", UNSUPPORTED)
+        outer = tree.copy()
+        outer.set("with_", None)
+        table_alias = ident(table.args["alias"].this) if table.args.get("alias") is not None else name
+        outer.set("from_", exp.From(this=exp.Subquery(this=cte.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(table_alias)))))
+        return outer
 
     def _select(self, select: exp.Select) -> Template:
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
@@ -1022,6 +1206,17 @@ class _Mapper:
                     raise QueryError(f"{what} must not be negative", "2201W")
                 return value
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
+    """An ORDER BY column of the outer query naming a subquery column that the outer select
+    list does not rename (so the merged select can order by the output name)."""
+    return isinstance(node, exp.Column) and not isinstance(node.this, exp.Star) and ident(node.this) in names \
+        and ident(node.args.get("table")) in (None, alias)
+
+
+def _outer_name(node: exp.Column, names: dict, alias: str | None) -> str:
+    return ident(node.this)
 
 
 def _map_values(node: exp.Expression, inner: exp.Expression, target: exp.Expression, change,
