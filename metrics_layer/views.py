@@ -28,6 +28,7 @@ class PublicView:
     name: str
     description: str | None
     fields: tuple[ViewField, ...]
+    count: str | None = None  # the count measure COUNT(*) over the view means (YAML `count:`)
 
     def field(self, name: str) -> ViewField | None:
         for f in self.fields:
@@ -54,7 +55,7 @@ def public_views(model: SemanticModel) -> dict[str, PublicView]:
 
 def _build(model: SemanticModel) -> dict[str, PublicView]:
     if model.views:
-        return {v.name: _view(model, v.name, v.description, v.dimensions, v.metrics) for v in model.views.values()}
+        return {v.name: _view(model, v.name, v.description, v.dimensions, v.metrics, v.count) for v in model.views.values()}
     result = {}
     for m in model.models.values():
         own_metrics = [
@@ -69,7 +70,7 @@ def _build(model: SemanticModel) -> dict[str, PublicView]:
     return result
 
 
-def _view(model: SemanticModel, name: str, description, dimensions, metrics) -> PublicView:
+def _view(model: SemanticModel, name: str, description, dimensions, metrics, count: str | None = None) -> PublicView:
     refs = [("dimension", d) for d in dimensions] + [("metric", m) for m in metrics]
     short = [ref.split(".")[-1] for _, ref in refs]
     fields = []
@@ -84,4 +85,4 @@ def _view(model: SemanticModel, name: str, description, dimensions, metrics) -> 
         else:
             measure = model.measure(ref)
             fields.append(ViewField(field_name, kind, ref, measure.agg, measure.description))
-    return PublicView(name, description, tuple(fields))
+    return PublicView(name, description, tuple(fields), count)

@@ -709,3 +709,179 @@ def test_describe_results_are_kept_per_model_and_per_user_views(tmp_path, demo_d
     service.replace_model(load_model(folder / "metrics"))  # a reload starts afresh
     assert analyst.cached_describe(sql, [0]) is None
     assert analyst.describe(sql, [0]) == described
+
+
+# ---- constant expressions as values (issue 9, item 1) ---------------------------------------
+
+SUPERSET_RANGE = ("SELECT date_trunc('day', created_at) AS created_at, lead_count AS lead_count "
+                  "FROM public.conversion_monitoring "
+                  "WHERE created_at >= TO_TIMESTAMP('{lo} 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+                  "AND created_at < TO_TIMESTAMP('{hi} 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+                  "GROUP BY date_trunc('day', created_at) ORDER BY created_at LIMIT 10000")
+
+
+@pytest.mark.parametrize("lo, hi", [("2026-11-01", "2026-11-08"), ("2026-02-10", "2026-02-17")])
+def test_superset_time_range_with_to_timestamp(endpoint, truth, lo, hi):
+    """Superset's time-series chart with a time range (the exact statement of issue 9, and the
+    same form over the demo's dates) answers what hand-written SQL on the data does."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(SUPERSET_RANGE.format(lo=lo, hi=hi)).fetchall()
+    expected = truth(f"SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads "
+                     f"WHERE created_at >= TIMESTAMP '{lo}' AND created_at < TIMESTAMP '{hi}' GROUP BY 1 ORDER BY 1")
+    assert_rows(rows, expected, f"leads per day {lo}..{hi}")
+    if lo.startswith("2026-02"):
+        assert len(rows) == 7
+
+
+def test_relative_ranges_read_now_from_metrics_as_of(endpoint, truth):
+    """NOW() / CURRENT_DATE and interval arithmetic are "now" = metrics.as_of when it is set."""
+    sql = ("SELECT utm_source, lead_count FROM conversion_monitoring "
+           "WHERE created_at >= CAST(NOW() AS DATE) - INTERVAL '3 day' AND created_at < CURRENT_DATE "
+           "GROUP BY 1 ORDER BY 1")
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        conn.execute("SET metrics.as_of = '2026-02-25 12:00:00'")
+        rows = conn.execute(sql).fetchall()
+    expected = truth("SELECT utm_source, count(DISTINCT id) FROM leads WHERE created_at >= TIMESTAMP '2026-02-22' "
+                     "AND created_at < TIMESTAMP '2026-02-25' GROUP BY 1 ORDER BY 1")
+    assert rows and len(rows) == len(expected)
+    assert_rows(rows, expected, "leads by source over the 3 days before as_of")
+
+
+def test_unfoldable_function_is_refused_by_name(endpoint):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+            conn.execute("SELECT lead_count FROM conversion_monitoring WHERE utm_source = md5('x')")
+        assert "MD5()" in str(info.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- time predicates (issue 9, item 2) -----------------------------------------------------
+
+TIME_PREDICATES = [
+    # (client WHERE, hand-written WHERE on leads)
+    ("date_trunc('day', created_at) >= TIMESTAMP '2026-02-20 05:00'", "created_at >= TIMESTAMP '2026-02-21'"),
+    ("CAST(created_at AS DATE) BETWEEN '2026-02-10' AND '2026-02-12 18:00'",
+     "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-13'"),
+    ("created_at::date = DATE '2026-02-11'", "created_at >= TIMESTAMP '2026-02-11' AND created_at < TIMESTAMP '2026-02-12'"),
+    ("EXTRACT(YEAR FROM created_at) = 2026", "created_at >= TIMESTAMP '2026-01-01' AND created_at < TIMESTAMP '2027-01-01'"),
+    ("EXTRACT(YEAR FROM created_at) < 2026", "created_at < TIMESTAMP '2026-01-01'"),
+    ("EXTRACT(EPOCH FROM created_at) < 1771200000", "created_at < TIMESTAMP '2026-02-16 00:00:00'"),
+    ("created_at >= '2026-02-03 06:00' AND created_at < '2026-02-05'",
+     "created_at >= TIMESTAMP '2026-02-03 06:00' AND created_at < TIMESTAMP '2026-02-05'"),
+]
+
+
+@pytest.mark.parametrize("where, reference_where", TIME_PREDICATES)
+def test_time_predicates_grained_and_ungrained(endpoint, truth, where, reference_where):
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        by_day = conn.execute(f"SELECT date_trunc('day', created_at) AS d, lead_count FROM conversion_monitoring "
+                              f"WHERE {where} GROUP BY 1 ORDER BY 1").fetchall()
+        by_source = conn.execute(f"SELECT utm_source, lead_count FROM conversion_monitoring WHERE {where} "
+                                 "GROUP BY 1 ORDER BY 1").fetchall()
+        raw = conn.execute(f"SELECT created_at, utm_source FROM conversion_monitoring WHERE {where} "
+                           "ORDER BY 1, 2 LIMIT 50").fetchall()
+    assert_rows(by_day, truth(f"SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads WHERE {reference_where} "
+                              "GROUP BY 1 ORDER BY 1"), f"by day: {where}")
+    assert_rows(by_source, truth(f"SELECT utm_source, count(DISTINCT id) FROM leads WHERE {reference_where} "
+                                 "GROUP BY 1 ORDER BY 1"), f"by source: {where}")
+    assert_rows(raw, truth(f"SELECT DISTINCT created_at, utm_source FROM leads WHERE {reference_where} ORDER BY 1, 2 LIMIT 50"),
+                f"ungrained: {where}")
+
+
+@pytest.mark.parametrize("where, buckets", [
+    ("CAST(created_at AS DATE) BETWEEN '2026-02-20' AND '2026-02-22'",
+     "bucket >= TIMESTAMP '2026-02-20' AND bucket < TIMESTAMP '2026-02-23'"),
+    ("created_at >= TO_TIMESTAMP('2026-02-20 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+     "AND created_at < TO_TIMESTAMP('2026-02-23 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')",
+     "bucket >= TIMESTAMP '2026-02-20' AND bucket < TIMESTAMP '2026-02-23'"),
+    ("date_trunc('day', created_at) >= DATE '2026-02-25' - INTERVAL '3 day'", "bucket >= TIMESTAMP '2026-02-22'"),
+])
+def test_time_predicates_with_a_rolling_metric(endpoint, truth, where, buckets):
+    """Time predicates on a rolling series pick buckets; each bucket's window still reads the
+    leads before the range (the ranged-rolling semantics)."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(f"SELECT date_trunc('day', created_at) AS d, accuracy_3h FROM conversion_monitoring "
+                            f"WHERE {where} GROUP BY 1 ORDER BY 1").fetchall()
+    expected = truth(reference.trailing_accuracy_series("day", buckets_where=buckets))
+    assert rows and len(rows) == len(expected)
+    assert_rows(rows, expected, f"accuracy_3h by day: {where}")
+
+
+# ---- aggregate wrappers over measures (issue 9, item 3) -------------------------------------
+
+def test_aggregate_wrappers_over_measures(endpoint, truth):
+    """SUM / MIN / MAX of an additive measure and MAX / AVG of a ratio, grouped: the metric of each group."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute('SELECT model_version, MAX(accuracy) AS "MAX(accuracy)", AVG(accuracy) FROM conversion_monitoring '
+                            "GROUP BY model_version ORDER BY model_version").fetchall()
+        counts = conn.execute("SELECT utm_source, SUM(lead_count), MIN(lead_count) FROM conversion_monitoring "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+        fraud = conn.execute("SELECT merchant_category, SUM(transaction_count), MAX(fraud_loss) FROM fraud_monitoring "
+                             "GROUP BY 1 ORDER BY 1").fetchall()
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as info:
+            conn.execute("SELECT SUM(accuracy) FROM conversion_monitoring")
+    assert "not additive" in str(info.value)
+    assert_rows(rows, [(v, a, a) for v, a in expected_accuracy(truth)], "MAX/AVG(accuracy) by model_version")
+    expected = truth("SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1")
+    assert_rows(counts, [(s, n, n) for s, n in expected], "SUM/MIN(lead_count) by source")
+    n = dict(truth("SELECT merchant_category, count(*) FROM transactions GROUP BY 1"))
+    assert_rows(fraud, [(c, n[c], loss) for c, loss in expected_fraud(truth)], "SUM(transaction_count), MAX(fraud_loss)")
+
+
+# ---- aggregates of dimensions (issue 9, item 4) --------------------------------------------
+
+def test_aggregates_of_dimensions_and_count_star(endpoint, truth):
+    """What Metabase's fingerprinting and Superset's time-range pickers send."""
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        row = conn.execute("SELECT MIN(created_at), MAX(created_at), COUNT(DISTINCT utm_source), COUNT(*) "
+                           "FROM conversion_monitoring").fetchone()
+        by_version = conn.execute("SELECT model_version, COUNT(*) AS n, MAX(created_at) AS last FROM conversion_monitoring "
+                                  "GROUP BY 1 ORDER BY 1").fetchall()
+        versions = conn.execute("SELECT COUNT(DISTINCT model_version) FROM fraud_monitoring").fetchone()[0]
+        conn.execute("SET metrics.as_of = '2026-02-20 00:00:00'")
+        cut = conn.execute("SELECT MAX(created_at), COUNT(*) FROM conversion_monitoring").fetchone()
+    assert_rows([row], truth("SELECT min(created_at), max(created_at), count(DISTINCT utm_source), count(DISTINCT id) FROM leads"),
+                "dimension aggregates")
+    assert isinstance(row[0], dt.datetime) and isinstance(row[3], int)
+    expected = truth("""
+        WITH p AS (SELECT * FROM prediction_events QUALIFY row_number() OVER (PARTITION BY lead_id ORDER BY predicted_at DESC) = 1)
+        SELECT p.model_version, count(DISTINCT l.id), max(l.created_at) FROM leads l LEFT JOIN p ON p.lead_id = l.id
+        GROUP BY 1 ORDER BY 1 NULLS LAST""")
+    assert_rows(by_version, expected, "COUNT(*), MAX(created_at) by model_version")
+    assert versions == truth(
+        """SELECT count(DISTINCT model_version) FROM (SELECT * FROM fraud_scores
+        QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY scored_at DESC) = 1)""")[0][0]
+    assert_rows([cut], truth("SELECT max(created_at), count(*) FROM leads WHERE created_at <= TIMESTAMP '2026-02-20'"),
+                "as_of applies")
+
+
+# ---- wrappers, subqueries and CTEs (issue 9, item 5) ---------------------------------------
+
+def test_subqueries_and_ctes(endpoint, truth):
+    by_source = truth("SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1")
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        tableau = conn.execute(
+            'SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
+            'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1 ORDER BY 1').fetchall()
+        power_bi = conn.execute('select "_"."utm_source", "_"."lead_count" from (select utm_source, lead_count '
+                                'from conversion_monitoring) "_" order by 1 limit 1000').fetchall()
+        cte = conn.execute("WITH t AS (SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1) "
+                           "SELECT model_version AS v, accuracy FROM t ORDER BY 1").fetchall()
+        fraud = conn.execute(
+            "SELECT merchant_category, SUM(missed_fraud_amount) AS m, SUM(transaction_count) AS n FROM "
+            "(SELECT merchant_category, model_version, missed_fraud_amount, transaction_count FROM fraud_monitoring) q "
+            "GROUP BY merchant_category HAVING SUM(transaction_count) > 0 ORDER BY 1").fetchall()
+        total = conn.execute("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t").fetchone()
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SELECT MAX(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t")
+    assert_rows(tableau, by_source, "Tableau re-aggregation")
+    assert_rows(power_bi, by_source, "Power BI wrapper")
+    assert_rows(cte, expected_accuracy(truth), "CTE")
+    expected = truth("SELECT merchant_category, SUM(amount) FILTER (WHERE s.is_fraud = 0 AND c.transaction_id IS NOT NULL), "
+                     "count(*) FROM transactions t "
+                     "LEFT JOIN (SELECT * FROM fraud_scores QUALIFY row_number() OVER (PARTITION BY transaction_id "
+                     "ORDER BY scored_at DESC) = 1) s ON s.transaction_id = t.id "
+                     "LEFT JOIN (SELECT DISTINCT transaction_id FROM chargebacks) c ON c.transaction_id = t.id "
+                     "GROUP BY 1 ORDER BY 1")
+    assert_rows(fraud, expected, "re-aggregated sums by merchant category")
+    assert total[0] == truth("SELECT count(*) FROM leads")[0][0]

@@ -68,9 +68,18 @@ def test_mismatching_aggregate_is_refused_with_the_accepted_forms(model):
     assert "accuracy" in message and "MEASURE(accuracy)" in message
     message = refused(model, "SELECT AVG(missed_fraud_amount) FROM fraud_monitoring")
     assert "SUM(missed_fraud_amount)" in message
-    refused(model, "SELECT SUM(transaction_count) FROM fraud_monitoring")
+    assert "not additive" in refused(model, "SELECT SUM(accuracy_3h) FROM conversion_monitoring")
     refused(model, "SELECT COUNT(DISTINCT false_alarms) FROM fraud_monitoring")
-    refused(model, "SELECT MAX(utm_source) FROM conversion_monitoring")
+    refused(model, "SELECT SUM(utm_source) FROM conversion_monitoring")
+
+
+def test_aggregate_wrappers_over_one_group(model):
+    """BI tools wrap every measure: over one group an aggregate of the group's value is that value."""
+    _, q = mapped(model, "SELECT model_version, SUM(lead_count), MIN(lead_count), MAX(accuracy), AVG(accuracy_3h), "
+                         "MIN(f1) FROM conversion_monitoring GROUP BY 1")
+    assert q.metrics == ("leads.lead_count", "accuracy", "accuracy_3h", "f1")
+    _, q = mapped(model, "SELECT SUM(transaction_count), MAX(false_alarms), AVG(fraud_loss) FROM fraud_monitoring")
+    assert q.metrics == ("transactions.transaction_count", "transactions.false_alarms", "fraud_loss")
 
 
 def test_grains_and_names(model):
@@ -92,7 +101,7 @@ def test_extract_and_other_expressions_are_refused(model):
     assert "date_trunc" in refused(model, "SELECT EXTRACT(hour FROM created_at), lead_count FROM conversion_monitoring")
     refused(model, "SELECT accuracy * 100 FROM conversion_monitoring")
     refused(model, "SELECT upper(utm_source) FROM conversion_monitoring")
-    refused(model, "SELECT COUNT(*) FROM conversion_monitoring")
+    refused(model, "SELECT SUM(*) FROM conversion_monitoring", "42809")
     refused(model, "SELECT date_trunc('fortnight', created_at) FROM conversion_monitoring")
 
 
@@ -143,7 +152,7 @@ def test_where_operators(model):
 
 def test_value_on_the_left_and_grain_filters(model):
     _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE '2026-02-20' <= created_at AND created_at::date = '2026-02-21'")
-    assert q.filters == (Filter("leads.created_at", ">=", "2026-02-20"), Filter("leads.created_at", "=", "2026-02-21", "day"))
+    assert q.filters == (Filter("leads.created_at", ">=", "2026-02-20"), Filter("leads.created_at", "=", dt.date(2026, 2, 21), "day"))
     _, q = mapped(model, "SELECT lead_count FROM conversion_monitoring WHERE date_trunc('hour', created_at) = TIMESTAMP '2026-02-21 10:00'")
     assert q.filters == (Filter("leads.created_at", "=", dt.datetime(2026, 2, 21, 10), "hour"),)
 
@@ -163,8 +172,8 @@ def test_refused_conditions(model):
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source ILIKE 'a%'")
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source NOT LIKE 'a%'")
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source = model_version")
-    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at > now()")
-    refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at > TIMESTAMP '2026-01-01' - INTERVAL '1 day'")
+    assert "MD5()" in refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source = md5('a')")
+    assert "reads column" in refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at > created_at - INTERVAL '1 day'")
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE utm_source IN (SELECT 1)")
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE lower(utm_source) = 'a'")
     refused(model, "SELECT lead_count FROM conversion_monitoring WHERE created_at NOT BETWEEN '2026-01-01' AND '2026-02-01'")
@@ -221,8 +230,48 @@ def test_wrappers(model):
     assert q.limit == 4 and t.bind_post([]) == (1, 2)
     t, q = mapped(model, "SELECT count(*) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) AS t")
     assert t.count_rows and q.dimensions == (DimensionRef("leads.utm_source"),)
-    refused(model, "SELECT utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t WHERE lead_count > 1")
-    refused(model, "SELECT sum(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t")
+    _, q = mapped(model, "SELECT utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t WHERE lead_count > 1")
+    assert q.filters == (Filter("leads.lead_count", ">", 1),) and q.metrics == ()
+    _, q = mapped(model, "SELECT sum(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t")
+    assert q.metrics == ("leads.lead_count",) and q.dimensions == ()
+
+
+TABLEAU_REAGG = ('SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
+                 'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1')
+
+
+def test_subqueries_and_ctes_fold_into_one_query(model):
+    t, q = mapped(model, TABLEAU_REAGG)
+    assert [c.name for c in t.columns] == ["utm_source", "sum:lead_count:ok"]
+    assert q.dimensions == (DimensionRef("leads.utm_source"),) and q.metrics == ("leads.lead_count",)
+    t, q = mapped(model, 'select "_"."utm_source", "_"."lead_count" from (select utm_source, lead_count from conversion_monitoring) "_" limit 1000')
+    assert q.limit == 1000 and [c.name for c in t.columns] == ["utm_source", "lead_count"]
+    t, q = mapped(model, "WITH t AS (SELECT model_version, accuracy FROM conversion_monitoring GROUP BY 1) "
+                         "SELECT model_version AS v, accuracy FROM t WHERE model_version IS NOT NULL ORDER BY 1")
+    assert [c.name for c in t.columns] == ["v", "accuracy"] and q.filters == (Filter("predictions.model_version", "is not null"),)
+    _, q = mapped(model, "SELECT merchant_category, SUM(missed_fraud_amount) AS m, SUM(transaction_count) FROM "
+                         "(SELECT merchant_category, model_version, missed_fraud_amount, transaction_count FROM fraud_monitoring) q "
+                         "WHERE merchant_category <> 'x' GROUP BY merchant_category HAVING SUM(transaction_count) > 5 ORDER BY m DESC")
+    assert q.filters == (Filter("transactions.merchant_category", "!=", "x"), Filter("transactions.transaction_count", ">", 5))
+    assert q.order_by == (OrderBy("transactions.missed_fraud_amount", True),)
+
+
+@pytest.mark.parametrize("sql, words", [
+    ("SELECT MAX(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t", "only SUM"),
+    ("SELECT utm_source, SUM(accuracy) FROM (SELECT utm_source, accuracy FROM conversion_monitoring) t GROUP BY 1", "not additive"),
+    ("SELECT utm_source, accuracy FROM (SELECT utm_source, model_version, accuracy FROM conversion_monitoring) t GROUP BY 1", "SUM"),
+    ("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring HAVING lead_count > 5) t", "HAVING"),
+    ("SELECT SUM(lead_count) FROM (SELECT utm_source, lead_count FROM conversion_monitoring LIMIT 3) t", "LIMIT"),
+    ("SELECT utm_source, SUM(lead_count) FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) t "
+     "WHERE lead_count > 10 GROUP BY 1", "WHERE on its metric"),
+    ("SELECT x FROM (SELECT utm_source FROM conversion_monitoring) t", "does not exist"),
+    ("WITH a AS (SELECT utm_source FROM conversion_monitoring), b AS (SELECT 2) SELECT * FROM a", "one common table"),
+    ("SELECT utm_source FROM (SELECT utm_source FROM conversion_monitoring) t JOIN conversion_monitoring c ON true", "JOIN"),
+])
+def test_subqueries_refused(model, sql, words):
+    with pytest.raises(QueryError) as info:
+        template_for(sql, model, public_views(model)).bind([])
+    assert words in info.value.message, info.value.message
 
 
 def test_unknown_names(model):
@@ -260,3 +309,28 @@ def test_classification():
         with pytest.raises(QueryError) as info:
             classify(sql)
         assert info.value.code == code, sql
+
+
+def test_aggregates_of_dimensions_and_count_star(model):
+    t, q = mapped(model, "SELECT MIN(created_at), MAX(created_at), COUNT(DISTINCT utm_source), COUNT(*) FROM conversion_monitoring")
+    assert q.metrics == ("leads.min(created_at)", "leads.max(created_at)", "leads.count_distinct(utm_source)", "leads.lead_count")
+    assert [c.name for c in t.columns] == ["min", "max", "count", "count"]
+    assert "COUNT(DISTINCT utm_source)" in refused(model, "SELECT AVG(utm_source) FROM conversion_monitoring")
+
+
+def test_count_star_needs_the_view_count(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")
+    path = tmp_path / "metrics" / "conversion.yml"
+    import re
+
+    path.write_text(re.sub(r"    count: leads.lead_count.*\n", "#\n", path.read_text()))
+    bare = load_model(tmp_path / "metrics")
+    with pytest.raises(QueryError) as info:
+        template_for("SELECT COUNT(*) FROM conversion_monitoring", bare, public_views(bare))
+    assert "count: <model>.<count measure>" in info.value.message and "lead_count" in info.value.message
+    path.write_text(path.read_text().replace("#\n", "    count: leads.avg_score\n", 1))
+    with pytest.raises(Exception) as info:
+        load_model(tmp_path / "metrics")
+    assert "conversion.yml" in str(info.value) and "not a count measure" in str(info.value)

@@ -15,7 +15,7 @@ from .joins import JoinError, join_path
 from .types import (
     AGGREGATIONS, DIMENSION_TYPES, ENTITY_TYPES, FORMATS, METRIC_TYPES,
     Dedupe, Dimension, Entity, Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, View,
-    WrittenSql,
+    WrittenSql, qualify,
 )
 from ..query import GRAINS
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
@@ -31,7 +31,7 @@ METRIC_KEYS = (
     "numerator", "denominator", "expr", "window", "label_delay", "fill_nulls_with",
 )
 MEASURE_INPUT_KEYS = ("measure", "filter")
-VIEW_KEYS = ("name", "description", "metrics", "dimensions")
+VIEW_KEYS = ("name", "description", "metrics", "dimensions", "count")
 MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -75,15 +75,6 @@ def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
     return f"{type(value).__name__} {value!r}"
-
-
-def qualify(expression: exp.Expression, model: str) -> exp.Expression:
-    """Give every unqualified column the model's alias, so the SQL is unambiguous in joins."""
-    expression = expression.copy()
-    for column in expression.find_all(exp.Column):
-        if not column.table:
-            column.set("table", exp.to_identifier(model, quoted=True))
-    return expression
 
 
 class _Loader:
@@ -592,7 +583,28 @@ class _Loader:
         dimensions = self.names_from(node, "dimensions", dimension_names, f"view '{name}'", "dimension")
         if not metrics and not dimensions:
             self.error(node.location, f"view '{name}' needs metrics and/or dimensions")
-        self.views[name] = View(name, self.text(node, "description", f"view '{name}'"), tuple(metrics), tuple(dimensions), node.location)
+        count = self.view_count(node, name, metrics)
+        self.views[name] = View(name, self.text(node, "description", f"view '{name}'"), tuple(metrics), tuple(dimensions),
+                                node.location, count)
+
+    def view_count(self, node: Node, view: str, metrics: list[str]) -> str | None:
+        """`count: model.measure`: the count measure COUNT(*) over the view means (SQL door)."""
+        value = node.get("count")
+        if value is None:
+            return None
+        measure = self.models[value.partition(".")[0]].measures.get(value.partition(".")[2]) \
+            if isinstance(value, str) and value.partition(".")[0] in self.models else None
+        if measure is None or measure.agg not in ("count", "count_distinct"):
+            counts = [m.qualified_name for model in self.models.values() for m in model.measures.values()
+                      if m.agg in ("count", "count_distinct") and m.filter is None]
+            self.error(node.at("count"), f"view '{view}' count: {value!r} is not a count measure; name one of "
+                                         f"{', '.join(counts) or '(none: add a measure with agg: count)'}")
+            return None
+        if measure.filter is not None:
+            self.error(node.at("count"), f"view '{view}' count: '{value}' has a filter, so it does not count every row; "
+                                         "name a count measure without a filter")
+            return None
+        return value
 
     def load_materialization(self, raw: Any, location: Location) -> None:
         node = self.mapping(raw, location, "materialization", MATERIALIZATION_KEYS)

@@ -9,6 +9,25 @@ from sqlglot import exp
 
 from .yaml_source import Location
 
+
+def qualify(expression: exp.Expression, model: str) -> exp.Expression:
+    """Give every unqualified column the model's alias, so the SQL is unambiguous in joins."""
+    expression = expression.copy()
+    for column in expression.find_all(exp.Column):
+        if not column.table:
+            column.set("table", exp.to_identifier(model, quoted=True))
+    return expression
+
+
+# Aggregates of a dimension a query may ask for as a measure: `model.max(dimension)`.
+DIMENSION_AGGREGATES = ("min", "max", "count_distinct")
+
+
+def dimension_aggregate(agg: str, dimension: str) -> str:
+    """The measure name of an aggregate over a dimension's model rows: leads.max(created_at)."""
+    model, _, name = dimension.partition(".")
+    return f"{model}.{agg}({name})"
+
 AGGREGATIONS = ("count", "count_distinct", "sum", "avg", "min", "max", "median", "percentile")
 ENTITY_TYPES = ("primary", "unique", "foreign")
 DIMENSION_TYPES = ("categorical", "time", "number", "boolean")
@@ -148,6 +167,7 @@ class View:
     metrics: tuple[str, ...]
     dimensions: tuple[str, ...]
     location: Location
+    count: str | None = None  # the count measure COUNT(*) over the view maps to (model.measure)
 
 
 @dataclass(frozen=True)
@@ -191,9 +211,21 @@ class SemanticModel:
     compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def measure(self, qualified: str) -> Measure | None:
+        """A measure by model.name, or an aggregate of a dimension (`dimension_aggregate`):
+        MIN / MAX / COUNT DISTINCT of the dimension over its model's rows (after as_of and
+        dedupe, like any measure)."""
         model_name, _, name = qualified.partition(".")
         model = self.models.get(model_name)
-        return model.measures.get(name) if model else None
+        if model is None:
+            return None
+        found = model.measures.get(name)
+        if found is None and name.endswith(")") and "(" in name:
+            agg, _, dim_name = name[:-1].partition("(")
+            dim = model.dimensions.get(dim_name)
+            if agg in DIMENSION_AGGREGATES and dim is not None:
+                return Measure(name, model.name, agg, qualify(dim.expr, model.name), None, frozenset(), None,
+                               f"{agg} of {dim.qualified_name}", dim.location)
+        return found
 
     def dimension(self, qualified: str) -> Dimension | None:
         model_name, _, name = qualified.partition(".")

@@ -40,9 +40,11 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
-from ...model.types import SemanticModel
+from ...model.types import SemanticModel, dimension_aggregate, qualify
 from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
 from ...views import PublicView, ViewField
+from . import folding
+from .folding import Deferred
 
 UNSUPPORTED = "0A000"
 
@@ -60,6 +62,7 @@ _MATCHING_AGG = {
     "max": ("MAX",),
     "avg": ("AVG",),
 }
+_ADDITIVE = ("sum", "count", "count_distinct")
 _AGG_NODES = {exp.Sum: "SUM", exp.Count: "COUNT", exp.Min: "MIN", exp.Max: "MAX", exp.Avg: "AVG"}
 
 
@@ -114,14 +117,18 @@ class Template:
         """True when output columns are the compiled columns in order (rows pass through)."""
         return [c.source for c in self.columns] == list(range(len(self.dimensions) + len(self.metrics)))
 
-    def bind(self, params: list[Any] | tuple = (), window: str | None = None, as_of: Any = None) -> SemanticQuery:
+    def bind(self, params: list[Any] | tuple = (), window: str | None = None, as_of: Any = None,
+             now: dt.datetime | None = None) -> SemanticQuery:
+        """The SemanticQuery for these parameter values. Constant expressions that read "now"
+        are evaluated with `now`, else `as_of`, else the current time (UTC)."""
         if len(params) < self.param_count:
             raise QueryError(
                 f"bind message supplies {len(params)} parameters, but the statement requires {self.param_count}", "08P01"
             )
+        clock = now or (as_of if isinstance(as_of, dt.datetime) else None) or folding.utc_now()
         filters = []
         for f in self.filters:
-            value = _bind_value(f.value, params)
+            value = _bind_value(f.value, params, clock)
             op = f.op
             if f.like:
                 op, value = _like_filter(f.field.name, value, f.negate_like)
@@ -138,11 +145,13 @@ class Template:
         return _bind_count(self.post_offset, params, "OFFSET") or 0, _bind_count(self.post_limit, params, "LIMIT")
 
 
-def _bind_value(value: Any, params) -> Any:
+def _bind_value(value: Any, params, now: dt.datetime) -> Any:
     if isinstance(value, Param):
         return params[value.index - 1]
+    if isinstance(value, Deferred):
+        return value.value(now)
     if isinstance(value, tuple):
-        return tuple(_bind_value(v, params) for v in value)
+        return tuple(_bind_value(v, params, now) for v in value)
     return value
 
 
@@ -300,24 +309,20 @@ class _Mapper:
                 raise QueryError(f"UNION / INTERSECT / EXCEPT cannot be mapped onto one metrics query; {SHAPE_HINT}", UNSUPPORTED)
             raise QueryError(f"only SELECT over a view is supported here; {SHAPE_HINT}", UNSUPPORTED)
         if tree.args.get("with_"):
-            raise QueryError(f"WITH (common table expressions) cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
+            tree = self._with(tree)
         source = tree.args.get("from_")
         if source is not None and isinstance(source.this, exp.Subquery) and isinstance(source.this.this, exp.Select):
             return self._wrapper(tree, source.this)
         return self._select(tree)
 
     def _wrapper(self, outer: exp.Select, sub: exp.Subquery) -> Template:
-        for part in ("where", "group", "having", "joins", "laterals", "distinct", "qualify", "windows"):
+        for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW")):
             if outer.args.get(part):
-                raise QueryError(
-                    "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
-                    "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-                )
-        inner = self._select(sub.this)
+                raise QueryError(f"{what} over a subquery cannot be mapped onto a metrics query", UNSUPPORTED)
         projections = outer.expressions
-        if len(projections) == 1 and isinstance(projections[0], exp.Star):
-            if outer.args.get("order"):
-                raise QueryError("put ORDER BY inside the subquery: SELECT * FROM (<query> ORDER BY ...) t", UNSUPPORTED)
+        simple = not any(outer.args.get(p) for p in ("where", "group", "having", "distinct", "order"))
+        if simple and len(projections) == 1 and isinstance(projections[0], exp.Star):
+            inner = self._select(sub.this)
             limit, offset = self._limits(outer)
             if inner.limit is None and inner.offset is None and not isinstance(limit, Param) and not isinstance(offset, Param):
                 inner.limit, inner.offset = limit, offset
@@ -326,21 +331,209 @@ class _Mapper:
             inner.param_fields.update(self.params)
             inner.param_count = max(self.params, default=0)
             return inner
-        if len(projections) == 1:
+        if simple and len(projections) == 1:
             node = projections[0]
             name = ident(node.alias) if isinstance(node, exp.Alias) else "count"
             target = node.this if isinstance(node, exp.Alias) else node
-            if isinstance(target, exp.Count) and isinstance(target.this, exp.Star) and not outer.args.get("order"):
+            if isinstance(target, exp.Count) and isinstance(target.this, exp.Star):
+                inner = self._select(sub.this)
                 limit, offset = self._limits(outer)
                 if limit is not None or offset:
                     raise QueryError("LIMIT / OFFSET on SELECT count(*) FROM (<query>) t cannot be mapped", UNSUPPORTED)
                 inner.count_rows = True
                 inner.count_name = name
                 return inner
-        raise QueryError(
-            "a query over a subquery is supported only as SELECT * FROM (<query>) t [LIMIT n] [OFFSET n] "
-            "or SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-        )
+        return self._merged(outer, sub)
+
+    def _merged(self, outer: exp.Select, sub: exp.Subquery) -> Template:
+        """An outer query that renames, filters, orders, limits or re-aggregates the columns of
+        its subquery (Tableau's `SELECT ... FROM (SELECT ...) t GROUP BY 1`, Power BI's
+        `SELECT ... FROM (...) "_" LIMIT 1000`), folded into one statement over the view.
+
+        The outer query's references to the subquery's columns are replaced by the columns'
+        expressions and the clauses are combined. Re-aggregation (the outer query groups by
+        fewer dimensions) is exact only for SUM of sum and count measures, with no metric filter
+        or LIMIT inside (they would pick groups before they are added up)."""
+        inner_sql = sub.this
+        inner = self._select(inner_sql.copy())
+        alias = ident(sub.alias) if sub.alias else None
+        names: dict[str, tuple[exp.Expression, OutputColumn]] = {}
+        for column, node in zip(inner.columns, self._projections(inner_sql, inner)):
+            names.setdefault(column.name, (node, column))
+        if (inner.limit is not None or inner.offset) and any(
+                outer.args.get(p) for p in ("where", "group", "having", "order")):
+            raise QueryError("a subquery with LIMIT / OFFSET can only be wrapped as SELECT ... FROM (<query>) t [LIMIT n]: "
+                             "filtering, ordering or grouping after its LIMIT cannot be mapped", UNSUPPORTED)
+
+        def inner_column(node: exp.Expression) -> tuple[exp.Expression, OutputColumn] | None:
+            node = _strip_parens(node)
+            if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
+                return None
+            table = ident(node.args.get("table"))
+            if table is not None and table != alias:
+                raise QueryError(f"missing FROM-clause entry for table \"{table}\"", "42P01")
+            found = names.get(ident(node.this))
+            if found is None:
+                raise QueryError(
+                    f"column \"{ident(node.this)}\" does not exist in the subquery{did_you_mean(ident(node.this), list(names), 'columns')}",
+                    "42703")
+            return found
+
+        def substitute(node: exp.Expression) -> exp.Expression:
+            def swap(n):
+                found = inner_column(n) if isinstance(n, exp.Column) else None
+                return found[0].copy() if found else n
+            return node.copy().transform(swap)
+
+        merged = exp.Select()
+        wrapped: list[tuple[str, ViewField]] = []  # outer aggregates over inner metric columns
+        outer_aggregates = False
+        for node in outer.expressions:
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                for name, (expr, _) in names.items():
+                    merged.select(exp.alias_(expr.copy(), exp.to_identifier(name, quoted=True)), copy=False)
+                continue
+            label = ident(node.alias) if isinstance(node, exp.Alias) else None
+            body = _strip_parens(node.this if isinstance(node, exp.Alias) else node)
+            agg = self._aggregate_name(body)
+            if agg is not None:
+                outer_aggregates = True
+                arg = body.this.expressions[0] if isinstance(body.this, exp.Distinct) and body.this.expressions else body.this
+                found = inner_column(arg)
+                if found is None or found[1].field.kind != "metric":
+                    raise QueryError(
+                        f"{body.sql('postgres')[:60]!r} over a subquery cannot be mapped: an outer aggregate takes one "
+                        "metric column of the subquery, e.g. SUM(t.lead_count)", UNSUPPORTED)
+                wrapped.append((agg, found[1].field))
+                expr = found[0].copy()
+                merged.select(exp.alias_(expr, exp.to_identifier(label or agg.split()[0].lower(), quoted=True)), copy=False)
+                continue
+            found = inner_column(body)
+            if found is None:
+                expr = substitute(body)
+                merged.select(exp.alias_(expr, exp.to_identifier(label, quoted=True)) if label else expr, copy=False)
+            else:
+                merged.select(exp.alias_(found[0].copy(), exp.to_identifier(label or found[1].name, quoted=True)), copy=False)
+        merged.from_(inner_sql.args["from_"].copy(), copy=False)
+        wheres = [w.this for w in (inner_sql.args.get("where"), outer.args.get("where")) if w is not None]
+        if len(wheres) == 2:
+            wheres = [exp.and_(exp.paren(inner_sql.args["where"].this.copy()), exp.paren(substitute(outer.args["where"].this)))]
+        elif outer.args.get("where") is not None:
+            wheres = [substitute(outer.args["where"].this)]
+        if wheres:
+            merged.where(wheres[0].copy() if wheres[0] is not None else None, copy=False)
+        havings = [h for h in (inner_sql.args.get("having"), outer.args.get("having")) if h is not None]
+        if havings:
+            condition = exp.and_(*[exp.paren(substitute(h.this) if h is outer.args.get("having") else h.this.copy()) for h in havings])
+            merged.set("having", exp.Having(this=condition))
+        if outer.args.get("order") is not None:
+            merged.set("order", outer.args["order"].copy().transform(
+                lambda n: exp.column(exp.to_identifier(_outer_name(n, names, alias), quoted=True)) if _refers_to_inner(n, names, alias, outer) else n))
+        elif not outer_aggregates and not outer.args.get("group") and inner_sql.args.get("order") is not None:
+            merged.set("order", inner_sql.args["order"].copy())
+        for part in ("limit", "offset"):
+            node = outer.args.get(part) or (inner_sql.args.get(part) if not outer.args.get(part) else None)
+            if node is not None:
+                merged.set(part, node.copy())
+        if outer.args.get("limit") and inner_sql.args.get("limit") or outer.args.get("offset") and inner_sql.args.get("offset"):
+            raise QueryError("LIMIT / OFFSET both inside and outside a subquery cannot be mapped; keep one", UNSUPPORTED)
+        if outer.args.get("distinct"):
+            merged.set("distinct", outer.args["distinct"].copy())
+
+        # Group by the outer GROUP BY's columns; without one, the outer query keeps the inner
+        # grouping unless it aggregates (then it is one row over everything).
+        if outer.args.get("group") is not None:
+            merged.set("group", exp.Group(expressions=[
+                n.copy() if isinstance(n, exp.Literal) else substitute(n) for n in outer.args["group"].expressions]))
+        result = self._select(merged)
+        inner_dims = {(d.name, d.grain) for d in inner.dimensions}
+        outer_dims = {(d.name, d.grain) for d in result.dimensions}
+        if not outer_dims <= inner_dims:
+            raise QueryError("the outer query groups by a column the subquery does not group by; group inside the subquery",
+                             UNSUPPORTED)
+        regrouped = outer_dims != inner_dims
+        if regrouped:
+            if inner.limit is not None or inner.offset:
+                raise QueryError("re-aggregating a subquery with LIMIT / OFFSET cannot be mapped", UNSUPPORTED)
+            metric_names = {f.ref for f in self.view.metrics}
+            if any(f.field.ref in metric_names or f.field.kind == "metric" for f in inner.filters):
+                raise QueryError(
+                    "re-aggregating a subquery that filters on a metric (HAVING) cannot be mapped: the filter picks "
+                    "groups before they are added up", UNSUPPORTED)
+            where = outer.args.get("where")
+            if where is not None and any(inner_column(c) and inner_column(c)[1].field.kind == "metric"
+                                         for c in where.find_all(exp.Column)):
+                raise QueryError(
+                    "re-aggregating a subquery with a WHERE on its metric columns cannot be mapped: the filter picks "
+                    "groups before they are added up; filter in HAVING after the re-aggregation", UNSUPPORTED)
+            selected = {c.field.ref for c in inner.columns if c.field.kind == "metric"}
+            summed = {f.ref for a, f in wrapped if a == "SUM" and self._sums_exactly(f)}
+            for a, f in wrapped:
+                if f.ref not in summed:
+                    raise QueryError(
+                        f"{a}({f.name}) over a subquery grouped by more dimensions cannot be mapped: only SUM of a sum or "
+                        f"count measure (or a count distinct of its model's key) re-aggregates exactly ('{f.name}' is "
+                        f"{self._definition(f)}); group the subquery "
+                        "by the outer query's dimensions instead", UNSUPPORTED)
+            bare = [c.name for c in result.columns if c.field.kind == "metric" and c.field.ref in selected - summed]
+            if bare:
+                raise QueryError(f"'{bare[0]}' over a subquery grouped by more dimensions must be re-aggregated with SUM "
+                                 "(and only sum and count measures can be)", UNSUPPORTED)
+        else:
+            for a, f in wrapped:
+                if a not in self._accepted_aggregates(f):
+                    raise QueryError(
+                        f"{a}({f.name}) over a subquery cannot be mapped: '{f.name}' is {self._definition(f)}"
+                        + (", which is not additive" if not self._additive(f) else "")
+                        + f"; accepted: {', '.join(x for x in self._accepted_aggregates(f) if ' ' not in x)}", UNSUPPORTED)
+        return result
+
+    def _sums_exactly(self, f: ViewField) -> bool:
+        """SUM over groups of finer dimensions is the measure of the coarser group: sums, counts,
+        and counts of distinct keys of the measure's model (a row falls in one group: joins
+        never fan out)."""
+        agg = self._measure_agg(f)
+        if agg in ("sum", "count"):
+            return True
+        if agg != "count_distinct":
+            return False
+        metric = self.model.metrics.get(f.ref)
+        measure = self.model.measure(metric.inputs["measure"].measure if metric is not None else f.ref)
+        if metric is not None and metric.inputs["measure"].filter is not None:
+            return False
+        model = self.model.models[measure.model]
+        keys = {qualify(e.expr, model.name) for e in model.entities.values() if e.type in ("primary", "unique")}
+        return measure.expr in keys
+
+    def _projections(self, select: exp.Select, template: Template) -> list[exp.Expression]:
+        """The expression behind each output column of a mapped select (SELECT * expanded)."""
+        nodes = []
+        for node in select.expressions:
+            if isinstance(node, exp.Star) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Star)):
+                nodes += [exp.column(exp.to_identifier(f.name, quoted=True)) for f in self.view.dimensions + self.view.metrics]
+            else:
+                nodes.append(node.this if isinstance(node, exp.Alias) else node)
+        return nodes
+
+    def _with(self, tree: exp.Select) -> exp.Select:
+        """`WITH t AS (<query>) SELECT ... FROM t`: the same as a subquery in FROM."""
+        ctes = tree.args["with_"].expressions
+        if tree.args["with_"].args.get("recursive") or len(ctes) != 1:
+            raise QueryError(f"WITH is supported with one common table expression: WITH t AS (<query>) SELECT ... FROM t; {SHAPE_HINT}",
+                             UNSUPPORTED)
+        cte = ctes[0]
+        name = ident(cte.alias)
+        source = tree.args.get("from_")
+        table = source.this if source is not None else None
+        if not (isinstance(table, exp.Table) and ident(table.this) == name and table.args.get("db") is None) or tree.args.get("joins"):
+            raise QueryError(f"WITH {name} AS (...) must be the FROM of the query: SELECT ... FROM {name}", UNSUPPORTED)
+        if not isinstance(cte.this, exp.Select):
+            raise QueryError("WITH ... AS (<query>) must hold a SELECT over a view", UNSUPPORTED)
+        outer = tree.copy()
+        outer.set("with_", None)
+        table_alias = ident(table.args["alias"].this) if table.args.get("alias") is not None else name
+        outer.set("from_", exp.From(this=exp.Subquery(this=cte.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(table_alias)))))
+        return outer
 
     def _select(self, select: exp.Select) -> Template:
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
@@ -535,28 +728,58 @@ class _Mapper:
             arg = arg.expressions[0]
         arg = _strip_parens(arg)
         if isinstance(arg, exp.Star):
-            raise QueryError(
-                "COUNT(*) over a view cannot be mapped: select a count metric instead (e.g. lead_count), "
-                "or count the rows of a query with SELECT count(*) FROM (<query>) t", UNSUPPORTED,
-            )
+            return self._count_star(agg)
         if not isinstance(arg, exp.Column):
             raise QueryError(f"{agg.split()[0]}() takes one metric column here, e.g. {agg.split()[0]}(lead_count)", UNSUPPORTED)
         f = self._column(arg)
         if f.kind != "metric":
-            raise QueryError(
-                f"{agg.split()[0]}({f.name}) aggregates a dimension, which cannot be mapped onto a metrics query; "
-                f"aggregate metrics only (columns: {', '.join(m.name for m in self.view.metrics)})", UNSUPPORTED,
-            )
+            return self._dimension_aggregate(f, agg)
         allowed = self._accepted_aggregates(f)
         if agg not in allowed:
             forms = [f.name, f"MEASURE({f.name})"] + [
                 f"COUNT(DISTINCT {f.name})" if a == "COUNT DISTINCT" else f"{a}({f.name})" for a in allowed
             ]
-            raise QueryError(
-                f"{agg.replace(' DISTINCT', '(DISTINCT')}{'' if ' ' in agg else '('}{f.name}) does not match how "
-                f"'{f.name}' is defined ({self._definition(f)}); write {' or '.join(forms)}", UNSUPPORTED,
-            )
+            written = f"COUNT(DISTINCT {f.name})" if agg == "COUNT DISTINCT" else f"{agg}({f.name})"
+            why = (f"'{f.name}' is {self._definition(f)}, which is not additive: {agg.split()[0]} over it is not "
+                   "the metric of the group" if not self._additive(f) else
+                   f"it does not match how '{f.name}' is defined ({self._definition(f)})")
+            raise QueryError(f"{written} cannot be mapped: {why}; write {' or '.join(dict.fromkeys(forms))}", UNSUPPORTED)
         return f
+
+    def _count_star(self, agg: str) -> ViewField:
+        """COUNT(*) over a view: the count measure the view names (`count:` in its YAML)."""
+        if agg != "COUNT":
+            raise QueryError(f"{agg}(*) is not an aggregate; write COUNT(*)", "42809")
+        ref = self.view.count
+        if ref is None:
+            counts = [m.name for m in self.view.metrics if m.type in ("count", "count_distinct")]
+            raise QueryError(
+                f"COUNT(*) over view {self.view.name} cannot be mapped: the view names no count measure; add "
+                f"`count: <model>.<count measure>` to view '{self.view.name}' in the YAML"
+                + (f", or select a count metric instead ({', '.join(counts)})" if counts else "")
+                + "; SELECT count(*) FROM (<query>) t counts the rows of a query", UNSUPPORTED,
+            )
+        for f in self.view.metrics:
+            if f.ref == ref:
+                return f
+        measure = self.model.measure(ref)
+        return ViewField("count", "metric", ref, measure.agg, measure.description)
+
+    def _dimension_aggregate(self, f: ViewField, agg: str) -> ViewField:
+        """MIN / MAX / COUNT(DISTINCT) of a dimension: an aggregate over the dimension's model
+        rows, compiled like any measure (as_of and dedupe applied)."""
+        forms = {"MIN": "min", "MAX": "max", "COUNT DISTINCT": "count_distinct"}
+        if agg not in forms:
+            raise QueryError(
+                f"{agg}({f.name}) aggregates dimension '{f.name}', which cannot be mapped; over a dimension write "
+                f"MIN({f.name}), MAX({f.name}) or COUNT(DISTINCT {f.name}), or COUNT(*) for the view's count", UNSUPPORTED,
+            )
+        ref = dimension_aggregate(forms[agg], f.ref)
+        if self.model.measure(ref) is None:
+            raise QueryError(f"{agg}({f.name}) cannot be mapped: '{f.name}' is not a dimension of a model", UNSUPPORTED)
+        if agg == "COUNT DISTINCT":
+            return ViewField("count", "metric", ref, "count_distinct", None)
+        return ViewField(f.name, "metric", ref, f.type, f.description)  # typed as the dimension
 
     def _measure_agg(self, f: ViewField) -> str | None:
         metric = self.model.metrics.get(f.ref)
@@ -568,15 +791,30 @@ class _Mapper:
             return measure.agg if measure is not None else None
         return None
 
+    def _additive(self, f: ViewField) -> bool:
+        """A sum, count or count distinct without a window: SUM / MIN / MAX of it over one group
+        (each output row of a metrics query is one group) is the measure itself."""
+        return self._measure_agg(f) in _ADDITIVE
+
     def _accepted_aggregates(self, f: ViewField) -> tuple[str, ...]:
+        """The aggregates a metric column may be wrapped in (BI tools wrap every measure).
+
+        Each output row of a metrics query is one group, so an aggregate over the group's one
+        value is that value: SUM / MIN / MAX of an additive measure, MIN / MAX / AVG of any
+        other metric (a ratio, an average, a derived or windowed metric), besides the
+        aggregate the measure is defined with (COUNT(x) of a count, AVG(x) of an avg ...)."""
         agg = self._measure_agg(f)
-        return _MATCHING_AGG.get(agg, ()) if agg else ()
+        matching = _MATCHING_AGG.get(agg, ()) if agg else ()
+        wrappers = ("SUM", "MIN", "MAX") if agg in _ADDITIVE else ("MIN", "MAX", "AVG")
+        return tuple(dict.fromkeys(matching + wrappers))
 
     def _definition(self, f: ViewField) -> str:
         agg = self._measure_agg(f)
         if agg:
             return f"a {agg} measure"
         metric = self.model.metrics.get(f.ref)
+        if metric is not None and metric.window is not None:
+            return f"a {metric.type} metric over a trailing window"
         return f"a {metric.type} metric" if metric else f"a {f.type} measure"
 
     def _truncation(self, node: exp.Expression) -> tuple[ViewField, str]:
@@ -669,6 +907,8 @@ class _Mapper:
     def _target(self, node: exp.Expression, items: list[_Item]) -> tuple[ViewField, str | None] | None:
         """The filtered field (and grain) when `node` is a column-like expression, else None."""
         node = _strip_parens(node)
+        if folding.is_constant(node):
+            return None
         if isinstance(node, exp.Column) and node.args.get("table") is None:
             name = ident(node.this)
             if self.view.field(name) is None:
@@ -695,6 +935,70 @@ class _Mapper:
         return None
 
     def _condition(self, node: exp.Expression, items: list[_Item]) -> FilterTemplate:
+        return self._plain_condition(self._rewrite_time_predicate(node), items)
+
+    def _rewrite_time_predicate(self, node: exp.Expression) -> exp.Expression:
+        """Time predicates BI tools write, rewritten into the exact equivalent the mapping takes.
+
+        * `EXTRACT(YEAR FROM t) op n` is `date_trunc('year', t) op 'n-01-01'` (the year is a
+          one-to-one, order-keeping function of the truncation); `EXTRACT(EPOCH FROM t) op n`
+          is `t op TO_TIMESTAMP(n)`. Other fields (MONTH, DOW ...) merge periods: refused.
+        * `CAST(t AS DATE) op 'text'` compares dates: the text is read as a date, as PostgreSQL
+          does ('2026-02-07 12:00' is the day 2026-02-07), not as a timestamp.
+        """
+        inner = _strip_parens(node.this) if isinstance(node, exp.Not) else node
+        if not isinstance(inner, (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE, exp.In, exp.Between)):
+            return node
+        sides = [inner.this] if isinstance(inner, (exp.In, exp.Between)) else [inner.this, inner.expression]
+        for side in sides:
+            side = _strip_parens(side)
+            if isinstance(side, exp.Extract) and isinstance(_strip_parens(side.expression), exp.Column):
+                return self._rewrite_extract(node, inner, side)
+            if (isinstance(side, exp.Cast) and side.to.this == exp.DataType.Type.DATE
+                    and isinstance(_strip_parens(side.this), exp.Column)):
+                return _map_values(node, inner, side, lambda v: exp.Cast(this=v, to=exp.DataType.build("date"))
+                                   if isinstance(v, exp.Literal) and v.is_string else v)
+        return node
+
+    def _rewrite_extract(self, node: exp.Expression, inner: exp.Expression, extract: exp.Extract) -> exp.Expression:
+        part = extract.this.name.lower()
+        column = _strip_parens(extract.expression)
+        f = self._column(column)
+        if f.kind != "dimension" or f.type != "time":
+            raise QueryError(f"EXTRACT applies to time dimensions; '{f.name}' is not one", UNSUPPORTED)
+
+        def value(v: exp.Expression) -> Any:
+            if not folding.is_constant(v):
+                raise QueryError(
+                    f"EXTRACT({part.upper()} FROM {f.name}) is compared with {_strip_parens(v).sql('postgres')[:40]!r}; "
+                    "it can be mapped only when compared with a constant (not a parameter)", UNSUPPORTED)
+            folded = folding.fold(v)
+            if isinstance(folded, str):
+                folded = folding.cast_value(folded, exp.DataType.build("decimal"))
+            if not isinstance(folded, (int, decimal.Decimal, float)) or isinstance(folded, bool):
+                raise QueryError(f"EXTRACT({part.upper()} FROM {f.name}) is compared with a number, got {folded!r}", "42883")
+            return folded
+
+        if part in ("year", "years", "y", "yr", "yrs"):
+            def year(v: exp.Expression) -> exp.Expression:
+                n = value(v)
+                if n != int(n) or not 1 <= int(n) <= 9999:
+                    raise QueryError(
+                        f"EXTRACT(YEAR FROM {f.name}) is compared with {n}, which is not a year: write a whole year such as 2026",
+                        UNSUPPORTED)
+                return exp.Cast(this=exp.Literal.string(f"{int(n):04d}-01-01"), to=exp.DataType.build("timestamp"))
+            trunc = exp.TimestampTrunc(this=column.copy(), unit=exp.Var(this="YEAR"))
+            return _map_values(node, inner, extract, year, replace=trunc)
+        if part == "epoch":
+            return _map_values(node, inner, extract, lambda v: exp.UnixToTime(this=exp.Literal.number(str(value(v)))),
+                               replace=column.copy())
+        raise QueryError(
+            f"EXTRACT({part.upper()} FROM {f.name}) cannot be mapped onto a metrics query: it merges periods (every "
+            f"year's {part}); filter on a range instead ({f.name} >= '...' AND {f.name} < '...'), or use "
+            "EXTRACT(YEAR ...) / EXTRACT(EPOCH ...)", UNSUPPORTED,
+        )
+
+    def _plain_condition(self, node: exp.Expression, items: list[_Item]) -> FilterTemplate:
         negate = False
         if isinstance(node, exp.Not):
             negate = True
@@ -822,29 +1126,22 @@ class _Mapper:
                 raise QueryError(f"parameter {node.sql()} is not supported; use $1, $2 ...", UNSUPPORTED) from None
             self.params[index] = "text" if text else target
             return Param(index)
-        if isinstance(node, exp.Null):
-            return None
-        if isinstance(node, exp.Boolean):
-            return bool(node.this)
-        if isinstance(node, exp.Literal):
-            if node.is_string:
-                return node.this
-            return _number(node.this)
-        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-            return -_number(node.this.this)
-        if isinstance(node, exp.Cast):
-            inner = self._value(node.this, target, text)
-            if isinstance(inner, Param) or inner is None:
-                return inner
-            return _cast_literal(inner, node.to)
-        if isinstance(node, exp.Anonymous) and node.name.upper() in ("TIMESTAMP", "DATE"):
-            return self._value(node.expressions[0], target) if node.expressions else None
-        if isinstance(node, exp.Interval):
-            raise QueryError("interval arithmetic in a filter cannot be mapped; compare with a timestamp literal", UNSUPPORTED)
-        raise QueryError(
-            f"{node.sql('postgres')[:60]!r} is not a value; compare columns with literals or $n parameters "
-            "(no functions, NOW() or arithmetic)", UNSUPPORTED,
-        )
+        if isinstance(node, exp.Cast) and isinstance(_strip_parens(node.this), (exp.Parameter, exp.Placeholder)):
+            return self._value(node.this, target, text)  # $1::timestamp: the parameter, typed at bind
+        if isinstance(node, exp.Anonymous) and node.name.upper() in ("TIMESTAMP", "DATE") and len(node.expressions) == 1:
+            node = exp.Cast(this=node.expressions[0], to=exp.DataType.build(node.name.upper()))
+        if not folding.is_constant(node):
+            columns = [c for c in node.find_all(exp.Column)]
+            if columns:
+                raise QueryError(
+                    f"{node.sql('postgres')[:60]!r} is not a value: it reads column {columns[0].sql('postgres')}; "
+                    "compare a column with a constant (a literal, a $n parameter or an expression of constants)", UNSUPPORTED,
+                )
+            raise QueryError(
+                f"{node.sql('postgres')[:60]!r} is not a value; a $n parameter inside an expression cannot be folded: "
+                "pass the whole value as the parameter", UNSUPPORTED,
+            )
+        return folding.fold(node)
 
     # ---- ORDER BY / LIMIT -----------------------------------------------------------
 
@@ -900,51 +1197,49 @@ class _Mapper:
             return Param(index)
         if isinstance(node, exp.Null) or (isinstance(node, exp.Var) and node.name.upper() == "ALL"):
             return None
-        if isinstance(node, exp.Literal) and not node.is_string:
-            value = _number(node.this)
-            if isinstance(value, int) and value >= 0:
+        if folding.is_constant(node):
+            value = folding.fold(node)
+            if isinstance(value, (decimal.Decimal, float)) and value == int(value) and not isinstance(node, exp.Literal):
+                value = int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    raise QueryError(f"{what} must not be negative", "2201W")
                 return value
-        if isinstance(node, exp.Neg):
-            raise QueryError(f"{what} must not be negative", "2201W")
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
+    """An ORDER BY column of the outer query naming a subquery column that the outer select
+    list does not rename (so the merged select can order by the output name)."""
+    return isinstance(node, exp.Column) and not isinstance(node.this, exp.Star) and ident(node.this) in names \
+        and ident(node.args.get("table")) in (None, alias)
+
+
+def _outer_name(node: exp.Column, names: dict, alias: str | None) -> str:
+    return ident(node.this)
+
+
+def _map_values(node: exp.Expression, inner: exp.Expression, target: exp.Expression, change,
+                replace: exp.Expression | None = None) -> exp.Expression:
+    """`node` (a comparison, IN or BETWEEN, maybe under NOT) with each value `v` compared with
+    `target` replaced by change(v), and `target` by `replace` when given."""
+    inner = inner.copy()
+    def swap(side: exp.Expression) -> exp.Expression:
+        return (replace.copy() if replace is not None else side) if _strip_parens(side) == target else change(side)
+    if isinstance(inner, exp.In):
+        inner.set("this", swap(inner.this))
+        inner.set("expressions", [change(v) for v in inner.expressions])
+    elif isinstance(inner, exp.Between):
+        inner.set("this", swap(inner.this))
+        inner.set("low", change(inner.args["low"]))
+        inner.set("high", change(inner.args["high"]))
+    else:
+        inner.set("this", swap(inner.this))
+        inner.set("expression", swap(inner.expression))
+    return exp.Not(this=inner) if isinstance(node, exp.Not) else inner
 
 
 def _strip_parens(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
-
-
-def _number(text: str) -> int | decimal.Decimal | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return decimal.Decimal(text)
-    except decimal.InvalidOperation:
-        return float(text)
-
-
-def _cast_literal(value: Any, to: exp.DataType) -> Any:
-    """A typed literal (TIMESTAMP '...', '...'::date, '3'::int) as a Python value."""
-    t = to.this
-    T = exp.DataType.Type
-    try:
-        if t in (T.TIMESTAMP, T.TIMESTAMPTZ, T.DATETIME):
-            from ...query import parse_timestamp
-
-            return parse_timestamp(str(value), "timestamp literal")
-        if t == T.DATE:
-            return dt.date.fromisoformat(str(value).strip()[:10])
-        if t in (T.INT, T.BIGINT, T.SMALLINT, T.TINYINT):
-            return int(str(value).strip())
-        if t in (T.DOUBLE, T.FLOAT, T.DECIMAL):
-            return _number(str(value).strip())
-        if t in (T.TEXT, T.VARCHAR, T.CHAR, T.NAME if hasattr(T, "NAME") else T.TEXT):
-            return str(value)
-        if t == T.BOOLEAN:
-            return str(value).strip().lower() in ("t", "true", "1", "yes", "on")
-    except ValueError:
-        raise QueryError(f"invalid input syntax for type {to.sql('postgres').lower()}: \"{value}\"", "22007") from None
-    raise QueryError(f"a value cast to {to.sql('postgres')} cannot be mapped", UNSUPPORTED)
