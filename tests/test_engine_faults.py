@@ -206,3 +206,52 @@ def test_timeouts_hold_against_a_frozen_engine(pg, expected_leads, tmp_path):
         pg.thaw(pids)
         live.stop()
         live.service.engine.close()
+
+
+SLOW_MODEL = """
+models:
+  - name: slow
+    sql: SELECT g AS id, pg_sleep(0.5) IS NULL AS slept FROM generate_series(1, 8) AS g
+    entities: [{name: slow_row, type: primary, expr: id}]
+    measures:
+      - {name: rows, agg: count, expr: id}
+"""
+
+
+def test_bad_text_values_on_postgresql_are_400_and_a_lost_connection_is_503(pg, expected_leads, tmp_path):
+    folder = project_over(tmp_path, pg.url, "pool_size: 2\n")
+    (folder / "metrics" / "slow.yml").write_text(SLOW_MODEL)
+    live = serve_project(folder)
+    try:
+        with httpx.Client(timeout=60) as client:
+            for value in ("\ud800", "a\x00b"):
+                body = {"metrics": ["leads.lead_count"], "filters": [{"field": "leads.utm_source", "op": "=", "value": value}]}
+                import json
+
+                response = client.post(f"{live.url}/api/v1/query", content=json.dumps(body), headers={"content-type": "application/json"})
+                assert response.status_code == 400 and response.json()["error"]["code"] == "22021", response.text
+            assert _query(client, live.url).json()["rows"] == expected_leads
+
+            stop = threading.Event()
+
+            def terminator():  # ends every backend that runs the slow model's SQL, again and again
+                while not stop.is_set():
+                    pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE query ILIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()")
+                    time.sleep(0.05)
+
+            killer = threading.Thread(target=terminator, daemon=True)
+            killer.start()
+            try:
+                response = client.post(f"{live.url}/api/v1/query", json={"metrics": ["slow.rows"]})
+            finally:
+                stop.set()
+                killer.join()
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] in ("57P01", "08006"), response.text
+            assert response.json()["error"]["code"] != "XX000"
+            assert _query(client, live.url).json()["rows"] == expected_leads
+            assert client.post(f"{live.url}/api/v1/query", json={"metrics": ["slow.rows"]}).json()["rows"] == [{"slow.rows": 8}]
+    finally:
+        live.stop()
+        live.service.engine.close()
