@@ -17,7 +17,8 @@ import yaml
 from .model.errors import did_you_mean
 
 PROJECT_FILE = "metrics_layer.yml"
-PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache", "deploy")
+PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache", "pool_size",
+                "deploy")
 DEPLOY_KEYS = ("schema", "cluster", "route", "refresh")
 
 
@@ -37,6 +38,12 @@ class Project:
     def query_timeout(self) -> float | None:
         value = self.settings.get("query_timeout")
         return float(value) if value else None
+
+    @property
+    def pool_size(self) -> int | None:
+        """Engine connections at most (PostgreSQL-family engines; default engines.postgres_engine.DEFAULT_POOL_SIZE)."""
+        value = self.settings.get("pool_size")
+        return int(value) if value else None
 
     @property
     def result_cache(self) -> bool:
@@ -134,4 +141,10 @@ def _read_settings(path: Path) -> dict[str, Any]:
                 raise ProjectError(f"{path}: deploy.{key} must be true or false, got {deploy[key]!r}")
     if not isinstance(settings.get("result_cache", True), bool):
         raise ProjectError(f"{path}: result_cache must be true or false, got {settings['result_cache']!r}")
+    pool_size = settings.get("pool_size")
+    if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= 1000):
+        raise ProjectError(f"{path}: pool_size must be a whole number of connections from 1 to 1000, got {pool_size!r}")
+    timeout = settings.get("query_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ProjectError(f"{path}: query_timeout must be a number of seconds (0: none), got {timeout!r}")
     return settings

@@ -88,6 +88,27 @@ class Filter:
             hash(self.value)
         except TypeError:  # a dict, or a list inside the list
             raise QueryError(f"filter {self.field!r} {op}: a value must be a scalar or a list of scalars, got {self.value!r}") from None
+        for value in self.value if isinstance(self.value, tuple) else (self.value,):
+            if isinstance(value, str):
+                check_text(value, f"filter value for {self.field!r}")
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` unless it holds what no engine's text can: NUL, or a lone surrogate (not UTF-8).
+
+    Raises QueryError 22021 (PostgreSQL's "character not in repertoire") naming `what` and where.
+    """
+    if text.isascii():
+        if "\x00" not in text:
+            return text
+    for i, ch in enumerate(text):
+        if ch == "\x00":
+            raise QueryError(f"{what}: a NUL character (at position {i + 1}) cannot be part of a text value", "22021")
+        if "\ud800" <= ch <= "\udfff":
+            raise QueryError(
+                f"{what}: the lone surrogate U+{ord(ch):04X} (at position {i + 1}) is not a character; "
+                "text values must be valid Unicode", "22021")
+    return text
 
 
 @dataclass(frozen=True)
@@ -154,7 +175,12 @@ def parse_timestamp(text: str, what: str) -> dt.datetime:
             f"{what}: {text!r} is not a timestamp; write ISO 8601 such as 2026-03-01T12:00:00", "22007"
         ) from None
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise QueryError(
+                f"{what}: {text!r} is out of range in UTC; timestamps run from 0001-01-01 to 9999-12-31 UTC", "22008"
+            ) from None
     return value
 
 

@@ -91,7 +91,9 @@ class MetricsService:
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    self._engine = connect(self.project.engine_url, self.project.root, result_cache=self.project.result_cache)
+                    self._engine = connect(
+                        self.project.engine_url, self.project.root, result_cache=self.project.result_cache,
+                        pool_size=self.project.pool_size, statement_timeout=self.project.query_timeout)
         return self._engine
 
     @property

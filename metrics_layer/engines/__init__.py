@@ -33,8 +33,10 @@ def duckdb_path(url: str, base_dir: Path | None = None) -> str:
     return str(resolved)
 
 
-def connect(url: str, base_dir: Path | None = None, read_only: bool = False, result_cache: bool = True) -> Engine:
-    """`result_cache` applies to DuckDB, the engine whose data cannot change behind our back."""
+def connect(url: str, base_dir: Path | None = None, read_only: bool = False, result_cache: bool = True,
+            pool_size: int | None = None, statement_timeout: float | None = None) -> Engine:
+    """`result_cache` applies to DuckDB, the engine whose data cannot change behind our back;
+    `pool_size` (connections) and `statement_timeout` (seconds, the engine's own) to PostgreSQL-family engines."""
     dialect = engine_dialect(url)
     if dialect == "duckdb":
         from .duckdb_engine import DuckDBEngine
@@ -44,7 +46,7 @@ def connect(url: str, base_dir: Path | None = None, read_only: bool = False, res
 
     scheme, rest = url.split("://", 1)
     # Materialize and RisingWave speak the PostgreSQL protocol: psycopg takes a postgresql:// URL.
-    return PostgresEngine(f"postgresql://{rest}", dialect=dialect)
+    return PostgresEngine(f"postgresql://{rest}", dialect=dialect, pool_size=pool_size, statement_timeout=statement_timeout)
 
 
 __all__ = ["Cancel", "Engine", "EngineError", "connect", "duckdb_path", "engine_dialect"]

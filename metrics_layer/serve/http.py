@@ -12,6 +12,7 @@ into JSON. Engine work runs in worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from inspect import isawaitable
@@ -296,6 +297,7 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
     keys = api_keys or ApiKeys()
     workers = EngineWorkers(default_workers(service))
     documents = _DocumentCache()
+    probe = HealthProbe(service)
     app.state.service = service
     app.state.watcher = watcher
     schema_cache: list = []  # the SchemaCache, made on first use: graphql-core is imported late to start fast
@@ -313,7 +315,7 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
     def warm_up() -> None:
         """Import and build what the first requests need; call in a thread once serving."""
         schema_for(service.model)
-        _ping(service)
+        probe._ping()
 
     app.state.schema_for = schema_for
     app.state.warm_up = warm_up
@@ -445,12 +447,9 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
         model = service.model
         engine: dict[str, Any] = {"dialect": service.dialect, "reachable": True, "error": None}
         t0 = time.perf_counter()
-        try:
-            await anyio.to_thread.run_sync(_ping, service)  # not behind busy query workers
-        except QueryError as e:
-            engine.update(reachable=False, error=e.message, code=e.code)
-        except Exception as e:  # health must answer whatever the engine does
-            engine.update(reachable=False, error=f"{type(e).__name__}: {e}")
+        error = await probe.check()
+        if error is not None:
+            engine.update(reachable=False, **error)
         engine["ping_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         reload_errors = list(watcher.last_reload_errors) if watcher is not None else []
         last_reload = watcher.last_reload_at.isoformat() if watcher is not None and watcher.last_reload_at else None
@@ -474,8 +473,37 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
     return app
 
 
-def _ping(service: MetricsService) -> None:
-    service.engine.execute("SELECT 1", timeout=5)
+class HealthProbe:
+    """Engine pings for /health, in a thread of their own and one at a time: /health waits for
+    the current ping at most `wait` seconds and never queues behind queries or a hung engine."""
+
+    def __init__(self, service: MetricsService, wait: float = 2.0, timeout: float = 5.0):
+        self.service = service
+        self.wait = wait
+        self.timeout = timeout
+        self._inflight: asyncio.Future | None = None
+        self._executor = None
+
+    def _ping(self) -> None:
+        self.service.engine.execute("SELECT 1", timeout=self.timeout)
+
+    async def check(self) -> dict[str, Any] | None:
+        """None when the engine answered; else {error, code?}."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._inflight is None or self._inflight.done():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="health")
+            self._inflight = asyncio.get_running_loop().run_in_executor(self._executor, self._ping)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._inflight), self.wait)
+        except asyncio.TimeoutError:
+            return {"error": f"the engine did not answer a ping within {self.wait:g} s", "code": "57014"}
+        except QueryError as e:
+            return {"error": e.message, "code": e.code}
+        except Exception as e:  # health must answer whatever the engine does
+            return {"error": f"{type(e).__name__}: {e}"}
+        return None
 
 
 def _graphql_request_error(message: str) -> Response:

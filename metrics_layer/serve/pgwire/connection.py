@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from . import protocol as p
 from .auth import authenticate
 from .backend import BackendError, ColumnDesc, Outcome, Session
-from .sql import Command, CommandSyntaxError, Statement, parse_command, split_statements
+from .sql import Command, CommandSyntaxError, Statement, Unterminated, parse_command, split_statements
 from .values import RowEncoder, decode_param, row_encoder, type_size
 
 if TYPE_CHECKING:
@@ -40,6 +40,13 @@ _INERT = (inspect.GEN_CLOSED, inspect.GEN_CREATED)  # generator states in which 
 
 def _canceled() -> BackendError:
     return BackendError("canceling statement due to user request", "57014")
+
+
+def _split(sql: str) -> list[Statement]:
+    try:
+        return split_statements(sql)
+    except Unterminated as e:
+        raise BackendError(f"syntax error: {e}", "42601", position=e.position) from None
 
 
 def _tag_with_count(tag: str, count: int) -> str:
@@ -276,7 +283,7 @@ class Connection:
             raise BackendError(f"could not open session: {type(e).__name__}", "XX000", severity="FATAL") from None
 
         status = dict(self.server.parameters)
-        status["application_name"] = params.get("application_name", "")
+        status["application_name"] = p.clip_name(params.get("application_name", ""))
         status["session_authorization"] = self.user
         for name, value in status.items():
             self.send(p.parameter_status(name, value))
@@ -340,6 +347,12 @@ class Connection:
             if e.position and offset:
                 e.position += offset
             raise
+        except RecursionError:
+            if self._cancel_requested:
+                raise _canceled() from None
+            from .mapping import too_deep
+
+            raise BackendError(too_deep().message, "54001") from None
         except Exception as e:
             if self._cancel_requested:
                 raise _canceled() from None
@@ -384,7 +397,7 @@ class Connection:
             r = p.Reader(body)
             sql = r.cstring()
             r.end()
-            statements = split_statements(sql)
+            statements = _split(sql)
             if not statements:
                 self.send(p.EMPTY_QUERY_RESPONSE)
             self.implicit_block = len(statements) > 1
@@ -412,7 +425,7 @@ class Connection:
         name, query, oids = p.parse_parse(body)
         if name and name in self.statements:
             raise BackendError(f'prepared statement "{name}" already exists', "42P05")
-        statements = split_statements(query)
+        statements = _split(query)
         if len(statements) > 1:
             raise BackendError("cannot insert multiple commands into a prepared statement", "42601")
         if not statements:

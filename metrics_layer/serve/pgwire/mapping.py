@@ -222,9 +222,14 @@ _templates = _Cache()
 
 
 def parse_sql(sql: str) -> exp.Expression:
-    """The statement as a sqlglot tree (PostgreSQL syntax); 42601 on a syntax error."""
+    """The statement as a sqlglot tree (PostgreSQL syntax); 42601 on a syntax error (an
+    unterminated comment or quote included), 54001 when it is nested too deeply to parse."""
     try:
         statements = [s for s in sqlglot.parse(sql, read="postgres") if s is not None]
+    except sqlglot.errors.TokenError as e:
+        raise QueryError(f"syntax error: {_token_error(sql)}", "42601") from None
+    except RecursionError:
+        raise too_deep() from None
     except sqlglot.errors.ParseError as e:
         quoted = _quote_keyword_labels(sql)
         try:
@@ -238,6 +243,24 @@ def parse_sql(sql: str) -> exp.Expression:
     if len(statements) != 1:
         raise QueryError("expected exactly one statement", "42601")
     return statements[0]
+
+
+def too_deep() -> QueryError:
+    """PostgreSQL's "stack depth limit exceeded", for a statement nested beyond what is parsed."""
+    return QueryError(
+        "statement is nested too deeply (parentheses, subqueries or expressions); "
+        "write it with fewer levels", "54001")
+
+
+def _token_error(sql: str) -> str:
+    """What the tokenizer could not read, in PostgreSQL's words (see sql.split_statements)."""
+    from .sql import Unterminated, split_statements
+
+    try:
+        split_statements(sql)
+    except Unterminated as e:
+        return str(e)
+    return "the statement cannot be read (an unterminated string, identifier or comment?)"
 
 
 _LABEL_ENDS = (TokenType.COMMA, TokenType.FROM, TokenType.R_PAREN, TokenType.SEMICOLON)

@@ -183,6 +183,17 @@ def authentication(code: int, data: bytes = b"") -> bytes:
     return message(b"R", _i32.pack(code) + data)
 
 
+NAMEDATALEN = 64  # PostgreSQL's: names (application_name included) hold at most 63 bytes
+
+
+def clip_name(value: str) -> str:
+    """`value` cut to 63 UTF-8 bytes at a character boundary, as PostgreSQL truncates names."""
+    data = value.encode("utf-8", "replace")
+    if len(data) < NAMEDATALEN:
+        return value
+    return data[:NAMEDATALEN - 1].decode("utf-8", "ignore")
+
+
 def parameter_status(name: str, value: str) -> bytes:
     return message(b"S", cstr(name) + cstr(value))
 

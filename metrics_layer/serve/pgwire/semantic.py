@@ -39,6 +39,7 @@ from ...service import describe_freshness
 from .backend import BackendError, ColumnDesc, Described, Notice, Outcome
 from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
 from .mapping import Template, parse_sql, template_for
+from .protocol import clip_name
 
 # Logical column types (query.COLUMN_TYPES) -> PostgreSQL type OIDs.
 TYPE_OIDS = {
@@ -98,6 +99,9 @@ def _default_settings(server_version: str) -> dict[str, tuple[str, str]]:
     return {name.lower(): (name, value) for name, value in pairs.items()}
 
 
+MAX_SETTING_LENGTH = 4096  # a SET value; reported ones travel in ParameterStatus, which libpq caps at 30,000 bytes
+
+
 class Settings:
     """Per-session settings: what SET changes, SHOW and current_setting() read.
 
@@ -147,6 +151,11 @@ class Settings:
                 self.window = None
             return self._report(key)
         value = str(value)
+        if key == "application_name":
+            value = clip_name(value)  # PostgreSQL keeps 63 bytes
+        elif len(value) > MAX_SETTING_LENGTH:
+            raise QueryError(
+                f"value for parameter \"{name}\" is too long ({len(value)} characters; at most {MAX_SETTING_LENGTH})", "22023")
         if key.startswith("metrics."):
             if key == "metrics.as_of":
                 self.as_of = parse_timestamp(value, "metrics.as_of") if value.strip() else None

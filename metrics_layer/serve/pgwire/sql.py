@@ -41,7 +41,7 @@ def _skip_quoted(sql: str, i: int, quote: str, backslash: bool = False) -> int:
                 continue
             return i + 1
         i += 1
-    return n  # unterminated: the backend reports the syntax error
+    return -1  # unterminated
 
 
 def _skip_block_comment(sql: str, i: int) -> int:
@@ -57,11 +57,21 @@ def _skip_block_comment(sql: str, i: int) -> int:
                 return i
         else:
             i += 1
-    return n
+    return -1  # unterminated
+
+
+class Unterminated(ValueError):
+    """A comment, quoted string, quoted identifier or dollar quote runs to the end of the text."""
+
+    def __init__(self, what: str, position: int):
+        super().__init__(f"unterminated {what} at or near position {position + 1}")
+        self.position = position + 1
 
 
 def split_statements(sql: str) -> list[Statement]:
-    """Top-level statements, stripped; statements holding only comments/whitespace are dropped."""
+    """Top-level statements, stripped; statements holding only comments/whitespace are dropped.
+
+    Raises Unterminated when a comment, quote or dollar quote is never closed (PostgreSQL's 42601)."""
     out: list[Statement] = []
     start, i, n = 0, 0, len(sql)
     has_content = False
@@ -78,7 +88,9 @@ def split_statements(sql: str) -> list[Statement]:
             i = n if end < 0 else end + 1
             continue
         if c == "/" and sql.startswith("/*", i):
-            i = _skip_block_comment(sql, i)
+            start_comment, i = i, _skip_block_comment(sql, i)
+            if i < 0:
+                raise Unterminated("/* comment", start_comment)
             continue
         if c == ";":
             if has_content:
@@ -91,20 +103,28 @@ def split_statements(sql: str) -> list[Statement]:
             continue
         has_content = True
         if c == "'":
-            i = _skip_quoted(sql, i, "'")
+            start_quote, i = i, _skip_quoted(sql, i, "'")
+            if i < 0:
+                raise Unterminated("quoted string", start_quote)
         elif c == '"':
-            i = _skip_quoted(sql, i, '"')
+            start_quote, i = i, _skip_quoted(sql, i, '"')
+            if i < 0:
+                raise Unterminated("quoted identifier", start_quote)
         elif c == "$" and (m := _DOLLAR_TAG.match(sql, i)):
             # $tag$ ... $tag$; $1 parameters do not match (a tag cannot start with a digit).
             end = sql.find(m.group(), m.end())
-            i = n if end < 0 else end + len(m.group())
+            if end < 0:
+                raise Unterminated("dollar-quoted string", i)
+            i = end + len(m.group())
         elif _is_ident_char(c):
             # Whole words, so that a `$` or quote inside or after an identifier is not misread.
             word_start = i
             while i < n and _is_ident_char(sql[i]):
                 i += 1
             if i < n and sql[i] == "'" and sql[word_start:i] in ("e", "E"):
-                i = _skip_quoted(sql, i, "'", backslash=True)  # E'...' honours backslashes
+                start_quote, i = i, _skip_quoted(sql, i, "'", backslash=True)  # E'...' honours backslashes
+                if i < 0:
+                    raise Unterminated("quoted string", start_quote)
         else:
             i += 1
     if has_content:
