@@ -290,7 +290,8 @@ class PostgresEngine(Engine):
         return isinstance(error, self._psycopg.OperationalError) and (lease.connection.closed or lease.connection.broken)
 
     def run_statements(self, statements, transaction: bool = True) -> None:
-        connection = self._connection()
+        lease = self.pool.acquire(None)
+        connection = lease.connection
         try:
             if transaction:
                 with connection.transaction():
@@ -300,7 +301,9 @@ class PostgresEngine(Engine):
                 for sql in statements:
                     connection.execute(sql)
         except self._psycopg.Error as e:
-            raise self._error(e, None) from None
+            raise self._error(e, None, lease) from None
+        finally:
+            self.pool.release(lease)
 
     def relation_names(self) -> list[str]:
         """Tables and views of every schema on the search path (PostgreSQL; the others: the current one)."""
