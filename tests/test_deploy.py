@@ -29,6 +29,7 @@ from test_metrics_numbers import assert_same_rows
 SCHEMA = f"ml_deploy_{os.getpid()}"
 VERSION = DimensionRef("predictions.model_version")
 BY_VERSION = SemanticQuery(("accuracy", "precision"), (VERSION,))
+DEMO_TABLES = ("leads", "prediction_events", "conversions", "transactions", "fraud_scores", "chargebacks")
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -38,15 +39,23 @@ def target(request, tmp_path):
         path = tmp_path / "demo.duckdb"
         shutil.copyfile(request.getfixturevalue("demo_duckdb_path"), path)
         url = f"duckdb:///{path}"
-    else:
-        url = request.getfixturevalue("demo_postgres_url")
+    else:  # a private copy of the demo tables: tests here change rows
+        import psycopg
+
+        shared = request.getfixturevalue("demo_postgres_url")
+        own = f"{SCHEMA}_data"
+        with psycopg.connect(shared, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{own}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{own}"')
+            for table in DEMO_TABLES:
+                conn.execute(f'CREATE TABLE "{own}".{table} AS SELECT * FROM {table}')
+        url = shared.split("?")[0] + f"?options=-csearch_path%3D{own}"
     folder = make_project(tmp_path / "project", url, f"result_cache: false\ndeploy:\n  schema: {SCHEMA}\n")
     yield folder, url, request.param
     if request.param == "postgres":
-        import psycopg
-
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+            conn.execute(f'DROP SCHEMA IF EXISTS "{own}" CASCADE')
 
 
 def _service(folder) -> MetricsService:
@@ -309,3 +318,29 @@ def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
     assert order[0].startswith(f'CREATE MATERIALIZED VIEW "{SCHEMA}"."conversion_now__')
     assert order[-1] == f'DROP MATERIALIZED VIEW IF EXISTS "{SCHEMA}"."conversion_now__old"'
     assert any(s.startswith("DELETE FROM") for s in order) and any(s.startswith("INSERT INTO") for s in order)
+
+
+def test_a_window_ending_now_is_stored_as_of_its_refresh(tmp_path):
+    """With leads up to this hour, the stored trailing window equals the base query as of the
+    refreshed_at that freshness reports (the transaction time it was computed at)."""
+    import dataclasses
+    import datetime as dt
+
+    from metrics_layer.demo_data import generate_duckdb
+
+    end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)  # no lead after now
+    path = tmp_path / "now.duckdb"
+    generate_duckdb(str(path), leads=20_000, end=end, progress=lambda _: None)
+    folder = make_project(tmp_path / "project", f"duckdb:///{path}", f"result_cache: false\ndeploy:\n  schema: {SCHEMA}\n")
+    svc = _service(folder)
+    _deploy(svc)
+    base = MetricsService(load_project(folder), engine=svc.engine)
+    base.project.settings["deploy"] = {"schema": SCHEMA, "route": False}
+    for query in (SemanticQuery(("accuracy_3h", "leads.lead_count")),
+                  SemanticQuery(("accuracy_3h",), (VERSION,))):
+        routed = svc.run(query)
+        assert routed.freshness is not None
+        as_of = routed.freshness["refreshed_at"].rstrip("Z")
+        expected = base.run(dataclasses.replace(query, as_of=as_of)).rows
+        assert any(v is not None for row in expected for v in row[-1:]), "the window should hold rows"
+        assert_same_rows(routed.rows, expected, str(query.metrics))
