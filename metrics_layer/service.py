@@ -46,6 +46,10 @@ def describe_freshness(freshness: dict) -> str:
 class MetricsService:
     """Holds the current model (replaced atomically on reload) and the engine."""
 
+    # Queries only read: a DuckDB file is opened read-only, so `serve` and the CLI (or several
+    # servers) can read one file at once. A caller that writes through the service sets False.
+    read_only_engine = True
+
     def __init__(self, project: Project, engine: Engine | None = None, model: SemanticModel | None = None):
         self.project = project
         self._model = model if model is not None else load_model(project.metrics_dir)
@@ -92,8 +96,9 @@ class MetricsService:
             with self._engine_lock:
                 if self._engine is None:
                     self._engine = connect(
-                        self.project.engine_url, self.project.root, result_cache=self.project.result_cache,
-                        pool_size=self.project.pool_size, statement_timeout=self.project.query_timeout)
+                        self.project.engine_url, self.project.root, read_only=self.read_only_engine,
+                        result_cache=self.project.result_cache, pool_size=self.project.pool_size,
+                        statement_timeout=self.project.query_timeout)
         return self._engine
 
     @property

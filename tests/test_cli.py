@@ -152,3 +152,31 @@ def test_readme_cli_examples_return_rows_on_todays_demo(demo_home_today):
             assert re.search(r"^\(([1-9]\d*) rows?\)$", out.stdout, re.MULTILINE), (command, out.stdout)
         else:
             assert out.stdout.strip(), (command, out.stderr)
+
+
+def test_query_while_the_sql_endpoint_serves_the_same_file(tmp_path, demo_duckdb_path):
+    """Issue 9, item 7: `metrics-layer query` works while `serve` holds the DuckDB file (both open
+    it read-only), and its numbers are those of hand-written SQL; the server keeps answering."""
+    import shutil
+
+    from test_sql_endpoint import Endpoint, psycopg
+
+    data = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_duckdb_path, data)
+    folder = make_project(tmp_path / "proj", f"duckdb:///{data}")
+    expected = duckdb.connect(str(data), read_only=True).execute(
+        "SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1").fetchall()
+    server = Endpoint(folder).start()
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port={server.port} user=metrics dbname=metrics", autocommit=True) as conn:
+            before = conn.execute("SELECT utm_source, lead_count FROM conversion_monitoring ORDER BY 1").fetchall()
+            out = run("query", "--project", str(folder), "-m", "leads.lead_count", "-b", "leads.utm_source",
+                      "--order-by", "leads.utm_source", "--format", "json")
+            assert out.returncode == 0, out.stderr
+            rows = json.loads(out.stdout)
+            after = conn.execute("SELECT utm_source, lead_count FROM conversion_monitoring ORDER BY 1").fetchall()
+    finally:
+        server.stop()
+    values = [tuple(r.values()) for r in rows] if rows and isinstance(rows[0], dict) else [tuple(r) for r in rows.get("rows", rows)]
+    assert values == [tuple(e) for e in expected]
+    assert before == after == [tuple(e) for e in expected]

@@ -885,3 +885,30 @@ def test_subqueries_and_ctes(endpoint, truth):
                      "GROUP BY 1 ORDER BY 1")
     assert_rows(fraud, expected, "re-aggregated sums by merchant category")
     assert total[0] == truth("SELECT count(*) FROM leads")[0][0]
+
+
+# ---- catalog depth (issue 9, item 6) --------------------------------------------------------
+
+def test_set_follows_postgresql_and_pg_stat_activity_shows_the_session(endpoint, demo_postgres_url):
+    """SET of an unknown non-custom parameter is an error as on the real PostgreSQL; custom
+    (dotted) ones and real ones are accepted. pg_stat_activity has the session's own row."""
+    statements = ["SET no_such_parameter = 1", "SET myapp.tenant = 'x'", "SET enable_seqscan = off",
+                  "SET extra_float_digits = 3", "SET lock_timeout = '5s'"]
+
+    def outcomes(dsn):
+        out = []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for sql in statements:
+                try:
+                    conn.execute(sql)
+                    out.append(None)
+                except psycopg.Error as e:
+                    out.append(e.sqlstate)
+        return out
+
+    assert outcomes(endpoint.dsn()) == outcomes(demo_postgres_url) == ["42704", None, None, None, None]
+    with psycopg.connect(endpoint.dsn(), autocommit=True, application_name="superset") as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        rows = conn.execute("SELECT pid, usename, datname, application_name, state FROM pg_stat_activity "
+                            f"WHERE pid = {pid}").fetchall()
+    assert rows == [(pid, "analyst", "metrics", "superset", "active")]

@@ -19,6 +19,7 @@ repeated dashboard queries skip DuckDB's ~0.5 ms per query while the data is unc
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -82,7 +83,11 @@ class DuckDBEngine(Engine):
         self.path = path
         self._duckdb = duckdb
         try:
-            self._connection = duckdb.connect(path, read_only=read_only and path != ":memory:")
+            # Read-only takes DuckDB's shared file lock: other processes may read the file too, and
+            # none may write it while we hold it (what keeps the result cache exact). A file that
+            # does not exist yet is created (read-write).
+            read_only = read_only and path != ":memory:" and os.path.exists(path)
+            self._connection = duckdb.connect(path, read_only=read_only)
         except duckdb.Error as e:
             raise EngineError(f"cannot open DuckDB database {path!r}: {e}") from None
         self._connection.execute("SET TimeZone = 'UTC'")

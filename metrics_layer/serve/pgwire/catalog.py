@@ -274,8 +274,16 @@ class ShadowCatalog:
             "false AS usecreatedb, false AS usesuper, false AS userepl, false AS usebypassrls, '********' AS passwd, "
             "CAST(NULL AS TIMESTAMPTZ) AS valuntil, CAST(NULL AS VARCHAR[]) AS useconfig"
         )
+        # The session's own row (PostgreSQL shows other users' sessions without their query; we
+        # show none of them): Superset cancels through pg_backend_pid() and this view.
         db.execute(
-            f"CREATE MACRO {s}.pg_stat_activity(db, usr) AS TABLE SELECT * FROM {s}.pg_stat_activity WHERE false"
+            f"CREATE MACRO {s}.pg_stat_activity(db, usr, pid, app) AS TABLE SELECT CAST(16383 AS UINTEGER) AS datid, "
+            "db AS datname, CAST(pid AS INTEGER) AS pid, CAST(NULL AS INTEGER) AS leader_pid, CAST(10 AS UINTEGER) AS usesysid, "
+            "usr AS usename, app AS application_name, CAST(NULL AS VARCHAR) AS client_addr, CAST(NULL AS VARCHAR) AS client_hostname, "
+            "CAST(NULL AS INTEGER) AS client_port, CAST(NULL AS TIMESTAMPTZ) AS backend_start, CAST(NULL AS TIMESTAMPTZ) AS xact_start, "
+            "CAST(NULL AS TIMESTAMPTZ) AS query_start, CAST(NULL AS TIMESTAMPTZ) AS state_change, CAST(NULL AS VARCHAR) AS wait_event_type, "
+            "CAST(NULL AS VARCHAR) AS wait_event, 'active' AS state, CAST(NULL AS UINTEGER) AS backend_xid, "
+            "CAST(NULL AS UINTEGER) AS backend_xmin, CAST(NULL AS BIGINT) AS query_id, '' AS query, 'client backend' AS backend_type"
         )
         for view, body in PG_VIEWS.items():
             sql = body.replace("'{owner}'", "usr").replace("'{db}'", "db").replace("{s}", s)
@@ -832,6 +840,9 @@ class Rewriter:
         if schema in (None, "pg_catalog") and (name in PG_CATALOG or name in PG_VIEWS or name in _SESSION_TABLES):
             if name == "pg_settings":
                 return self._settings_table(alias)
+            if name == "pg_stat_activity":
+                app = self.session.settings.get("application_name", missing_ok=True) or ""
+                return self._session_table(name, name, alias, [self.session.backend_pid, app])
             if name in _SESSION_TABLES or name in PG_VIEWS:
                 return self._session_table(name, name, alias)
             table = exp.Table(this=exp.to_identifier(name), db=exp.to_identifier(self.s))
@@ -861,8 +872,9 @@ class Rewriter:
         node.set("this" if left_proc else "expression", self._macro("regproc_oid", [column.copy()]))
         return node
 
-    def _session_table(self, macro: str, name: str, alias) -> exp.Expression:
-        call = exp.Anonymous(this=macro, expressions=[self._literal(self.session.database), self._literal(self.session.user)])
+    def _session_table(self, macro: str, name: str, alias, extra: list | None = None) -> exp.Expression:
+        call = exp.Anonymous(this=macro, expressions=[self._literal(self.session.database), self._literal(self.session.user)]
+                             + [self._literal(v) for v in extra or ()])
         table = exp.Table(this=call, db=exp.to_identifier(self.s))
         table.set("alias", alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(name)))
         return table

@@ -39,6 +39,7 @@ from ...service import describe_freshness
 from .backend import BackendError, ColumnDesc, Described, Notice, Outcome
 from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
 from .mapping import Template, parse_sql, template_for
+from .pg_parameters import PG_PARAMETERS
 from .protocol import clip_name
 
 # Logical column types (query.COLUMN_TYPES) -> PostgreSQL type OIDs.
@@ -105,8 +106,9 @@ MAX_SETTING_LENGTH = 4096  # a SET value; reported ones travel in ParameterStatu
 class Settings:
     """Per-session settings: what SET changes, SHOW and current_setting() read.
 
-    Unknown names may be SET (clients send many harmless ones); SHOW of an unknown name is 42704
-    as in PostgreSQL. `metrics.as_of` and `metrics.window` apply to the following queries.
+    As in PostgreSQL, SET takes PostgreSQL's parameters (pg_parameters.py) and custom ones with a
+    dot (`myapp.x`); any other name is 42704, as is SHOW of an unknown name. Startup parameters
+    we cannot honour are ignored. `metrics.as_of` and `metrics.window` apply to the following queries.
     """
 
     def __init__(self, server_version: str, user: str, startup: dict[str, str]):
@@ -174,6 +176,8 @@ class Settings:
             raise QueryError(f"DateStyle {value!r} is not supported; dates are sent as ISO", UNSUPPORTED)
         elif key == "intervalstyle" and value.lower() != "postgres":
             raise QueryError(f"IntervalStyle {value!r} is not supported; intervals are sent in the postgres style", UNSUPPORTED)
+        elif key not in self._defaults and "." not in key and key not in PG_PARAMETERS:
+            raise QueryError(f"unrecognized configuration parameter \"{name}\"", "42704")
         elif key in ("server_version", "server_version_num", "server_encoding", "is_superuser", "integer_datetimes",
                      "session_authorization", "block_size", "max_identifier_length"):
             raise QueryError(f"parameter \"{name}\" cannot be changed", "55P02")
