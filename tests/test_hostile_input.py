@@ -118,3 +118,77 @@ def test_long_application_name_is_truncated_like_postgresql(endpoint):
         conn.execute("SET application_name = 'é" + "é" * 100 + "'")  # cut at a character boundary, 63 bytes at most
         shown = conn.execute("SHOW application_name").fetchall()[0][0]
         assert set(shown) == {"é"} and len(shown.encode()) <= 63
+
+
+# ---- memory bounds: message and statement caps --------------------------------------
+
+@pytest.fixture(scope="module")
+def capped_endpoint(tmp_path_factory, demo_duckdb_path):
+    from test_sql_endpoint import Endpoint
+
+    extra = ("sql:\n  auth: scram-sha-256\n  max_message_bytes: 200000\n  max_statement_length: 50000\n"
+             "users:\n  analyst: {password: pw-1}\n")
+    folder = project_over(tmp_path_factory.mktemp("capped_sql"), f"duckdb:///{demo_duckdb_path}", extra)
+    ep = Endpoint(folder).start()
+    yield ep
+    ep.stop()
+
+
+def _startup(port: int, user: str = "analyst"):
+    import socket
+    import struct
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    params = f"user\0{user}\0database\0metrics\0\0".encode()
+    sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+    return sock
+
+
+def _read_until_error(sock) -> bytes:
+    """Messages until the server's ErrorResponse (or its close); returns all bytes read."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+        if b"E" in data and b"08P01" in data or b"28P01" in data:
+            return data
+
+
+def test_a_huge_message_before_authentication_is_refused_unread(capped_endpoint):
+    """A 200 MB 'password' message: refused from its header (FATAL 08P01), never buffered."""
+    import struct
+
+    sock = _startup(capped_endpoint.port)
+    try:
+        first = sock.recv(65536)
+        assert first[:1] == b"R"  # AuthenticationSASL
+        sock.sendall(b"p" + struct.pack("!i", 200_000_000) + b"x" * 1000)
+        reply = _read_until_error(sock)
+        assert b"08P01" in reply and b"invalid message length" in reply, reply
+        assert sock.recv(65536) == b""  # closed
+    finally:
+        sock.close()
+    # others still log in
+    with psycopg.connect(f"host=127.0.0.1 port={capped_endpoint.port} user=analyst password=pw-1 dbname=metrics",
+                         connect_timeout=30) as conn:
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]
+
+
+def test_messages_and_statements_over_their_caps(capped_endpoint):
+    dsn = f"host=127.0.0.1 port={capped_endpoint.port} user=analyst password=pw-1 dbname=metrics"
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=30) as conn:
+        # a statement over max_statement_length (50,000): 54000, the connection continues
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT 1 -- " + "x" * 60_000)
+        assert e.value.sqlstate == "54000" and "max_statement_length" in str(e.value)
+        assert conn.execute("SELECT 1 -- " + "x" * 40_000).fetchall() == [(1,)]
+        assert conn.execute("SELECT 2").fetchall() == [(2,)]
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=30) as conn:
+        # a message over max_message_bytes (200,000): FATAL 08P01 and the connection closes
+        with pytest.raises(psycopg.OperationalError) as e:
+            conn.execute("SELECT 1 -- " + "x" * 300_000)
+        assert "max_message_bytes" in str(e.value) or conn.closed or conn.broken
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=30) as conn:
+        assert conn.execute("SELECT 3").fetchall() == [(3,)]

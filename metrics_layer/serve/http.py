@@ -443,8 +443,11 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
         return _json(model_catalog(service.model))
 
     @app.get("/health", tags=["health"], summary="Model status, engine reachability, last reload errors")
-    async def health_endpoint() -> Response:
+    async def health_endpoint(request: Request) -> Response:
         model = service.model
+        # With API keys, a caller without one learns only whether the server is well: no
+        # folder, engine URL or engine/reload messages (they may hold paths, hosts, names).
+        detailed = not keys or keys.check(request.headers.get("authorization"))
         engine: dict[str, Any] = {"dialect": service.dialect, "reachable": True, "error": None}
         t0 = time.perf_counter()
         error = await probe.check()
@@ -468,6 +471,12 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
             "auth": "api keys" if keys else "none",
             "started_at": started.isoformat(),
         }
+        if not detailed:
+            document = {
+                "status": status, "model": {"status": document["model"]["status"]},
+                "engine": {"reachable": engine["reachable"]}, "auth": document["auth"],
+                "detail": "send an API key (Authorization: Bearer <key>) for the details",
+            }
         return _json(document, 200 if engine["reachable"] else 503)
 
     return app
@@ -582,6 +591,11 @@ _GRAPHIQL_HTML = """<!doctype html>
 """
 
 
+_KEYED_EXAMPLE = "{\n  catalog {\n    views { name description }\n  }\n}\n"
+
+
 def graphiql_page(model: SemanticModel, keys_required: bool = False) -> str:
-    config = json.dumps({"defaultQuery": example_query(model), "keysRequired": keys_required})
+    """The page holds nothing of the model when API keys protect it (it is served without a key)."""
+    default = _KEYED_EXAMPLE if keys_required else example_query(model)
+    config = json.dumps({"defaultQuery": default, "keysRequired": keys_required})
     return _GRAPHIQL_HTML.format(config=config.replace("</", "<\\/"))

@@ -149,6 +149,7 @@ class Connection:
         self.ignore_till_sync = False
         self.implicit_block = False  # running a multi-statement simple Query (one implicit transaction)
         self._out: list[bytes] = []
+        self.authenticated = False  # messages before authentication are capped at a few kB
         self._running = False  # a statement is executing: cancel requests apply
         self._cancel_requested = False
         self._inflight: asyncio.Future | None = None
@@ -171,11 +172,32 @@ class Connection:
         await self.flush()
 
     async def read_message(self) -> tuple[bytes, bytes]:
+        """The next message; one longer than allowed (a few kB before authentication, the
+        configured cap after) is refused before its body is read, and the connection closes."""
         header = await self.reader.readexactly(5)
         length = int.from_bytes(header[1:5], "big", signed=True)
-        if length < 4 or length > p.MAX_MESSAGE_LENGTH:
+        if length < 4:
+            raise p.ProtocolViolation("invalid message length")
+        limit = self.server.max_message_bytes if self.authenticated else p.MAX_AUTH_MESSAGE_LENGTH
+        if length > min(limit, p.MAX_MESSAGE_LENGTH):
+            if self.authenticated:
+                raise p.ProtocolViolation(
+                    f"invalid message length: {length} bytes, more than the limit of {limit} "
+                    "(sql: max_message_bytes in metrics_layer.yml)")
             raise p.ProtocolViolation("invalid message length")
         return header[:1], await self.reader.readexactly(length - 4)
+
+    async def _split(self, sql: str) -> list[Statement]:
+        """The query string's statements; a long one is cut in a worker (the event loop serves
+        everyone), one over the configured length is refused (54000)."""
+        limit = self.server.max_statement_length
+        if len(sql) > limit:
+            raise BackendError(
+                f"statement is too long: {len(sql)} characters, more than the limit of {limit} "
+                "(sql: max_statement_length in metrics_layer.yml)", "54000")
+        if len(sql) > 65_536:
+            return await self._backend(_split, sql)
+        return _split(sql)
 
     async def _ready(self) -> None:
         self.send(p.ready_for_query(self.tx))
@@ -271,6 +293,7 @@ class Connection:
             raise BackendError("no PostgreSQL user name specified in startup packet", "28000", severity="FATAL")
         database = params.get("database") or self.user
         await authenticate(self.server.auth_method, self.server.users, self.user, self._send_now, self.read_message)
+        self.authenticated = True
         self.send(p.AUTH_OK)
 
         try:
@@ -397,7 +420,7 @@ class Connection:
             r = p.Reader(body)
             sql = r.cstring()
             r.end()
-            statements = _split(sql)
+            statements = await self._split(sql)
             if not statements:
                 self.send(p.EMPTY_QUERY_RESPONSE)
             self.implicit_block = len(statements) > 1
@@ -425,7 +448,7 @@ class Connection:
         name, query, oids = p.parse_parse(body)
         if name and name in self.statements:
             raise BackendError(f'prepared statement "{name}" already exists', "42P05")
-        statements = _split(query)
+        statements = await self._split(query)
         if len(statements) > 1:
             raise BackendError("cannot insert multiple commands into a prepared statement", "42601")
         if not statements:

@@ -133,6 +133,23 @@ def endpoint_config(project: Project, host: str, environ: dict[str, str] | None 
     return auth, passwords, views
 
 
+LIMIT_SETTINGS = ("max_message_bytes", "max_statement_length")
+
+
+def limits_config(project: Project) -> dict[str, int]:
+    """`sql: {max_message_bytes: N, max_statement_length: N}` (positive whole numbers), as PgWireServer options."""
+    sql_settings = project.settings.get("sql") or {}
+    limits = {}
+    for key in LIMIT_SETTINGS:
+        value = sql_settings.get(key) if isinstance(sql_settings, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+            raise ProjectError(f"sql.{key}: must be a whole number of at least 1024, got {value!r}")
+        limits[key] = value
+    return limits
+
+
 async def start_sql_endpoint(service, host: str, port: int, project: Project, **server_options: Any) -> SqlEndpoint:
     """Start the PostgreSQL-protocol endpoint over `service`; returns it once listening."""
     from ...views import public_views
@@ -141,6 +158,7 @@ async def start_sql_endpoint(service, host: str, port: int, project: Project, **
     auth, passwords, views = endpoint_config(project, host)
     check_views(views, list(public_views(service.model)))
     backend = SemanticBackend(service, views)
+    server_options = {**limits_config(project), **server_options}
     server = PgWireServer(backend, host=host, port=port, users=passwords, auth_method=auth, **server_options)
     await server.start()
     if project.is_demo and passwords == {DEMO_USER[0]: DEMO_USER[1]}:

@@ -18,7 +18,10 @@ GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 
 MAX_STARTUP_LENGTH = 10_000  # same limit as PostgreSQL
-MAX_MESSAGE_LENGTH = 1 << 30
+MAX_MESSAGE_LENGTH = 1 << 30  # the protocol's own bound (PostgreSQL's MaxAllocSize)
+MAX_AUTH_MESSAGE_LENGTH = 10_000  # before authentication: password, SASL messages (PostgreSQL: 65,535 at most)
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # after authentication (`sql: {max_message_bytes: N}`)
+DEFAULT_MAX_STATEMENT_LENGTH = 1_000_000  # characters of one query string (`sql: {max_statement_length: N}`)
 
 _i16 = struct.Struct("!h")
 _i32 = struct.Struct("!i")

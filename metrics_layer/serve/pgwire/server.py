@@ -22,6 +22,7 @@ from typing import Any
 
 from .auth import AUTH_METHODS, UserTable
 from .backend import Backend
+from . import protocol as p
 from .connection import Connection
 from .workers import WorkerPool
 
@@ -49,6 +50,8 @@ class PgWireServer:
         ssl_context: ssl.SSLContext | None = None,
         max_workers: int = 32,
         server_version: str = SERVER_VERSION,
+        max_message_bytes: int | None = None,
+        max_statement_length: int | None = None,
     ):
         if auth_method not in AUTH_METHODS:
             raise ValueError(f"auth_method must be one of {AUTH_METHODS}, got {auth_method!r}")
@@ -60,6 +63,9 @@ class PgWireServer:
         self.users = UserTable(users) if users is not None else None
         self.auth_method = auth_method
         self.ssl_context = ssl_context
+        # Memory per connection: a message is refused before it is read when longer than these.
+        self.max_message_bytes = int(max_message_bytes or p.DEFAULT_MAX_MESSAGE_BYTES)
+        self.max_statement_length = int(max_statement_length or p.DEFAULT_MAX_STATEMENT_LENGTH)
         self.parameters = {
             "server_version": server_version,
             "server_encoding": "UTF8",
