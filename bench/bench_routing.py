@@ -61,6 +61,7 @@ def services(url: str, root: Path) -> dict[str, MetricsService]:
         return Project(root=root, engine_url=url, metrics_dir=REPO / "metrics", settings=settings)
 
     routed = MetricsService(project({"result_cache": False}))
+    MetricsService.read_only_engine = False  # deploy writes; every service here opens the file alike
     deploy.apply(routed.engine, deploy.plan_deploy(routed.model, routed.engine, SCHEMA))
     out = {"base": MetricsService(project({"result_cache": False, "deploy": {"route": False}})), "routed": routed}
     if url.startswith("duckdb"):

@@ -422,11 +422,18 @@ def _deploy_target(args):
 
 
 def _deploy(args) -> int:
+    project, model, engine, schema = _deploy_target(args)
+    try:
+        return _deploy_into(args, project, model, engine, schema)
+    finally:
+        engine.close()
+
+
+def _deploy_into(args, project, model, engine, schema) -> int:
     from . import deploy
     from .compile.ddl import check_materializations
     from .model import ValidationFailed
 
-    project, model, engine, schema = _deploy_target(args)
     errors = check_materializations(model, engine.dialect)
     if errors:
         raise ValidationFailed(errors)
@@ -457,7 +464,10 @@ def _refresh(args) -> int:
     from . import deploy
 
     _, _, engine, schema = _deploy_target(args)
-    done = deploy.refresh(engine, schema, args.names or None)
+    try:
+        done = deploy.refresh(engine, schema, args.names or None)
+    finally:
+        engine.close()
     if not done:
         print("nothing refreshed" + (f": {engine.dialect} keeps materializations current" if deploy.dialects.get(engine.dialect).streaming
                                       else f": no materializations deployed in {schema}"))

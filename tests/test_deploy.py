@@ -59,7 +59,9 @@ def target(request, tmp_path):
 
 
 def _service(folder) -> MetricsService:
-    return MetricsService(load_project(folder))
+    svc = MetricsService(load_project(folder))
+    svc.read_only_engine = False  # the tests deploy and change rows through it
+    return svc
 
 
 def _deploy(svc: MetricsService) -> deploy.Plan:
@@ -108,7 +110,8 @@ def test_routed_reads_equal_base_tables_and_hand_written_sql_after_new_rows_and_
     folder, url, kind = target
     svc = _service(folder)
     _deploy(svc)
-    base = MetricsService(load_project(make_project(folder.parent / "base", url, "result_cache: false\ndeploy:\n  route: false\n")))
+    base = MetricsService(load_project(make_project(folder.parent / "base", url, "result_cache: false\ndeploy:\n  route: false\n")),
+                          engine=svc.engine)
     before = base.run(BY_VERSION).rows
     assert svc.explain(BY_VERSION).materialization == "conversion_by_model_version"
     assert_same_rows(svc.run(BY_VERSION).rows, before, "routed before")
@@ -183,6 +186,7 @@ KILL = textwrap.dedent("""
     from metrics_layer.service import MetricsService
 
     svc = MetricsService(load_project(sys.argv[1]))
+    svc.read_only_engine = False
     plan = deploy.plan_deploy(svc.model, svc.engine, sys.argv[2])
     stop = int(sys.argv[3])
 
@@ -210,7 +214,7 @@ def test_a_deploy_killed_halfway_leaves_the_engine_as_before(target):
     assert "killing at 4" in proc.stdout
     after = _service(folder)
     # the old model's objects, unchanged; the new model still sees its work to do
-    after_state = _state(MetricsService(load_project(folder), model=svc.model))
+    after_state = _state(MetricsService(load_project(folder), engine=after.engine, model=svc.model))
     assert after_state == before
     assert [c.name for c in deploy.plan_deploy(after.model, after.engine, SCHEMA).changed] == ["conversion_by_model_version"]
 
@@ -255,6 +259,7 @@ def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, de
     assert cli(["deploy", "--project", str(folder)]) == 0
 
     server = serve_project(folder)
+    server.service.read_only_engine = False  # the refresher below writes (deploy: {refresh: true} under serve)
     try:
         body = {"metrics": ["accuracy", "precision"], "dimensions": ["predictions.model_version"]}
         answer = httpx.post(f"{server.url}/api/v1/query", json=body, timeout=60).json()

@@ -78,6 +78,7 @@ class Engine:
 
     dialect = "duckdb"
     url = ""
+    read_only = False  # a DuckDB file opened read-only (shared with other processes) cannot be written
 
     def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 10_000) -> tuple[list[Column], Iterator[list[tuple]]]:
         raise NotImplementedError

@@ -88,6 +88,7 @@ class DuckDBEngine(Engine):
             # does not exist yet is created (read-write).
             read_only = read_only and path != ":memory:" and os.path.exists(path)
             self._connection = duckdb.connect(path, read_only=read_only)
+            self.read_only = read_only
         except duckdb.Error as e:
             raise EngineError(f"cannot open DuckDB database {path!r}: {e}") from None
         self._connection.execute("SET TimeZone = 'UTC'")

@@ -30,6 +30,11 @@ class Refresher:
     def start(self) -> "Refresher":
         if self.service.project.deploy.get("refresh", True) is False or dialects.get(self.service.dialect).streaming:
             return self
+        if self.service.engine.read_only:
+            log.info("the DuckDB file is open read-only (so the CLI can read it too): deployed materializations are "
+                     "not refreshed under serve; run metrics-layer refresh, or set deploy: {refresh: true} to have "
+                     "serve hold the file's write lock and refresh them")
+            return self
         self._thread = threading.Thread(target=self._run, name="metrics-layer-refresh", daemon=True)
         self._thread.start()
         return self

@@ -83,6 +83,8 @@ def serve(args) -> int:
     from ..service import MetricsService
 
     service = MetricsService(project, model=model)
+    if project.deploy.get("refresh") is True:  # refreshing DuckDB materializations writes the file
+        service.read_only_engine = False
     # Open the engine (a DuckDB file takes tens of ms) and check the model's tables and columns
     # on it while the HTTP stack is imported; a model that cannot run is fatal, like bad YAML.
     checked: list[BaseException] = []
