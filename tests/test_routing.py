@@ -65,6 +65,7 @@ def stored(request, tmp_path_factory):
     else:
         url = request.getfixturevalue("demo_postgres_url")
     svc = MetricsService(load_project(make_project(tmp_path_factory.mktemp("routing_project"), url, "result_cache: false\n")))
+    svc.read_only_engine = False  # the materializations are stored through it
     model = svc.model
 
     def ddl(sql: str) -> None:  # the engines run queries; DDL goes to the database directly
