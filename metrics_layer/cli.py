@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
 from typing import Any, Sequence
@@ -173,6 +174,8 @@ def _engine_schema_errors(project, model) -> tuple[str, str | None]:
     if dialect == "duckdb" and duckdb_path(project.engine_url, project.root) == ":memory:":
         return dialect, "the engine is an in-memory DuckDB database, which holds no tables to check against"
     shown = _redact(project.engine_url)
+    if dialect == "duckdb" and not os.path.exists(path := duckdb_path(project.engine_url, project.root)):
+        return shown, f"cannot reach the engine: the DuckDB file {path} does not exist"
     try:
         engine = connect(project.engine_url, project.root, read_only=True, result_cache=False)
     except EngineError as e:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -27,13 +28,16 @@ def project(tmp_path_factory, demo_duckdb_path):
     return make_project(tmp_path_factory.mktemp("cli"), f"duckdb:///{demo_duckdb_path}")
 
 
-def test_query_json_matches_hand_written_sql(project, demo_duckdb_path):
+def test_query_json_matches_hand_written_sql(project, demo_duckdb_path, tmp_path):
     out = run("query", "--project", str(project), "-m", "accuracy", "-m", "precision", "-b", "predictions.model_version",
               "--as-of", "2026-02-25T12:00:00", "--format", "json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows and set(rows[0]) == {"predictions.model_version", "accuracy", "precision"}
-    with duckdb.connect(str(demo_duckdb_path)) as con:  # same config as the engines in this process
+    # The reference reads a copy: engines in this process may hold the file with another config.
+    copy = tmp_path / "reference.duckdb"
+    shutil.copyfile(demo_duckdb_path, copy)
+    with duckdb.connect(str(copy)) as con:
         expected = con.execute(reference.conversion_metrics_by_model_version("2026-02-25 12:00:00")).fetchall()
     got = {r["predictions.model_version"]: (r["accuracy"], r["precision"]) for r in rows}
     assert len(got) == len(expected)
