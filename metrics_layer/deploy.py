@@ -300,6 +300,19 @@ def refresh(engine: Engine, schema: str = DEFAULT_SCHEMA, names: list[str] | Non
     return done
 
 
+def _kept_after(mat, d: "Deployed", streaming: bool, now: dt.datetime) -> dt.datetime | None:
+    """With a retention, the moment after which every bucket is stored: the last refresh less
+    the retention; on a streaming engine, whose "now" moves on, now (plus a minute for the
+    engine's clock running ahead), rounded up to the minute so that compiled SQL stays cached."""
+    if mat.retention is None:
+        return None
+    age = dt.timedelta(seconds=mat.retention[1].seconds)
+    if not streaming:
+        return d.refreshed_at - age if d.refreshed_at is not None else None
+    ahead = now + dt.timedelta(minutes=2) - age
+    return ahead.replace(second=0, microsecond=0)
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
@@ -322,6 +335,7 @@ def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deploy
     is within their refresh interval."""
     wanted = {o.name: digest for o, _, digest in _resolved(model, dialect, home) if o.kind == MATERIALIZATION}
     routes, excluded = [], []
+    streaming = dialects.get(dialect).streaming
     for name, d in deployed.items():
         if d.kind != MATERIALIZATION:
             continue
@@ -330,10 +344,10 @@ def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deploy
             excluded.append((name, "it is deployed but no longer in the model; deploy again"))
         elif digest != d.digest:
             excluded.append((name, "its deployed definition differs from the model's; deploy again"))
-        elif not dialects.get(dialect).streaming and d.refresh_seconds is not None and (
+        elif not streaming and d.refresh_seconds is not None and (
                 d.age(now) is None or d.age(now) > d.refresh_seconds):
             excluded.append((name, f"it is stale: refreshed {d.refreshed_at} UTC, longer ago than its refresh interval "
                                    f"({d.refresh_seconds} s); run metrics-layer refresh"))
         else:
-            routes.append(Route(name, schema, d.object))
+            routes.append(Route(name, schema, d.object, _kept_after(model.materializations[name], d, streaming, now)))
     return Routes(tuple(sorted(routes, key=lambda r: r.name)), dict(deployed), tuple(excluded))

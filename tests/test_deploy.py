@@ -8,6 +8,7 @@ hand-written SQL; a stale materialization is not read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -85,16 +86,16 @@ def test_deploy_twice_changes_nothing_and_reads_route(target, capsys):
     folder, _, _ = target
     assert cli(["deploy", "--project", str(folder), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "9 to create" in out and "CREATE VIEW" in out
+    assert "10 to create" in out and "CREATE VIEW" in out
     svc = _service(folder)
     assert deploy.read_deployed(svc.engine, SCHEMA) == {}, "a dry run changes nothing"
 
     assert cli(["deploy", "--project", str(folder)]) == 0
-    assert "deployed: 9 changed" in capsys.readouterr().out
+    assert "deployed: 10 changed" in capsys.readouterr().out
     second = deploy.plan_deploy(svc.model, svc.engine, SCHEMA)
     assert second.statements == [] and {c.action for c in second.changes} == {"unchanged"}
     assert cli(["deploy", "--project", str(folder)]) == 0
-    assert "9 unchanged" in capsys.readouterr().out
+    assert "10 unchanged" in capsys.readouterr().out
 
     explained = svc.explain(BY_VERSION)
     assert explained.materialization == "conversion_by_model_version"
@@ -275,7 +276,7 @@ def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, de
         refresher = Refresher(server.service)
         assert refresher.once() == []  # just deployed: nothing is due
         server.service.engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET refreshed_at = refreshed_at - INTERVAL '10 minutes'"])
-        assert sorted(refresher.once()) == ["accuracy_hourly", "conversion_by_model_version", "conversion_now"]
+        assert sorted(refresher.once()) == ["accuracy_hourly", "accuracy_hourly_7d", "conversion_by_model_version", "conversion_now"]
     finally:
         server.stop()
         server.service.engine.close()
@@ -309,11 +310,11 @@ def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
     first = deploy.plan_deploy(model, engine, SCHEMA, {"cluster": "serving"})
     creates = [i for i, s in enumerate(first.statements) if s.startswith("CREATE MATERIALIZED VIEW")]
     inserts = [i for i, s in enumerate(first.statements) if s.startswith("INSERT INTO")]
-    assert len(creates) == 3 and max(creates) < min(inserts)
+    assert len(creates) == 4 and max(creates) < min(inserts)
     assert all("__" in first.statements[i].split(" AS ")[0] for i in creates)
     if dialect == "materialize":
         assert all(' IN CLUSTER "serving" ' in first.statements[i] for i in creates)
-        assert sum(s.startswith("CREATE INDEX IN CLUSTER") or s.startswith("CREATE DEFAULT INDEX") for s in first.statements) == 3
+        assert sum(s.startswith("CREATE INDEX IN CLUSTER") or s.startswith("CREATE DEFAULT INDEX") for s in first.statements) == 4
     engine.run_statements(first.statements[:2] + [s for s in first.statements if s.startswith("INSERT INTO")])
     engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET digest = 'old', object = 'conversion_now__old' "
                            "WHERE name = 'conversion_now'"])
@@ -328,7 +329,6 @@ def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
 def test_a_window_ending_now_is_stored_as_of_its_refresh(tmp_path):
     """With leads up to this hour, the stored trailing window equals the base query as of the
     refreshed_at that freshness reports (the transaction time it was computed at)."""
-    import dataclasses
     import datetime as dt
 
     from metrics_layer.demo_data import generate_duckdb
@@ -349,3 +349,69 @@ def test_a_window_ending_now_is_stored_as_of_its_refresh(tmp_path):
         expected = base.run(dataclasses.replace(query, as_of=as_of)).rows
         assert any(v is not None for row in expected for v in row[-1:]), "the window should hold rows"
         assert_same_rows(routed.rows, expected, str(query.metrics))
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres"])
+def test_a_retention_keeps_the_newest_buckets_and_serves_only_queries_inside_them(kind, tmp_path):
+    """accuracy_hourly_7d (retention: 7 days) stores just the hours newer than its refresh less
+    7 days; a query whose time filter starts inside them reads it and equals the base tables
+    and hand-written SQL; one reaching further back, or with no time filter, does not."""
+    import datetime as dt
+
+    from metrics_layer.query import Filter
+
+    end = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    if kind == "duckdb":
+        from metrics_layer.demo_data import generate_duckdb
+
+        path = tmp_path / "now.duckdb"
+        generate_duckdb(str(path), leads=20_000, end=end, progress=lambda _: None)
+        url = f"duckdb:///{path}"
+    else:
+        import psycopg
+
+        from conftest import postgres_or_skip
+        from metrics_layer.demo_data import generate_postgres
+
+        server, data = postgres_or_skip(), f"{SCHEMA}_now"
+        generate_postgres(server, leads=20_000, end=end, progress=lambda _: None, schema=data)
+        url = f"{server}?options=-csearch_path%3D{data}"
+    try:
+        folder = make_project(tmp_path / "project", url, f"result_cache: false\ndeploy:\n  schema: {SCHEMA}\n")
+        svc = _service(folder)
+        _deploy(svc)
+        base = MetricsService(load_project(folder), engine=svc.engine)
+        base.project.settings["deploy"] = {"schema": SCHEMA, "route": False}
+        stored = deploy.read_deployed(svc.engine, SCHEMA)["accuracy_hourly_7d"]
+        kept_after = stored.refreshed_at - dt.timedelta(days=7)
+        low, high, n = svc.engine.execute(f'SELECT MIN(d0), MAX(d0), COUNT(*) FROM "{SCHEMA}"."{stored.object}"').rows[0]
+        everything = svc.engine.execute(f'SELECT COUNT(*) FROM "{SCHEMA}"."accuracy_hourly"').rows[0][0]
+        assert low > kept_after and n < everything, (low, kept_after, n, everything)
+        assert high == end - dt.timedelta(hours=1) or high == end, high
+
+        hour = DimensionRef("leads.created_at", "hour")
+        start = end - dt.timedelta(days=3)
+        inside = SemanticQuery(("accuracy", "accuracy_3h", "leads.lead_count"), (hour,),
+                               (Filter("leads.created_at", ">=", start.isoformat()),))
+        explained = svc.explain(inside)
+        assert explained.materialization == "accuracy_hourly_7d", explained.not_used
+        routed = svc.run(inside).rows
+        assert_same_rows(routed, base.run(inside).rows, "routed inside the retention")
+        hand = svc.engine.execute(
+            "SELECT date_trunc('hour', created_at) AS h, COUNT(*) FROM leads "
+            f"WHERE created_at >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}' GROUP BY 1").rows
+        assert {r[0]: r[3] for r in routed} == dict(hand)
+
+        before = dataclasses.replace(inside, filters=(Filter("leads.created_at", ">=", (end - dt.timedelta(days=8)).isoformat()),))
+        unfiltered = dataclasses.replace(inside, filters=())
+        for query, why in ((before, "before that"), (unfiltered, "no filter on leads.created_at")):
+            explained = svc.explain(query)
+            assert explained.materialization != "accuracy_hourly_7d"
+            reason = dict(explained.not_used)["accuracy_hourly_7d"]
+            assert "keeps only the hour buckets of leads.created_at of the last 7 days" in reason and why in reason, reason
+            assert_same_rows(svc.run(query).rows, base.run(query).rows, why)
+    finally:
+        if kind == "postgres":
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+                conn.execute(f'DROP SCHEMA IF EXISTS "{data}" CASCADE')

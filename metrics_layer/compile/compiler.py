@@ -81,6 +81,9 @@ def materialization_compiler(model: SemanticModel, mat: Materialization, dialect
     """A compiler holding the materialization's groups and uses (what routing matches against)."""
     compiler = _Compiler(model, materialization_query(mat), dialect)
     compiler.presence = True
+    if mat.retention is not None:
+        (name, grain), age = mat.retention
+        compiler.retention = (next(d for d in compiler.dimensions if d.name == name and d.grain == grain), age)
     for metric in compiler.query.metrics:
         compiler.metric_expression(metric)
     return compiler
@@ -169,6 +172,7 @@ class _Compiler:
         self.routes = routes
         self.routing = Routing()
         self.presence = False  # mark which group has rows in a combined row (materializations)
+        self.retention: tuple[_Dimension, Interval] | None = None  # keep buckets newer than now - age (materializations)
         self.dimensions = [self._dimension(ref) for ref in query.dimensions]
         self._check_labels()
 
@@ -367,10 +371,11 @@ class _Compiler:
         own_time = self._window_reach(base, group.window, rolling, bucket_filters)
         if group.window is not None and rolling is None:
             own_time += self.sql_dialect.trailing_window(base.time_expr, group.window.length, group.window.delay, self.query.as_of)
-        rows.from_(self._source(base, own_time), copy=False)
+        retained_source, retained_rows = self._retained(base, group.window, rolling)
+        rows.from_(self._source(base, own_time + retained_source), copy=False)
         for step in steps:
             _left_join(rows, self._source(self.model.models[step.right]), self._join_on(step))
-        for condition in conditions:
+        for condition in conditions + retained_rows:
             rows.where(condition, copy=False)
         if not group.uses and self._has_primary_key(base):
             return rows  # dimensions only, one row per key already: GROUP BY would change nothing
@@ -417,6 +422,25 @@ class _Compiler:
                     upper = exp.Sub(this=upper, expression=dialects.interval(window.delay))
                 conditions.append(exp.LT(this=time.copy(), expression=upper))
         return conditions
+
+    def _retained(self, base: Model, window: Window | None, rolling: _Dimension | None) -> tuple[list, list]:
+        """A materialization's retention as (conditions on the base model's source, on the joined rows).
+
+        Kept: the buckets b > now - age. A bucket's rows are newer than its start; a rolling
+        bucket's window reaches back delay + window further. So a source filter with that reach
+        keeps every row a kept bucket reads (streaming engines then drop older rows' state), and
+        the bucket filter (here, or in _rolling_select for a rolling series) decides the answer.
+        """
+        if self.retention is None:
+            return [], []
+        dim, age = self.retention
+        if dim is rolling:
+            reach = age + window.length + window.delay if window.delay else age + window.length
+            return [self.sql_dialect.newer_than(base.time_expr.copy(), reach)], []
+        buckets = [self.sql_dialect.newer_than(dim.expr.copy(), age)]
+        if dim.model == base.name and dim.is_time_of_model:
+            return [self.sql_dialect.newer_than(base.time_expr.copy(), age)], buckets
+        return [], buckets
 
     def _has_primary_key(self, base: Model) -> bool:
         """True when an ungrained dimension is the primary key of `base`, the model the rows come from.
@@ -490,6 +514,8 @@ class _Compiler:
         for dim, flt in bucket_filters:
             target = dialects.truncate(bucket.copy(), dim.grain) if dim.grain else bucket.copy()
             select.where(_condition(target, flt, dim.type, self.dialect), copy=False)
+        if self.retention is not None and self.retention[0] is rolling:
+            select.where(self.sql_dialect.newer_than(bucket.copy(), self.retention[1]), copy=False)
         return select
 
     def _at_or_before_end(self, moment: exp.Expression) -> exp.Expression:

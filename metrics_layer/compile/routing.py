@@ -11,6 +11,7 @@ of rows; never a distinct count, an average or a percentile).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -37,6 +38,8 @@ class Route:
     name: str
     schema: str
     table: str
+    # With a retention: every bucket newer than this moment is stored (older ones may be gone).
+    kept_after: dt.datetime | None = None
 
 
 @dataclass
@@ -74,7 +77,8 @@ def route(compiler, routes: tuple[Route, ...], row_filters) -> Routing:
         except _NoRoute as e:
             routing.reasons[candidate.name] = str(e)
             continue
-        cost = (source.args.get("group") is not None, len(stored.dimensions))
+        # Least work: no re-aggregation, fewer stored dimensions, then fewer rows (a retention).
+        cost = (source.args.get("group") is not None, len(stored.dimensions), mat.retention is None)
         feasible.append((cost, candidate.name, source))
     if feasible:
         feasible.sort(key=lambda f: f[0])
@@ -121,6 +125,7 @@ def _read(compiler, stored, candidate: Route, row_filters) -> exp.Select:
     select = exp.select(*[exp.alias_(o, f"d{i}", copy=False) for i, o in enumerate(outputs)], *measures, copy=False).from_(table, copy=False)
     for dim, flt in row_filters:
         select.where(_stored_filter(compiler, dim, flt, stored.dimensions), copy=False)
+    _check_retention(compiler.model.materializations[candidate.name], candidate, row_filters)
     if len(stored.groups) > 1 and stored.dimensions and len(used_groups) < len(stored.groups):
         # a stored row exists where any of its groups has rows; the query's rows where its own do
         present = [exp.Not(this=exp.Is(this=exp.column(f"p{g}", table="mat"), expression=exp.Null())) for g in sorted(used_groups)]
@@ -128,6 +133,31 @@ def _read(compiler, stored, candidate: Route, row_filters) -> exp.Select:
     if not same_dims and outputs:
         select.group_by(*[o.copy() for o in outputs], copy=False)
     return select
+
+
+def _check_retention(mat, candidate: Route, row_filters) -> None:
+    """A materialization with a retention answers only queries whose filter on its time dimension
+    starts after `kept_after`: every bucket they ask for is then still stored."""
+    if mat.retention is None:
+        return
+    from .compiler import _moment
+
+    (name, grain), age = mat.retention
+    starts = []
+    for dim, flt in row_filters:
+        # Any grain: trunc(b, g) >= L, = L or in (L, ..) all give b >= L.
+        if dim.name == name and flt.op in (">=", ">", "=", "in", "between"):
+            values = flt.value if isinstance(flt.value, tuple) else (flt.value,)
+            starts.append(min(_moment(v, flt.field) for v in values))
+    kept = f"it keeps only the {grain} buckets of {name} of the last {age.text}"
+    if candidate.kept_after is None:
+        raise _NoRoute(f"{kept}, and when it was last computed is unknown; run metrics-layer refresh")
+    if not starts:
+        raise _NoRoute(f"{kept} (after {candidate.kept_after:%Y-%m-%d %H:%M:%S}), and the query has no filter on {name} "
+                       "that starts after that")
+    if max(starts) <= candidate.kept_after:
+        raise _NoRoute(f"{kept} (after {candidate.kept_after:%Y-%m-%d %H:%M:%S}), and the query's filter on {name} "
+                       f"starts at {max(starts):%Y-%m-%d %H:%M:%S}, before that")
 
 
 def _map_dimension(dim, stored_dims) -> tuple[int, str | None]:

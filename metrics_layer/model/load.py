@@ -32,7 +32,7 @@ METRIC_KEYS = (
 )
 MEASURE_INPUT_KEYS = ("measure", "filter")
 VIEW_KEYS = ("name", "description", "metrics", "dimensions", "count")
-MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh")
+MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh", "retention")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
@@ -632,9 +632,17 @@ class _Loader:
                 self.error(at, f"{what}: grain '{grain}' of '{dim_name}' is not valid; grains: {valid}")
                 continue
             dimensions.append((dim_name, grain or None))
+        retention = self.interval(node, "retention", what)
+        if retention is not None:
+            timed = [(d, g) for d, g in dimensions if g and self.models[d.split(".")[0]].dimensions[d.split(".")[1]].type == "time"]
+            if not timed:
+                self.error(node.at("retention"), f"{what}: retention keeps the newest buckets of a time dimension, so it "
+                                                 "needs one with a grain among its dimensions (e.g. leads.created_at:hour)")
+                return
+            retention = (timed[0], retention)
         self.materializations[name] = Materialization(
             name, self.text(node, "description", what), tuple(metrics), tuple(dimensions),
-            self.interval(node, "refresh", what), node.location)
+            self.interval(node, "refresh", what), node.location, retention)
 
     def names_from(self, node: Node, key: str, valid: list[str], what: str, kind: str) -> list[str]:
         names = []

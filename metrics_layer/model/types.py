@@ -180,6 +180,10 @@ class Materialization:
     dimensions: tuple[tuple[str, str | None], ...]  # (model.dimension, grain)
     refresh: Interval | None  # PostgreSQL / DuckDB: how often it is rebuilt (streaming engines keep it current)
     location: Location
+    # Keep only the buckets of `retention[0]` (a grained time dimension, as in `dimensions`)
+    # newer than now - retention[1]: bounds a streaming engine's state; routing reads it only
+    # for queries whose time filter starts inside what is kept.
+    retention: tuple[tuple[str, str], Interval] | None = None
 
 
 @dataclass(frozen=True)

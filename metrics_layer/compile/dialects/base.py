@@ -81,6 +81,10 @@ class Dialect:
         """moment <= now, as a filter the engine can maintain."""
         return exp.LTE(this=moment, expression=self.now())
 
+    def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
+        """moment > now - age, as a filter the engine can maintain (a materialization's retention)."""
+        return exp.GT(this=moment, expression=shift(self.now(), age, -1))
+
     def aggregate_where(
         self, aggregate: Callable[[exp.Expression], exp.Expression], value: exp.Expression,
         condition: exp.Expression | None,

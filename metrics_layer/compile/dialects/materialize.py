@@ -27,6 +27,9 @@ class Materialize(Streaming):
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         return exp.GTE(this=self.now(), expression=moment)
 
+    def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
+        return exp.LT(this=self.now(), expression=shift(moment, age, +1))  # moment > now - age
+
     def create_materialization(self, table, select, key, options):
         """A materialized view in the configured cluster, and an index over its key in the same
         cluster so that reads are lookups in memory

@@ -28,6 +28,9 @@ class RisingWave(Streaming):
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         return exp.LTE(this=_utc(moment), expression=self.now())
 
+    def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
+        return exp.GT(this=_utc(moment), expression=shift(self.now(), age, -1))
+
     def deduplicated(self, source, keys, order, descending, where):
         """ROW_NUMBER in a subquery with a rank filter: the form its streaming top-N recognises."""
         ranked = self._select_from(source, where).select(
