@@ -325,11 +325,23 @@ class Routes:
 
     routes: tuple[Route, ...] = ()
     deployed: dict = field(default_factory=dict)  # name -> Deployed, for freshness
+    lags: dict = field(default_factory=dict)  # name -> seconds behind the wall clock (engines that keep them current)
     excluded: tuple[tuple[str, str], ...] = ()  # (materialization, why not)
 
 
+def read_lags(engine: Engine, schema: str, deployed: dict[str, Deployed]) -> dict[str, float]:
+    """How many seconds each deployed materialization trails the wall clock, where the engine
+    keeps it current and says so (Materialize); {} elsewhere."""
+    objects = {d.object: name for name, d in deployed.items() if d.kind == MATERIALIZATION}
+    query = dialects.get(engine.dialect).lag_query(schema, sorted(objects))
+    if query is None or not objects:
+        return {}
+    rows = engine.execute(query.sql(dialect=engine.dialect)).rows
+    return {objects[obj]: float(lag) for obj, lag in rows if obj in objects and lag is not None}
+
+
 def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deployed], schema: str,
-                  home: str, now: dt.datetime) -> Routes:
+                  home: str, now: dt.datetime, lags: dict[str, float] | None = None) -> Routes:
     """Deployed materializations whose definition is the model's over the tables of `home` (the
     connection's schema) and, where the engine does not keep them current, whose last refresh
     is within their refresh interval."""
@@ -350,4 +362,4 @@ def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deploy
                                    f"({d.refresh_seconds} s); run metrics-layer refresh"))
         else:
             routes.append(Route(name, schema, d.object, _kept_after(model.materializations[name], d, streaming, now)))
-    return Routes(tuple(sorted(routes, key=lambda r: r.name)), dict(deployed), tuple(excluded))
+    return Routes(tuple(sorted(routes, key=lambda r: r.name)), dict(deployed), lags or {}, tuple(excluded))

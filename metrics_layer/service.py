@@ -39,7 +39,9 @@ class Explained:
 
 def describe_freshness(freshness: dict) -> str:
     if freshness.get("refreshed_at") is None:
-        return f"kept current by {freshness['maintained_by']}"
+        lag = freshness.get("lag_s")
+        behind = f", {lag:.1f} s behind the wall clock" if lag is not None else ""
+        return f"kept current by {freshness['maintained_by']}{behind}"
     return f"refreshed {freshness['refreshed_at']}, every {freshness['refresh_every_s']} s"
 
 
@@ -112,7 +114,7 @@ class MetricsService:
     def routes(self, model: SemanticModel | None = None):
         """The deployed materializations queries may read now (deploy.usable_routes); none when
         routing is off, nothing is deployed or the engine cannot say."""
-        from .deploy import Routes, current_schema, read_deployed, usable_routes, utc_now
+        from .deploy import Routes, current_schema, read_deployed, read_lags, usable_routes, utc_now
 
         model = model if model is not None else self._model
         if not self._deploy_settings.get("route", True):
@@ -128,7 +130,12 @@ class MetricsService:
             except EngineError as e:
                 log.debug("deployed materializations not read: %s", first_line(e.message))
                 deployed = {}
-            routes = usable_routes(model, self.dialect, deployed, self.deploy_schema, self._home or "", utc_now())
+            try:
+                lags = read_lags(self.engine, self.deploy_schema, deployed)
+            except EngineError as e:  # freshness unknown; the rows are still the engine's current ones
+                log.debug("materializations' lag not read: %s", first_line(e.message))
+                lags = {}
+            routes = usable_routes(model, self.dialect, deployed, self.deploy_schema, self._home or "", utc_now(), lags)
             self._routes = (time.monotonic(), model, routes)
         return routes
 
@@ -157,7 +164,7 @@ class MetricsService:
             return Explained(compiled.sql)
         freshness = None
         if compiled.materialization is not None:
-            freshness = _freshness(routes.deployed[compiled.materialization], self.dialect)
+            freshness = _freshness(routes.deployed[compiled.materialization], self.dialect, routes.lags)
         return Explained(compiled.sql, compiled.materialization, compiled.not_used + routes.excluded, freshness)
 
     def compile(self, query: SemanticQuery, dialect: str | None = None, model: SemanticModel | None = None) -> str:
@@ -178,13 +185,14 @@ class MetricsService:
         return result
 
 
-def _freshness(deployed, dialect: str) -> dict:
-    """How current a materialization's rows are: its last refresh, or kept current by the engine."""
+def _freshness(deployed, dialect: str, lags: dict[str, float]) -> dict:
+    """How current a materialization's rows are: its last refresh, or kept current by the engine
+    (and how far it trails the wall clock, where the engine says: lag_s)."""
     from .compile import dialects
 
     if dialects.get(dialect).streaming:
         return {"materialization": deployed.name, "maintained_by": dialect, "refreshed_at": None,
-                "refresh_every_s": None}
+                "refresh_every_s": None, "lag_s": lags.get(deployed.name)}
     return {"materialization": deployed.name, "maintained_by": "refresh",
             "refreshed_at": deployed.refreshed_at.isoformat(sep=" ") + "Z" if deployed.refreshed_at else None,
-            "refresh_every_s": deployed.refresh_seconds}
+            "refresh_every_s": deployed.refresh_seconds, "lag_s": None}

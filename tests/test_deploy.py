@@ -415,3 +415,40 @@ def test_a_retention_keeps_the_newest_buckets_and_serves_only_queries_inside_the
             with psycopg.connect(server, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
                 conn.execute(f'DROP SCHEMA IF EXISTS "{data}" CASCADE')
+
+
+def test_materialize_freshness_is_its_wallclock_lag(tmp_path):
+    """On Materialize a routed result says how far the materialization trails the wall clock,
+    from the catalog view its freshness guide queries. Materialize does not run here: its
+    catalog tables are recreated in DuckDB with the documented columns, and the query deploy
+    sends is the Materialize dialect's, run as written."""
+    from metrics_layer.engines import connect
+    from metrics_layer.service import describe_freshness
+
+    engine = connect("duckdb:///:memory:")
+    engine.dialect = "materialize"
+    folder = make_project(tmp_path / "project", "\"duckdb:///:memory:\"", f"deploy:\n  schema: {SCHEMA}\n")
+    svc = MetricsService(load_project(folder), engine=engine)
+    plan = deploy.plan_deploy(svc.model, engine, SCHEMA)
+    engine.run_statements(plan.statements[:2] + [s for s in plan.statements if s.startswith("INSERT INTO")])
+    deployed = deploy.read_deployed(engine, SCHEMA)
+    mine = deployed["conversion_by_model_version"].object
+    engine.run_statements([
+        "CREATE SCHEMA mz_internal", "CREATE SCHEMA mz_catalog",
+        "CREATE TABLE mz_catalog.mz_schemas (id TEXT, name TEXT)",
+        "CREATE TABLE mz_catalog.mz_objects (id TEXT, schema_id TEXT, name TEXT)",
+        "CREATE TABLE mz_internal.mz_wallclock_global_lag_recent_history (object_id TEXT, lag INTERVAL, occurred_at TIMESTAMPTZ)",
+        f"INSERT INTO mz_catalog.mz_schemas VALUES ('u1', '{SCHEMA}'), ('u2', 'elsewhere')",
+        f"INSERT INTO mz_catalog.mz_objects VALUES ('u10', 'u1', '{mine}'), ('u11', 'u2', '{mine}')",
+        "INSERT INTO mz_internal.mz_wallclock_global_lag_recent_history VALUES "
+        "('u10', INTERVAL '40 seconds', TIMESTAMPTZ '2026-12-01 10:00:00+00'), "
+        "('u10', INTERVAL '2.5 seconds', TIMESTAMPTZ '2026-12-01 10:01:00+00'), "  # the latest minute
+        "('u11', INTERVAL '900 seconds', TIMESTAMPTZ '2026-12-01 10:02:00+00')",  # same name, other schema
+    ])
+    freshness = svc.explain(BY_VERSION).freshness
+    assert freshness == {"materialization": "conversion_by_model_version", "maintained_by": "materialize",
+                         "refreshed_at": None, "refresh_every_s": None, "lag_s": 2.5}
+    assert describe_freshness(freshness) == "kept current by materialize, 2.5 s behind the wall clock"
+    engine.run_statements(["DROP TABLE mz_internal.mz_wallclock_global_lag_recent_history"])
+    svc.forget_routes()
+    assert svc.explain(BY_VERSION).freshness["lag_s"] is None  # the catalog cannot say: still routed, lag unknown

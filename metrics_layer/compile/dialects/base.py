@@ -125,6 +125,11 @@ class Dialect:
     # ---- DDL: how `deploy` stores objects (metrics_layer/deploy.py diffs and applies them) ----
 
     transactional_ddl = True  # CREATE/DROP commit or roll back with the transaction around them
+
+    def lag_query(self, schema: str, objects: list[str]) -> exp.Select | None:
+        """A catalog query giving (object, seconds behind the wall clock) for materializations the
+        engine keeps current; None where `refresh` keeps them (their freshness is refreshed_at)."""
+        return None
     stored_kind = "MATERIALIZED VIEW"  # what a materialization is stored as
 
     def create_view(self, table: exp.Table, select: exp.Select) -> list[exp.Expression]:
