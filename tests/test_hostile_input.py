@@ -192,3 +192,37 @@ def test_messages_and_statements_over_their_caps(capped_endpoint):
         assert "max_message_bytes" in str(e.value) or conn.closed or conn.broken
     with psycopg.connect(dsn, autocommit=True, connect_timeout=30) as conn:
         assert conn.execute("SELECT 3").fetchall() == [(3,)]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT sum(hash(i)) FROM range(40000000000) t(i)",  # unbounded work on the shadow catalog
+    "SELECT count(*) FROM generate_series(1, 40000000000)",
+    "SELECT pg_sleep(600)",
+])
+def test_catalog_statements_obey_the_time_out_and_cancel(tmp_path, sql, monkeypatch):
+    """A statement the shadow catalog runs stops at the project's query time-out and at a
+    CancelRequest, like a semantic query; the connection and the catalog serve the next one."""
+    import threading
+
+    from conftest import make_project
+    from test_sql_endpoint import USERS_YAML, Endpoint
+
+    monkeypatch.setenv("ML_TEST_FRAUD_PW", "fraud-pw")
+    for timeout, cancel in ((2, False), (600, True)):
+        folder = make_project(tmp_path / f"p{timeout}", '"duckdb:///:memory:"', f"query_timeout: {timeout}\n" + USERS_YAML)
+        endpoint = Endpoint(folder).start()
+        try:
+            with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+                conn.execute("SELECT 1 FROM pg_catalog.pg_namespace LIMIT 1")  # the shadow catalog is built
+                if cancel:  # the time-out (10 minutes) is only a guard against a hang
+                    timer = threading.Timer(1.0, conn.cancel_safe)
+                    timer.start()
+                with pytest.raises(psycopg.errors.QueryCanceled) as info:
+                    conn.execute(sql)
+                if cancel:
+                    timer.join()
+                words = "user request" if cancel else "statement timeout (2 s)"
+                assert words in str(info.value), info.value
+                assert conn.execute("SELECT count(*) FROM pg_catalog.pg_namespace").fetchone()[0] > 0
+        finally:
+            endpoint.stop()

@@ -402,20 +402,29 @@ class ShadowCatalog:
 
     # ---- running ----------------------------------------------------------------------
 
-    def run(self, tree: exp.Expression, schema: str, index: dict, session: SessionInfo, describe_only: bool = False) -> CatalogResult:
-        """Run a (parameter-free) catalog statement; raises QueryError."""
+    def run(self, tree: exp.Expression, schema: str, index: dict, session: SessionInfo, describe_only: bool = False,
+            cancel: Any = None) -> CatalogResult:
+        """Run a (parameter-free) catalog statement; raises QueryError. `cancel` (engines.Cancel)
+        interrupts it: a CancelRequest or the statement time-out, as for semantic queries."""
         names = output_names(tree)
         rewritten = Rewriter(schema, index, session).rewrite(tree)
         sql = rewritten.sql(dialect="duckdb")
         if describe_only:
             sql = f"SELECT * FROM ({sql}) AS _q LIMIT 0"
         cursor = self._cursor()
+        if cancel is not None:
+            cancel.bind(cursor.interrupt)
         try:
             cursor.execute(sql)
             description = cursor.description or []
             rows = cursor.fetchall()
         except duckdb.Error as e:
+            if cancel is not None and cancel.cancelled:
+                raise QueryError(cancel.reason, "57014") from None
             raise _catalog_error(e) from None
+        finally:
+            if cancel is not None:
+                cancel.bind(None)
         oids = [_duck_oid(d[1]) for d in description]
         if names is None or len(names) != len(description):
             names = [d[0] for d in description]

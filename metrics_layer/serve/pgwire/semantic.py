@@ -615,7 +615,11 @@ class SemanticSession:
         schema, index = self.backend.catalog.schema_for(state.model, views, state.types.field_types)
         if params or _param_count(tree):
             tree = _inline_params(tree, params)
-        return self.backend.catalog.run(tree, schema, index, self.info, describe_only=describe_only)
+        cancel, timer = self._cancellable()
+        try:
+            return self.backend.catalog.run(tree, schema, index, self.info, describe_only=describe_only, cancel=cancel)
+        finally:
+            self._finish(cancel, timer)
 
     def _semantic(self, kind: _Classified, params: list[Any], result_formats: list[int]) -> Outcome:
         state = self.backend.state()
@@ -666,11 +670,7 @@ class SemanticSession:
     def _stream(self, sql: str, template: Template, post_offset: int, post_limit: int | None,
                 projected: bool = False) -> Iterator:
         service = self.backend.service
-        cancel = Cancel()
-        with self._cancel_lock:
-            self._cancel = cancel
-        timeout = service.project.query_timeout if service.project is not None else None
-        timer = cancel.deadline(timeout, "canceling statement due to statement timeout ({:g} s)")
+        cancel, timer = self._cancellable()
         try:
             _, batches = service.engine.stream(sql, cancel)
         except EngineError as e:
@@ -708,6 +708,16 @@ class SemanticSession:
             if close is not None:
                 close()
             self._finish(cancel, timer)
+
+    def _cancellable(self) -> tuple[Cancel, Any]:
+        """A Cancel for the statement about to run: a CancelRequest reaches it, and it fires at
+        the project's query time-out (catalog statements included)."""
+        cancel = Cancel()
+        with self._cancel_lock:
+            self._cancel = cancel
+        service = self.backend.service
+        timeout = service.project.query_timeout if service.project is not None else None
+        return cancel, cancel.deadline(timeout, "canceling statement due to statement timeout ({:g} s)")
 
     def _finish(self, cancel: Cancel, timer) -> None:
         if timer is not None:
