@@ -164,3 +164,39 @@ def test_streaming_dialects_refuse():
     for dialect in ("materialize", "risingwave"):
         with pytest.raises(QueryError, match="batch job"):
             compile_spine(model, SpineQuery(("accuracy_3h",)), dialect)
+
+
+def test_cli_writes_the_spine_plus_metrics(service, tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    spine = tmp_path / "spine.csv"
+    spine.write_text("at,who\n" + "".join(f"{t.isoformat(sep=' ')},{i}\n" for i, t in enumerate(SPINE_TIMES)))
+    for out in (tmp_path / "train.parquet", tmp_path / "train.csv"):
+        done = subprocess.run(
+            [sys.executable, "-m", "metrics_layer.cli", "features", "--project", str(service.project.root), "--spine", str(spine),
+             "--metric", "accuracy_3h", "--metric", "leads.lead_count", "--out", str(out), "--show-sql"],
+            capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "ml_points" in done.stderr  # --show-sql
+        table = pq.read_table(out) if out.suffix == ".parquet" else pcsv.read_csv(out)
+        assert table.column_names == ["at", "who", "accuracy_3h", "leads.lead_count"]
+        assert table.column("who").to_pylist() == list(range(len(SPINE_TIMES)))
+        for row in table.to_pylist():
+            at = row["at"] if isinstance(row["at"], dt.datetime) else dt.datetime.fromisoformat(str(row["at"]))
+            assert _close(row["accuracy_3h"], _reference(at, "accuracy_3h"))
+            assert row["leads.lead_count"] == _reference(at, "leads.lead_count")
+
+
+def test_python_api_returns_pandas(service):
+    import pandas as pd
+
+    import metrics_layer
+
+    spine = pd.DataFrame({"at": pd.to_datetime(SPINE_TIMES)})
+    frame = metrics_layer.training_set(service, spine, ["leads.lead_count"])
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame["leads.lead_count"]) == [_reference(t, "leads.lead_count") for t in SPINE_TIMES]
