@@ -200,3 +200,28 @@ def test_python_api_returns_pandas(service):
     frame = metrics_layer.training_set(service, spine, ["leads.lead_count"])
     assert isinstance(frame, pd.DataFrame)
     assert list(frame["leads.lead_count"]) == [_reference(t, "leads.lead_count") for t in SPINE_TIMES]
+
+
+def test_demo_feature_on_prediction_events(demo_duckdb_path, tmp_path):
+    """The demo's conversion_rate_fb_3h at each of a sample of its prediction events equals a
+    per-row hand-written SQL and the metric queried as_of that time."""
+    import duckdb
+
+    from metrics_layer.features import training_set
+
+    service = MetricsService(load_project(make_project(tmp_path / "demo", f"duckdb:///{demo_duckdb_path}")))
+    con = duckdb.connect(str(demo_duckdb_path), read_only=True)
+    spine = con.sql("SELECT lead_id, predicted_at AS at FROM prediction_events ORDER BY event_id LIMIT 40 OFFSET 3000").to_arrow_table()
+    out = training_set(service, spine, ["conversion_rate_fb_3h"])
+    for row in out.to_pylist():
+        at = row["at"]
+        expected = con.execute("""
+            WITH l AS (SELECT id FROM leads WHERE utm_source = 'facebook' AND created_at <= ?
+                         AND created_at > ? - INTERVAL 27 HOUR AND created_at <= ? - INTERVAL 24 HOUR),
+                 c AS (SELECT DISTINCT lead_id FROM conversions WHERE converted_at <= ?)
+            SELECT CAST(COUNT(c.lead_id) AS DOUBLE) / NULLIF(COUNT(*), 0) FROM l LEFT JOIN c ON c.lead_id = l.id""",
+            [at, at, at, at]).fetchone()[0]
+        assert _close(row["conversion_rate_fb_3h"], expected), row
+        as_of = service.run(SemanticQuery(("conversion_rate_fb_3h",), as_of=at)).rows[0][0]
+        assert _close(row["conversion_rate_fb_3h"], as_of)
+    con.close()
