@@ -143,6 +143,10 @@ class _SpineCompiler(_Compiler):
 
     def _from_rows(self, rows: exp.Select, base: Model, own_time: list[exp.Expression], steps) -> None:
         source, conditions = self._cut(base)
+        if own_time and conditions and not base.dedupe:
+            # A trailing window ends at or before T already; a third range condition makes the
+            # join a nested loop instead of DuckDB's two-condition IEJoin.
+            conditions = []
         conditions += own_time
         if self.keyed:
             entity = base.entities.get(self.entity)
