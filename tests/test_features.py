@@ -64,6 +64,8 @@ def _reference(at: dt.datetime, metric: str, lead_key=None):
     leads = [(i, c) for i, c, _ in LEADS if c <= at and (lead_key is None or i == lead_key)]
     if metric == "leads.lead_count":
         return len(leads)
+    if metric == "predictions.prediction_count":  # a deduplicated base model: one row per lead
+        return len(preds)
     if metric == "conversion_rate":
         return len([i for i, _ in leads if i in convs]) / len(leads) if leads else None
     if metric == "accuracy_3h":
@@ -77,7 +79,7 @@ def _reference(at: dt.datetime, metric: str, lead_key=None):
 
 SPINE_TIMES = [T0 - H, T0 + 26 * H, T0 + 26 * H, T0 + 27.5 * H, T0 + 40 * H, T0 + 52 * H + dt.timedelta(minutes=1),
                T0 + 60 * H, T0 + 75 * H, T0 + 100 * H, T0 + 26 * H]
-METRICS = ["accuracy_3h", "conversion_rate", "leads.lead_count"]
+METRICS = ["accuracy_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count"]
 
 
 @pytest.fixture(scope="module", params=["duckdb", "postgres"])
