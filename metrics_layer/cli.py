@@ -95,6 +95,17 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=("table", "csv", "json"), default="table")
             p.add_argument("--show-sql", action="store_true", help="print the SQL run, to stderr")
 
+    p = command("features", _features, "A training set: every metric as it was at each spine row's time (point in time, no later row leaks in).")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--spine", required=True, help="spine file (.csv or .parquet): a time column and, keyed by --entity, a key column")
+    p.add_argument("--at", default="at", help="the spine's time column (default: at)")
+    p.add_argument("--metric", "-m", action="append", default=[], required=True, help="metric (repeatable)")
+    p.add_argument("--entity", help="key every metric by this entity (name or model.entity), e.g. leads.lead")
+    p.add_argument("--key", help="the spine's column holding the entity's values (default: the entity's name)")
+    p.add_argument("--filter", "-f", action="append", default=[], help="row filter on a dimension (repeatable), as for query")
+    p.add_argument("--out", required=True, help="output file (.csv or .parquet): the spine's columns plus one per metric")
+    p.add_argument("--show-sql", action="store_true", help="print the SQL run, to stderr")
+
     p = command("demo", _demo, "Write the demo's synthetic data into DuckDB (and PostgreSQL with --postgres).")
     p.add_argument("--leads", type=int, default=100_000, help="number of leads and of transactions (default 100000)")
     p.add_argument("--seed", type=int, default=42)
@@ -355,6 +366,32 @@ def _query(args) -> int:
             print(f"-- read from materialization {result.freshness['materialization']} ({describe_freshness(result.freshness)})",
                   file=sys.stderr)
     _print_result(result, args.format)
+    return 0
+
+
+def _features(args) -> int:
+    from .features import training_set
+    from .service import MetricsService
+
+    project, model = _prepare(args)
+    if project.is_demo:
+        _ensure_demo_data(project)
+    if not args.out.endswith((".csv", ".parquet")):
+        raise UserError(f"--out {args.out!r}: give a .csv or .parquet file")
+    print(f"features: {', '.join(args.metric)} over {args.spine} ...", file=sys.stderr)
+    table, sql = training_set(MetricsService(project, model=model), args.spine, args.metric, at=args.at,
+                              entity=args.entity, key=args.key, filters=[_filter(f) for f in args.filter], show_sql=True)
+    if args.show_sql:
+        print(sql, file=sys.stderr)
+    if args.out.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, args.out)
+    else:
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, args.out)
+    print(f"features: {table.num_rows} rows x {len(args.metric)} metrics written to {args.out}", file=sys.stderr)
     return 0
 
 

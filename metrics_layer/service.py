@@ -184,6 +184,20 @@ class MetricsService:
         result.freshness = explained.freshness
         return result
 
+    def training_set(self, spine_query, spine_table) -> Result:
+        """Metrics at every row of a spine (compile/spine.py), the spine's rows loaded into the
+        engine as the temporary relation `spine_query.table` for this one query."""
+        from .compile.spine import compile_spine
+
+        sql = compile_spine(self._model, spine_query, self.dialect)
+        try:
+            result = self.engine.execute_with_table(spine_query.table, spine_table, sql, timeout=self.project.query_timeout)
+        except EngineError as e:
+            raise QueryError(f"training set of {', '.join(spine_query.metrics)} failed: "
+                             f"{self.explain_engine_error(e.message)}", e.code) from None
+        result.sql = sql
+        return result
+
 
 def _freshness(deployed, dialect: str, lags: dict[str, float]) -> dict:
     """How current a materialization's rows are: its last refresh, or kept current by the engine

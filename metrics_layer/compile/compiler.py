@@ -139,7 +139,7 @@ class Window:
 @dataclass
 class _Dimension:
     label: str
-    model: str
+    model: str  # "" for a spine's columns (spine.py), which belong to no model
     expr: exp.Expression  # qualified with the model's alias
     type: str
     grain: str | None
@@ -351,7 +351,7 @@ class _Compiler:
         bucket_filters = [(d, f) for d, f in row_filters if rolling is not None and d.model == base.name and d.is_time_of_model]
         picked = {id(f) for _, f in bucket_filters}
         conditions = [_condition(d.expr, f, d.type, self.dialect) for d, f in row_filters if id(f) not in picked]
-        needed = group.models | {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}
+        needed = group.models | {d.model for d in self.dimensions if d.model} | {d.model for d, _ in row_filters}
         try:
             steps = join_plan(self.model.models, base.name, needed)
         except JoinError as e:
@@ -370,11 +370,9 @@ class _Compiler:
         # temporal filters on the source in FROM), and every engine joins fewer rows.
         own_time = self._window_reach(base, group.window, rolling, bucket_filters)
         if group.window is not None and rolling is None:
-            own_time += self.sql_dialect.trailing_window(base.time_expr, group.window.length, group.window.delay, self.query.as_of)
+            own_time += self.sql_dialect.trailing_window(base.time_expr, group.window.length, group.window.delay, self._window_end())
         retained_source, retained_rows = self._retained(base, group.window, rolling)
-        rows.from_(self._source(base, own_time + retained_source), copy=False)
-        for step in steps:
-            _left_join(rows, self._source(self.model.models[step.right]), self._join_on(step))
+        self._from_rows(rows, base, own_time + retained_source, steps)
         for condition in conditions + retained_rows:
             rows.where(condition, copy=False)
         if not group.uses and self._has_primary_key(base):
@@ -455,7 +453,7 @@ class _Compiler:
     def _join_refusal(self, base: Model, group: _Group, row_filters, error: JoinError) -> str:
         """Name the dimensions and filters that cannot meet the rows of `base`, and why."""
         blocked = set()
-        for name in {d.model for d in self.dimensions} | {d.model for d, _ in row_filters}:
+        for name in {d.model for d in self.dimensions if d.model} | {d.model for d, _ in row_filters}:
             try:
                 join_path(self.model.models, base.name, name)
             except JoinError:
@@ -700,6 +698,17 @@ class _Compiler:
 
     def _source(self, model: Model, where: list[exp.Expression] = ()) -> exp.Expression:
         return model_source(model, self.sql_dialect, self.query.as_of, where)
+
+    def _window_end(self) -> dt.datetime | exp.Expression | None:
+        """Where a trailing window ends: as_of, or None for now (spine.py: each spine row's time)."""
+        return self.query.as_of
+
+    def _from_rows(self, rows: exp.Select, base: Model, own_time: list[exp.Expression], steps) -> None:
+        """FROM the base model's source (conditions `own_time` on it), LEFT JOIN the models in `steps`
+        (spine.py cuts each at every spine row's time instead)."""
+        rows.from_(self._source(base, own_time), copy=False)
+        for step in steps:
+            _left_join(rows, self._source(self.model.models[step.right]), self._join_on(step))
 
     def _join_on(self, step) -> exp.Expression:
         left = self.model.models[step.left].entities[step.entity]

@@ -94,6 +94,12 @@ class Engine:
                 timer.cancel()
         return Result(columns, rows, sql)
 
+    def execute_with_table(self, name: str, table, sql: str, cancel: Cancel | None = None,
+                           timeout: float | None = None) -> Result:
+        """Run `sql` with the Arrow table `table` visible to it as the temporary relation `name`
+        (a training set's spine), dropped afterwards."""
+        raise EngineError(f"{self.dialect} cannot take a temporary table of rows (a training set's spine)", "0A000")
+
     def run_statements(self, statements: Iterable[str], transaction: bool = True) -> None:
         """Run statements that return no rows (DDL, writes) in order; with `transaction`, in one
         transaction: all of them take effect or none does. Raises EngineError on the first failure."""

@@ -27,7 +27,7 @@ from typing import Iterator
 
 from sqlglot import exp
 
-from ..query import Column
+from ..query import Column, Result
 from .base import Cancel, Engine, EngineError, rows_of, type_kind
 from .result_cache import ResultCache
 
@@ -253,6 +253,29 @@ class DuckDBEngine(Engine):
                     _close_quietly(cursor)  # closed early or failed: a fresh cursor next time
 
         return columns, batches()
+
+    def execute_with_table(self, name, table, sql, cancel=None, timeout=None) -> Result:
+        """The Arrow table is registered on a cursor of its own (a view of that connection only,
+        read in place: nothing is copied, and a read-only database stays unwritten)."""
+        cancel = cancel or Cancel()
+        timer = cancel.deadline(timeout)
+        cursor = self._connection.cursor()
+        cancel.bind(cursor.interrupt)
+        try:
+            cursor.register(name, table)
+            cursor.execute(sql)
+            columns = [Column(d[0], column_type(d[1])) for d in cursor.description or []]
+            rows = cursor.fetchall()
+        except self._duckdb.Error as e:
+            if cancel.cancelled:
+                raise EngineError(cancel.reason, "57014") from None
+            raise EngineError(f"DuckDB: {e}") from None
+        finally:
+            cancel.bind(None)
+            if timer is not None:
+                timer.cancel()
+            _close_quietly(cursor)
+        return Result(columns, rows, sql)
 
     def run_statements(self, statements, transaction: bool = True) -> None:
         cursor = self._connection.cursor()  # its own connection: the transaction is this call's

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Iterator
 
-from ..query import Column
+from ..query import Column, Result
 from .base import Cancel, Engine, EngineError
 
 _TYPES = {
@@ -305,6 +305,41 @@ class PostgresEngine(Engine):
         finally:
             self.pool.release(lease)
 
+    def execute_with_table(self, name, table, sql, cancel=None, timeout=None) -> Result:
+        """COPY the Arrow table into a temporary table on one pooled connection, ANALYZE it (so the
+        planner knows its size), run `sql` there and drop the table."""
+        from psycopg import sql as pgsql
+
+        cancel = cancel or Cancel()
+        timer = cancel.deadline(timeout)
+        lease = self.pool.acquire(cancel)
+        cancel.bind(lease.interrupt)
+        connection = lease.connection
+        relation = pgsql.Identifier(name)
+        columns_sql = pgsql.SQL(", ").join(
+            pgsql.SQL("{} {}").format(pgsql.Identifier(field.name), pgsql.SQL(_pg_type(field.type))) for field in table.schema)
+        try:
+            try:
+                connection.execute(pgsql.SQL("CREATE TEMPORARY TABLE {} ({})").format(relation, columns_sql))
+                with connection.cursor().copy(pgsql.SQL("COPY {} FROM STDIN").format(relation)) as copy:
+                    for row in zip(*(column.to_pylist() for column in table.columns)):
+                        copy.write_row(row)
+                connection.execute(pgsql.SQL("ANALYZE {}").format(relation))
+                cursor = connection.execute(sql)
+                columns = [Column(d.name, _TYPES.get(d.type_code, "unknown")) for d in cursor.description or []]
+                rows = cursor.fetchall()
+            finally:
+                if not (connection.closed or connection.broken):
+                    connection.execute(pgsql.SQL("DROP TABLE IF EXISTS {}").format(relation))
+        except self._psycopg.Error as e:
+            raise self._error(e, cancel, lease) from None
+        finally:
+            cancel.bind(None)
+            if timer is not None:
+                timer.cancel()
+            self.pool.release(lease)
+        return Result(columns, rows, sql)
+
     def relation_names(self) -> list[str]:
         """Tables and views of every schema on the search path (PostgreSQL; the others: the current one)."""
         if self.dialect != "postgres":
@@ -369,6 +404,23 @@ class _Batches:
 
     def __del__(self):
         self.close()
+
+
+def _pg_type(arrow_type) -> str:
+    """The PostgreSQL column type for an Arrow type of a spine column."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE PRECISION"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_decimal(arrow_type):
+        return "NUMERIC"
+    return "TEXT"
 
 
 def _redact(url: str) -> str:

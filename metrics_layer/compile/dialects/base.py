@@ -55,15 +55,18 @@ class Dialect:
         return exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=exp.Literal.string("UTC"))
 
     def trailing_window(
-        self, time: exp.Expression, window: Interval, delay: Interval | None, end: dt.datetime | None
+        self, time: exp.Expression, window: Interval, delay: Interval | None, end: dt.datetime | exp.Expression | None
     ) -> list[exp.Expression]:
         """Conditions keeping rows with time in (end - delay - window, end - delay].
 
         The window includes its end: a row at exactly `end` (which as_of keeps) is in the window
         ending there, as in `created_at > NOW() - INTERVAL '3 hours'`. `end` is the as_of moment,
-        or None for "now".
+        an expression (a spine row's time), or None for "now".
         """
         reach = window + delay if delay else window
+        if isinstance(end, exp.Expression):  # a column: each spine row's own time (spine.py)
+            return [exp.GT(this=time.copy(), expression=shift(end.copy(), reach, -1)),
+                    exp.LTE(this=time.copy(), expression=shift(end.copy(), delay, -1))]
         if end is not None:
             upper = end - dt.timedelta(seconds=delay.seconds if delay else 0)
             lower = end - dt.timedelta(seconds=reach.seconds)

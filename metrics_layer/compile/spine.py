@@ -1,0 +1,205 @@
+"""Point-in-time evaluation over a spine: every metric as it was at each spine row's time, in one query.
+
+A spine is a table of rows (time[, entity key]) in the engine, prepared by the caller as
+`ml_row` (the row's position), `ml_point` (one id per distinct (time, key)), `ml_at` (naive UTC
+timestamp) and optionally `ml_key`. The value of a metric at a point T is what
+`SemanticQuery(metrics, as_of=T)` returns (for a key: restricted to the base model's rows of
+that entity value), so the spine reuses the compiler's three levels with the spine's distinct
+points as one more dimension (`ml_point`):
+
+- rows: each group's base model is joined to the points whose cut and trailing window hold the
+  row (`time <= T`, and `(T - delay - window, T - delay]`), by range conditions, plus the key;
+  every other model is joined cut at the same T. A deduplicated model keeps, per key, the row
+  as_of would keep at T: for `latest` with the time being the dedupe column, each row is the
+  latest for T in [its time, the next row's time) (a LEAD window); for `earliest`, the first row
+  overall once its time is <= T; otherwise the model's rows are joined to every point at or
+  after them and deduplicated per (key, point) — exact but larger.
+- groups: aggregated per point (count distinct and ratios stay exact: one group per point).
+- combine: the points LEFT JOIN each group's aggregates on the point id, so a point without
+  rows reads 0 for counts and NULL for ratios, as a query as_of that time would.
+
+The outer query joins the spine rows back to their point and keeps the spine's order.
+Streaming engines are refused: a training set is a batch job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from ..model.load import qualify
+from ..model.types import Model, SemanticModel
+from ..query import Filter, QueryError, SemanticQuery
+from . import dialects
+from .compiler import _Compiler, _Dimension, _left_join, model_source
+
+ROW, POINT, AT, KEY = "ml_row", "ml_point", "ml_at", "ml_key"  # the spine table's columns
+_POINTS = "ml_points"  # CTE: the spine's distinct points
+_SPINE = "ml_spine"  # alias of the points in each group's rows
+_UNTIL = "ml_until"  # column: when a deduplicated row stops being the latest of its key
+_CUT_AT = "ml_cut_at"  # column: the point a row was deduplicated for (the general form)
+
+
+@dataclass(frozen=True)
+class SpineQuery:
+    """Metrics evaluated at every row of a spine held in the engine as `table`.
+
+    `entity`: the entity (`name` or `model.name`) the spine's key matches; every metric's
+    base model must have it. None: global metrics, one value per time.
+    """
+
+    metrics: tuple[str, ...]
+    table: str = "ml_spine_rows"
+    entity: str | None = None
+    filters: tuple[Filter, ...] = ()
+    window: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("metrics", "filters"):
+            value = getattr(self, name)
+            if isinstance(value, (str, Filter)):
+                raise QueryError(f"{name} must be a list, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not self.metrics:
+            raise QueryError("a training set needs at least one metric")
+
+
+def entity_name(model: SemanticModel, entity: str | None) -> str | None:
+    """The entity a spine is keyed by: `name`, or `model.name` checked against that model."""
+    if entity is None:
+        return None
+    model_name, dot, name = entity.rpartition(".")
+    if dot:
+        found = model.models.get(model_name)
+        if found is None or name not in found.entities:
+            known = [f"{m.name}.{e}" for m in model.models.values() for e in m.entities]
+            raise QueryError(f"unknown entity '{entity}'; entities: {', '.join(known)}", "42703")
+        return name
+    known = sorted({e for m in model.models.values() for e in m.entities})
+    if name not in known:
+        raise QueryError(f"unknown entity '{entity}'; entities: {', '.join(known)}", "42703")
+    return name
+
+
+def compile_spine(model: SemanticModel, spine: SpineQuery, dialect: str = "duckdb") -> str:
+    """SQL returning one row per spine row, in the spine's order (`ml_row`), one column per metric."""
+    if dialects.get(dialect).streaming:
+        raise QueryError(
+            f"training sets are a batch job: {dialect} maintains views incrementally and has no exact "
+            "point-in-time form for a spine; run them on DuckDB or PostgreSQL over the same YAML", "0A000")
+    for flt in spine.filters:
+        if flt.field in model.metrics:
+            raise QueryError(f"filter on metric '{flt.field}': a training set keeps every spine row; "
+                             "filter rows by dimensions only", "0A000")
+    compiler = _SpineCompiler(model, spine, dialect)
+    features = compiler.build()
+    points = exp.select(POINT, AT, *([KEY] if compiler.keyed else []), copy=False).distinct().from_(
+        exp.to_table(spine.table), copy=False)
+    outer = exp.select(*[exp.column(name, table="f", quoted=True) for name in spine.metrics], copy=False)
+    outer.from_(exp.to_table(spine.table, alias="s"), copy=False)
+    _left_join(outer, features.subquery("f", copy=False),
+               exp.EQ(this=exp.column(POINT, table="s"), expression=exp.column(POINT, table="f")))
+    outer.order_by(exp.column(ROW, table="s"), copy=False)
+    outer.with_(_POINTS, as_=points, copy=False)
+    return outer.sql(dialect=dialect, copy=False)
+
+
+class _SpineCompiler(_Compiler):
+    """The compiler's levels with the spine's points as the dimension and each point's time as as_of."""
+
+    def __init__(self, model: SemanticModel, spine: SpineQuery, dialect: str):
+        super().__init__(model, SemanticQuery(spine.metrics, filters=spine.filters, window=spine.window), dialect)
+        self.entity = entity_name(model, spine.entity)
+        self.keyed = self.entity is not None
+        self.at = exp.column(AT, table=_SPINE)
+        # The point id is the one dimension (joined on, never NULL); its time and key ride along.
+        self.dimensions = [_Dimension(POINT, "", exp.column(POINT, table=_SPINE), "number", None, False)]
+
+    def build(self) -> exp.Select:
+        select = super().build()
+        select.set("order", None)  # the outer query orders by spine row
+        return select
+
+    def _window_end(self) -> exp.Expression:
+        return self.at
+
+    def aggregated(self, row_filters) -> exp.Select:
+        """Every point LEFT JOIN each group's aggregates on the point id (counts read 0 where a group has no rows)."""
+        points = exp.to_table(_POINTS, alias="p")
+        combined = exp.select(exp.alias_(exp.column(POINT, table="p"), "d0", copy=False), copy=False).from_(points, copy=False)
+        counts = set().union(*(g.counts for g in self.groups.values()))
+        for i, group in enumerate(self.groups.values()):
+            name = f"g{i}"
+            select = self._group_select(group, row_filters)
+            for alias in (a.alias for a in select.expressions if a.alias.startswith("m")):
+                value = exp.column(alias, table=name)
+                if int(alias[1:]) in counts:
+                    value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+                combined.select(exp.alias_(value, alias, copy=False), copy=False)
+            _left_join(combined, select.subquery(name, copy=False),
+                       exp.EQ(this=exp.column(POINT, table="p"), expression=exp.column("d0", table=name)))
+        return combined
+
+    def _from_rows(self, rows: exp.Select, base: Model, own_time: list[exp.Expression], steps) -> None:
+        source, conditions = self._cut(base)
+        if own_time and conditions and not base.dedupe:
+            # A trailing window ends at or before T already; a third range condition makes the
+            # join a nested loop instead of DuckDB's two-condition IEJoin.
+            conditions = []
+        conditions += own_time
+        if self.keyed:
+            entity = base.entities.get(self.entity)
+            if entity is None:
+                measures = ", ".join(sorted(self.groups_of(base)))
+                raise QueryError(
+                    f"{measures} over model '{base.name}' cannot be keyed by entity '{self.entity}': '{base.name}' has "
+                    f"entities {', '.join(base.entities) or '(none)'}; ask for these metrics in a training set without "
+                    "that entity, or key the spine by one of those", "0A000")
+            conditions.append(exp.EQ(this=qualify(entity.expr, base.name), expression=exp.column(KEY, table=_SPINE)))
+        rows.from_(exp.to_table(_POINTS, alias=_SPINE), copy=False)
+        rows.join(source, on=exp.and_(*conditions) if conditions else exp.true(), copy=False)
+        for step in steps:
+            source, conditions = self._cut(self.model.models[step.right])
+            _left_join(rows, source, exp.and_(self._join_on(step), *conditions))
+
+    def groups_of(self, base: Model) -> set[str]:
+        return {name for g in self.groups.values() if g.base == base.name for name, _ in g.uses}
+
+    def _cut(self, model: Model) -> tuple[exp.Expression, list[exp.Expression]]:
+        """The model's rows as of each point: a FROM item and the join conditions that select,
+        for the point `ml_spine`, the rows as_of its time would keep (see the module's docstring)."""
+        time = model.time_expr
+        if time is None:  # no time: as_of keeps every row
+            return model_source(model, self.sql_dialect), []
+        at_or_before = exp.LTE(this=time.copy(), expression=self.at.copy())
+        dedupe = model.dedupe
+        if dedupe is None:
+            return model_source(model, self.sql_dialect), [at_or_before]
+        alias = exp.to_identifier(model.name, quoted=True)
+        by = exp.column(dedupe.by, table=alias.copy())
+        keys = [exp.column(k, table=alias.copy()) for k in dedupe.key]
+        if time == by and dedupe.keep == "earliest":
+            # The earliest row with time <= T is the earliest row overall, once its time is <= T.
+            return model_source(model, self.sql_dialect), [at_or_before]
+        table = model.source.copy()
+        table = table if isinstance(table, exp.Table) else table.subquery()
+        table.set("alias", exp.TableAlias(this=alias.copy()))
+        if time == by:  # latest: a row is the key's latest from its time until the next row's
+            until = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[by.copy()]),
+                               partition_by=keys, order=exp.Order(expressions=[exp.Ordered(this=by.copy(), nulls_first=False)]))
+            versions = exp.select(exp.Column(this=exp.Star(), table=alias.copy()), exp.alias_(until, _UNTIL, copy=False), copy=False)
+            versions.from_(table, copy=False)
+            until_col = exp.column(_UNTIL, table=alias.copy())
+            still = exp.or_(exp.Is(this=until_col, expression=exp.Null()), exp.GT(this=until_col.copy(), expression=self.at.copy()))
+            return versions.subquery(alias.copy(), copy=False), [at_or_before, exp.Paren(this=still)]
+        # General form: the rows joined to every point at or after them, deduplicated per (key, point).
+        point = exp.column(AT, table="c")
+        joined = exp.select(exp.Column(this=exp.Star(), table=alias.copy()), exp.alias_(point, _CUT_AT, copy=False), copy=False)
+        joined.from_(table, copy=False).join(
+            exp.select(AT, copy=False).distinct().from_(_POINTS, copy=False).subquery("c", copy=False),
+            on=exp.LTE(this=time.copy(), expression=point.copy()), copy=False)
+        cut_at = exp.column(_CUT_AT, table=alias.copy())
+        deduped = self.sql_dialect.deduplicated(joined.subquery(alias.copy(), copy=False), keys + [cut_at],
+                                                by.copy(), dedupe.keep == "latest", None)
+        return deduped.subquery(alias.copy(), copy=False), [exp.EQ(this=cut_at.copy(), expression=self.at.copy())]
