@@ -10,6 +10,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from . import classification
+from .classification import CLASSIFICATION_KEYS
 from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
@@ -458,6 +460,14 @@ class _Loader:
         return MeasureInput(ref, condition, frozenset(models))
 
     def load_metric(self, raw: Any, location: Location) -> None:
+        if isinstance(raw, Node) and raw.get("type") == "classification":
+            node = self.mapping(raw, location, "metric", CLASSIFICATION_KEYS)
+            name = self.name_of(node, "metric")
+            if name and any(m == name or m.startswith(f"{name}.") for m in self.metrics):
+                self.error(node.at("name"), f"duplicate metric '{name}'")
+            elif name:
+                classification.expand(self, node, name)
+            return
         node = self.mapping(raw, location, "metric", METRIC_KEYS)
         name = node is not None and self.name_of(node, "metric")
         if not name:
@@ -467,7 +477,7 @@ class _Loader:
             return
         what = f"metric '{name}'"
         inferred = "derived" if "expr" in node else "ratio" if "numerator" in node else "simple"
-        kind = self.choice(node, "type", what, METRIC_TYPES, inferred)
+        kind = self.choice(node, "type", what, METRIC_TYPES + ("classification",), inferred)
         inputs: dict[str, MeasureInput] = {}
         expr = None
         depends: tuple[str, ...] = ()
