@@ -82,7 +82,7 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
     label_text = _column_text(loader, prediction, "label", what, required=True)
     score_text = _column_text(loader, prediction, "score", what, required=False)
     _model_version(loader, prediction, what)
-    positive_text = _positive(loader, node, what)
+    positive_text = _positive(loader, node, what, entity_model is not None)
     window = loader.interval(node, "window", what)
     delay = loader.interval(node, "label_delay", what)
     if delay and not window:
@@ -90,8 +90,14 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
     if window and entity_model is not None and loader.models[entity_model].time_expr is None:
         loader.error(node.at("window"), f"{what} has a window but model '{entity_model}' has no time; add `time: <timestamp column>` to model '{entity_model}'")
     costs = node.get("costs")
-    if costs is not None:
-        loader.mapping(costs, node.at("costs"), f"{what} costs", COST_KEYS)
+    if costs is not None and loader.mapping(costs, node.at("costs"), f"{what} costs", COST_KEYS) is not None:
+        for key in COST_KEYS:
+            amount = costs.get(key)
+            if key in costs and (isinstance(amount, bool) or not isinstance(amount, (int, float, str))):
+                loader.error(costs.at(key), f"{what} costs {key} must be a number or a SQL expression over model columns "
+                                            f"(e.g. transactions.amount), got {amount!r}")
+        if not any(key in costs for key in COST_KEYS):
+            loader.error(node.at("costs"), f"{what} costs needs false_negative and/or false_positive: an amount or a column expression")
     if len(loader.errors) > errors_before or entity_model is None or label_text is None or positive_text is None:
         return
 
@@ -161,9 +167,6 @@ def _costs(loader, node: Node, costs: Node, name: str, entity_model: str, cells:
         if key not in costs:
             continue
         amount = costs[key]
-        if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
-            loader.error(costs.at(key), f"{what} costs {key} must be a number or a SQL expression over model columns, got {amount!r}")
-            continue
         cell = {"false_negative": "false_negatives", "false_positive": "false_positives"}[key]
         measure = _sum_measure(loader, entity_model, f"{name}__{key}_cost", str(amount), costs.at(key),
                                f"{what} costs {key}", f"Cost of the {cell.replace('_', ' ')} of {name}.",
@@ -171,9 +174,7 @@ def _costs(loader, node: Node, costs: Node, name: str, entity_model: str, cells:
         if measure is not None:
             terms.append(exp.column(measure.partition(".")[2], table=measure.partition(".")[0]))
     if not terms:
-        if not any(key in costs for key in COST_KEYS):
-            loader.error(node.at("costs"), f"{what} costs needs false_negative and/or false_positive: an amount or a column expression")
-        return
+        return  # reported where the amounts are written
     expr = terms[0]
     for term in terms[1:]:
         expr = exp.Add(this=expr, expression=term)
@@ -239,7 +240,7 @@ def _model_version(loader, prediction: Node, what: str) -> None:
         loader.error(prediction.at("model_version"), f"{what} prediction model_version: unknown dimension {value!r}{did_you_mean(str(value), names, 'dimensions')}")
 
 
-def _positive(loader, node: Node, what: str) -> str | None:
+def _positive(loader, node: Node, what: str, entity_known: bool) -> str | None:
     """The positive rule; by default, a ground-truth row exists for the entity."""
     truth = node.get("ground_truth")
     if not isinstance(truth, str) or truth not in loader.models:
@@ -250,6 +251,8 @@ def _positive(loader, node: Node, what: str) -> str | None:
     if "positive" in node:
         text = loader.text(node, "positive", what)
         return text
+    if not entity_known:
+        return None  # the entity is reported where it is written
     entity = str(node.get("entity", "")).partition(".")[2]
     model = loader.models[truth]
     if entity not in model.entities:

@@ -1,0 +1,175 @@
+"""`type: classification` metrics equal an independent computation, on DuckDB and PostgreSQL.
+
+The reference reads the raw demo tables and computes every cell in plain Python (latest
+prediction per lead, any conversion at or before as_of): nothing is taken from metrics_layer.
+The demo data holds duplicate predictions and conversions, leads never predicted (a NULL model
+version group whose ratios are NULL), conversions arriving days later (late labels: as_of
+before they arrive counts them negative) and a 5-hour outage (hours with no rows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+
+import pytest
+
+import reference
+from conftest import make_project
+from metrics_layer.project import load_project
+from metrics_layer.query import DimensionRef, SemanticQuery
+from metrics_layer.service import MetricsService
+from test_metrics_numbers import assert_same_rows
+
+HOUR = DimensionRef("leads.created_at", "hour")
+AS_OFS = [None, dt.datetime(2026, 2, 25, 12), dt.datetime(2026, 2, 10, 7, 30)]
+CELLS = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+RATIOS = ("accuracy", "precision", "recall", "f1", "false_positive_rate", "log_loss", "brier_score")
+
+# A windowed declaration next to the demo's: the same trailing window and label delay as accuracy_3h.
+WINDOWED = """
+metrics:
+  - name: conversion_3h
+    type: classification
+    entity: leads.lead
+    prediction: {label: predictions.label, score: predictions.score}
+    ground_truth: conversions
+    window: 3 hours
+    label_delay: 1 day
+"""
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def service(request, tmp_path_factory):
+    if request.param == "duckdb":
+        url = f"duckdb:///{request.getfixturevalue('demo_duckdb_path')}"
+    else:
+        url = request.getfixturevalue("demo_postgres_url")
+    folder = make_project(tmp_path_factory.mktemp("project"), url)
+    (folder / "metrics" / "windowed.yml").write_text(WINDOWED)
+    svc = MetricsService(load_project(folder))
+    yield svc
+    svc.engine.close()
+
+
+def _rows(service, sql):
+    return service.engine.execute(sql).rows
+
+
+def lead_rows(service, as_of):
+    """(created_at, model_version, label, score, converted) per lead, from the raw tables."""
+    keep = (lambda t: True) if as_of is None else (lambda t: t <= as_of)
+    latest = {}
+    for lead_id, at, version, label, score in _rows(service, "SELECT lead_id, predicted_at, model_version, label, score FROM prediction_events"):
+        if keep(at) and (lead_id not in latest or at > latest[lead_id][0]):
+            latest[lead_id] = (at, version, label, score)
+    converted = {lead_id for lead_id, at in _rows(service, "SELECT lead_id, converted_at FROM conversions") if keep(at)}
+    result = []
+    for lead_id, created in _rows(service, "SELECT id, created_at FROM leads"):
+        if keep(created):
+            _, version, label, score = latest.get(lead_id, (None, None, None, None))
+            result.append((created, version, label, score, lead_id in converted))
+    return result
+
+
+def _div(a, b):
+    return a / b if b else None
+
+
+def classification_values(rows):
+    """Every provided value over some lead rows, by the textbook definitions."""
+    predicted = [r for r in rows if r[2] is not None]
+    tp = sum(1 for r in predicted if r[2] == 1 and r[4])
+    fp = sum(1 for r in predicted if r[2] == 1 and not r[4])
+    fn = sum(1 for r in predicted if r[2] == 0 and r[4])
+    tn = sum(1 for r in predicted if r[2] == 0 and not r[4])
+    scored = [r for r in predicted if r[3] is not None]
+    clip = lambda p: min(max(p, 1e-15), 1 - 1e-15)  # noqa: E731
+    log_loss = _div(sum(-math.log(clip(r[3])) if r[4] else -math.log(1 - clip(r[3])) for r in scored), len(scored))
+    brier = _div(sum(((1.0 if r[4] else 0.0) - r[3]) ** 2 for r in scored), len(scored))
+    return {
+        "predictions": len(predicted), "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+        "true_negatives": tn, "accuracy": _div(tp + tn, len(predicted)), "precision": _div(tp, tp + fp),
+        "recall": _div(tp, tp + fn), "f1": _div(2 * tp, 2 * tp + fp + fn), "false_positive_rate": _div(fp, fp + tn),
+        "log_loss": log_loss, "brier_score": brier,
+    }
+
+
+def _hour(t):
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+NAMES = ("predictions",) + CELLS + RATIOS
+
+
+@pytest.mark.parametrize("as_of", AS_OFS, ids=["all-data", "as-of", "as-of-early"])
+@pytest.mark.parametrize("by", [(), ("predictions.model_version",), (HOUR,), ("predictions.model_version", HOUR)],
+                         ids=["overall", "by-version", "by-hour", "by-version-and-hour"])
+def test_declared_metrics_equal_plain_python(service, by, as_of):
+    metrics = tuple(f"conversion_model.{n}" for n in NAMES)
+    result = service.run(SemanticQuery(metrics, by, as_of=as_of))
+    groups = defaultdict(list)
+    for row in lead_rows(service, as_of):
+        key = tuple(row[1] if d == "predictions.model_version" else _hour(row[0]) for d in by)
+        groups[key].append(row)
+    expected = [key + tuple(classification_values(rows)[n] for n in NAMES) for key, rows in groups.items()]
+    # A group with no predictions (leads never scored) counts 0 cells: its ratios are NULL.
+    assert any(r[len(by)] == 0 for r in expected) or not by or by == (HOUR,)
+    assert_same_rows(result.rows, expected, f"conversion_model by {by} as of {as_of}")
+
+
+@pytest.mark.parametrize("as_of", AS_OFS[:2], ids=["all-data", "as-of"])
+def test_declared_equal_the_demo_hand_written_ratios(service, as_of):
+    """The declared accuracy/precision/recall equal the demo's hand-written metrics and reference SQL."""
+    for by, names, sql in [
+        (("predictions.model_version",), ("accuracy", "precision", "recall"), reference.conversion_metrics_by_model_version(as_of)),
+        (("predictions.model_version", HOUR), ("accuracy", "precision"), reference.accuracy_precision_by_model_version_and_hour(as_of)),
+    ]:
+        declared = service.run(SemanticQuery(tuple(f"conversion_model.{n}" for n in names), by, as_of=as_of))
+        hand = service.run(SemanticQuery(names, by, as_of=as_of))
+        assert_same_rows(declared.rows, hand.rows, f"declared vs demo metrics by {by}")
+        expected = [r[:len(by) + len(names)] for r in _rows(service, sql)]
+        assert_same_rows(declared.rows, expected, f"declared vs reference SQL by {by}")
+
+
+def test_windowed_declaration_equals_accuracy_3h(service):
+    """window and label_delay carry over: conversion_3h.accuracy equals the demo's accuracy_3h."""
+    for end in [dt.datetime(2026, 2, 25, 12), dt.datetime(2026, 2, 10, 7, 30), dt.datetime(2026, 2, 28, 23, 59, 59)]:
+        declared = service.run(SemanticQuery(("conversion_3h.accuracy",), as_of=end))
+        assert_same_rows(declared.rows, _rows(service, reference.accuracy_3h_at(end)), f"conversion_3h at {end}")
+    series = service.run(SemanticQuery(("conversion_3h.accuracy",), (HOUR,)))
+    assert_same_rows(series.rows, _rows(service, reference.accuracy_3h_by_hour()), "conversion_3h by hour")
+
+
+COST_BY_VERSION_AND_DAY = """
+WITH scores AS (
+    SELECT transaction_id, model_version, is_fraud FROM (
+        SELECT transaction_id, model_version, is_fraud,
+               ROW_NUMBER() OVER (PARTITION BY transaction_id ORDER BY scored_at DESC) AS n
+        FROM fraud_scores) s WHERE n = 1),
+cb AS (SELECT DISTINCT transaction_id FROM chargebacks)
+SELECT s.model_version, date_trunc('day', t.created_at) AS day,
+       COALESCE(SUM(CASE WHEN s.is_fraud = 0 AND cb.transaction_id IS NOT NULL THEN t.amount END), 0)
+         + 25 * COUNT(CASE WHEN s.is_fraud = 1 AND cb.transaction_id IS NULL THEN 1 END)
+FROM transactions t LEFT JOIN scores s ON s.transaction_id = t.id LEFT JOIN cb ON cb.transaction_id = t.id
+GROUP BY 1, 2
+"""
+
+
+def test_cost_equals_fraud_loss_and_hand_written_sql(service):
+    by = ("fraud_scores.model_version", DimensionRef("transactions.created_at", "day"))
+    declared = service.run(SemanticQuery(("fraud_model.cost",), by))
+    hand = service.run(SemanticQuery(("fraud_loss",), by))
+    assert_same_rows(declared.rows, hand.rows, "fraud_model.cost vs fraud_loss")
+    assert_same_rows(declared.rows, _rows(service, COST_BY_VERSION_AND_DAY), "fraud_model.cost vs SQL")
+    assert any(r[2] for r in declared.rows) and any(r[0] is None for r in declared.rows)
+
+
+def test_declared_metrics_are_in_the_catalog(service):
+    names = service.model.metric_names()
+    for suffix in NAMES:
+        assert f"conversion_model.{suffix}" in names
+    assert "fraud_model.cost" in names and "conversion_model.cost" not in names
+    # The demo's count of leads is reused: no extra count measure on leads.
+    assert not [m for m in service.model.models["leads"].measures if m.endswith("__count")]
