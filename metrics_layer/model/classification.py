@@ -51,6 +51,10 @@ PROVIDED = {
     "false_positive_rate": "Of the predicted rows that were negative, the share predicted positive.",
     "log_loss": "Mean negative log-likelihood of the ground truth under the score (score clipped to [1e-15, 1-1e-15]).",
     "brier_score": "Mean squared difference between the score and the ground truth (1 or 0).",
+    "coverage_predictions": "Predictions from the start of the metric's window up to now (or as_of): window plus label delay.",
+    "mature": "Predictions old enough for their label (older than the label delay): the ones the metrics count.",
+    "labelled": "Mature predictions with a ground-truth row.",
+    "coverage": "Share of the predictions since the window's start that are mature: mature / coverage_predictions.",
     "cost": "Cost of the errors: the false-negative cost over false negatives plus the false-positive cost over false positives.",
 }
 
@@ -157,6 +161,8 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
                 add(metric_name, "ratio", "number", {
                     "numerator": loader.measure_input(measure, at, what, scored, at),
                     "denominator": use(scored)})
+    if delay is not None and window is not None:
+        _coverage(loader, node, name, entity_model, label, window, delay, use, add, common)
     if isinstance(costs, Node):
         _costs(loader, node, costs, name, entity_model, cells, what, add)
 
@@ -179,6 +185,28 @@ def _costs(loader, node: Node, costs: Node, name: str, entity_model: str, cells:
     for term in terms[1:]:
         expr = exp.Add(this=expr, expression=term)
     add("cost", "derived", "currency", expr=expr)
+
+
+def _coverage(loader, node: Node, name: str, entity_model: str, label: str, window, delay, use, add, common) -> None:
+    """Label coverage as a current value: the metric counts the predictions of (E-delay-window,
+    E-delay]; the predictions of (E-delay-window, E] are the ones it could be about. Both are
+    trailing windows, so the companions are ordinary windowed metrics."""
+    truth = loader.models[node["ground_truth"]]
+    entity = str(node["entity"]).partition(".")[2]
+    has_row = (f"{truth.name}.{truth.entities[entity].expr.sql()} IS NOT NULL" if entity in truth.entities
+               else f"COALESCE(({node.get('positive')}), FALSE)")
+    add("mature", "simple", "integer", {"measure": use(f"{label} IS NOT NULL")})
+    add("labelled", "simple", "integer", {"measure": use(f"{label} IS NOT NULL AND {has_row}")})
+    inputs = {"measure": use(f"{label} IS NOT NULL")}
+    if None not in inputs.values():
+        loader.metrics[f"{name}.coverage_predictions"] = Metric(
+            name=f"{name}.coverage_predictions", type="simple", format="integer", inputs=inputs, expr=None,
+            **{**common, "window": window + delay, "label_delay": None,
+               "description": PROVIDED["coverage_predictions"]})
+    double = exp.DataType(this=exp.DataType.Type.DOUBLE)
+    add("coverage", "derived", "percent", expr=exp.Div(
+        this=exp.Cast(this=_metric_ref(f"{name}.mature"), to=double),
+        expression=_metric_ref(f"{name}.coverage_predictions")))
 
 
 def _metric_ref(name: str) -> exp.Column:
