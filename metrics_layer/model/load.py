@@ -12,6 +12,7 @@ from sqlglot import exp
 
 from . import classification
 from .classification import CLASSIFICATION_KEYS
+from .monitor_specs import load_monitor
 from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
@@ -22,7 +23,7 @@ from .types import (
 from ..query import GRAINS
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
-TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations")
+TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations", "monitors")
 MODEL_KEYS = ("name", "description", "table", "sql", "entities", "dimensions", "measures", "time", "dedupe")
 ENTITY_KEYS = ("name", "type", "expr", "description")
 DIMENSION_KEYS = ("name", "type", "expr", "description", "label")
@@ -691,10 +692,14 @@ class _Loader:
         for doc in documents:
             for raw, location in self.items(doc.get("materializations"), doc.at("materializations"), "materializations"):
                 self.load_materialization(raw, location)
+        monitors: dict = {}
+        for doc in documents:
+            for raw, location in self.items(doc.get("monitors"), doc.at("monitors"), "monitors"):
+                load_monitor(self, raw, location, monitors)
         if self.errors:
             raise ValidationFailed(self.errors)
         return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files),
-                             self.materializations, tuple(self.written))
+                             self.materializations, tuple(self.written), monitors=monitors)
 
 
 def yaml_files(directory: Path) -> list[Path]:
