@@ -105,6 +105,12 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
     if len(loader.errors) > errors_before or entity_model is None or label_text is None or positive_text is None:
         return
 
+    # Joins are checked once for the declaration, not once per metric it provides.
+    reached = {c.table for text in (label_text, positive_text, score_text) if text
+               for c in loader.sql(text, node.location, what).find_all(exp.Column) if c.table} - {entity_model}
+    loader.check_reach(entity_model, {m for m in reached if m in loader.models}, node.location, what)
+    if len(loader.errors) > errors_before:
+        return
     label, positive = f"({label_text})", f"COALESCE(({positive_text}), FALSE)"
     cells = {
         "predictions": f"{label} IS NOT NULL",

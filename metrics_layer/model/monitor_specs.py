@@ -59,8 +59,9 @@ def load_monitor(loader: "_Loader", raw: Any, location: Location, seen: dict[str
                                                   f"(which provides <name>.coverage); metrics with coverage: "
                                                   f"{', '.join(with_coverage) or '(none)'}")
     every = loader.interval(node, "every", what) if "every" in node else DEFAULT_EVERY
-    notify = node.get("notify", ["log"])
-    notify_list = [notify] if isinstance(notify, str) else list(notify) if isinstance(notify, Seq) else None
+    notify = node.get("notify")
+    notify_list = (["log"] if notify is None else [notify] if isinstance(notify, str)
+                   else list(notify) if isinstance(notify, Seq) else None)
     if notify_list is None or not all(isinstance(n, str) and (n == "log" or re.match(r"^https?://\S+$", n)) for n in notify_list):
         loader.error(node.at("notify") if "notify" in node else node.location,
                      f"{what} notify must be a list of: log, or a webhook URL (http:// or https://), got {notify!r}")
