@@ -138,9 +138,9 @@ class Monitors:
         try:
             at = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
             states = self._states_of(monitor, at)
-            self.last[monitor.name] = states
             if self.record:
                 self._record(states)
+            self.last[monitor.name] = states  # after the history row: a reader of `last` finds it there
             for state in states:
                 self._notify_on_change(monitor, state)
             return states
@@ -241,3 +241,62 @@ def describe(state: GroupState) -> str:
     coverage = f" coverage={state.coverage:.3g}" if state.coverage is not None else ""
     message = f" ({state.message})" if state.message else ""
     return f"{state.monitor}{f'[{group}]' if group else ''} {value} {state.state}{coverage}{message}"
+
+
+class MonitorTicker:
+    """Under `serve`: evaluates each monitor when it comes due, in a thread of its own.
+
+    A monitor runs at most once at a time (Monitors.evaluate skips a busy one) and its query has
+    a time-out, so a slow engine delays the monitor's next evaluation instead of piling them up.
+    The model is re-read every tick: after a reload, monitors added, changed or removed apply.
+    """
+
+    def __init__(self, monitors: Monitors, tick: float = 1.0):
+        self.monitors = monitors
+        self.tick = tick
+        self._due: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "MonitorTicker":
+        # Started even without monitors: a reload may add some.
+        self._thread = threading.Thread(target=self._run, name="metrics-layer-monitors", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.once()
+            self._stop.wait(self.tick)
+
+    def once(self) -> None:
+        for name, monitor in list(self.monitors.service.model.monitors.items()):
+            if self._stop.is_set() or time.monotonic() < self._due.get(name, 0.0):
+                continue
+            self._due[name] = time.monotonic() + monitor.every.seconds
+            try:
+                self.monitors.evaluate(monitor)
+            except Exception:  # never let one monitor stop the others
+                log.exception("monitor %s failed", name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def status(monitors: Monitors) -> list[dict]:
+    """Every monitor of the current model with its last evaluation (for GET /api/monitors)."""
+    result = []
+    for name, monitor in monitors.service.model.monitors.items():
+        groups = monitors.last.get(name)
+        result.append({
+            "name": name, "metric": monitor.metric, "by": list(monitor.by),
+            "condition": f"{'change ' if monitor.change else ''}{monitor.op} {monitor.threshold:g}",
+            "min_coverage": monitor.min_coverage, "every_s": monitor.every.seconds,
+            "state": None if groups is None else ("alerting" if any(g.state == ALERTING for g in groups)
+                                                  else "error" if any(g.state == "error" for g in groups) else "ok"),
+            "last_evaluation": groups[0].at.isoformat(sep=" ") + "Z" if groups else None,
+            "groups": [g.as_dict() for g in groups or []],
+        })
+    return result

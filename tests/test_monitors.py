@@ -201,3 +201,30 @@ def test_monitor_mistakes_are_reported_with_file_and_line(tmp_path, monitor, err
     (only,) = failed.value.errors
     assert error in only.message and only.location.line == MODEL.split("monitors:")[0].count("\n") + 2
     assert Path(only.location.file).name == "m.yml"
+
+
+def test_serve_ticker_evaluates_and_api_monitors_reports(setup):
+    """The ticker `serve` runs evaluates monitors as they come due; GET /api/monitors shows them."""
+    import urllib.request
+
+    from http_server import LiveServer, wait_for
+    from metrics_layer.monitors import MonitorTicker
+    from metrics_layer.serve.http import create_app
+
+    folder, service, monitors, receiver, sleeps = setup
+    app = create_app(service)
+    app.state.monitors = monitors
+    server = LiveServer(app, service).start()
+    ticker = MonitorTicker(monitors, tick=0.05).start()
+    try:
+        wait_for(lambda: monitors.last.get("accuracy_by_version"), what="a first evaluation")
+        with urllib.request.urlopen(f"{server.url}/api/monitors", timeout=60) as response:
+            (shown,) = json.loads(response.read())["monitors"]
+        assert shown["name"] == "accuracy_by_version" and shown["state"] == "ok" and shown["every_s"] == 300
+        assert {g["group"].get("predictions.model_version"): g["value"] for g in shown["groups"]} == {"v1": 0.8, "v2": 1.0, None: None}
+        assert shown["last_evaluation"].endswith("Z")
+        ticker.once()  # not due again for 5 minutes: no second evaluation
+        assert len(monitors.history()) == 3
+    finally:
+        ticker.stop()
+        server.stop()
