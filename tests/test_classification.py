@@ -186,3 +186,63 @@ def test_label_coverage_equals_plain_python_at_several_moments(service, end):
     total = service.run(SemanticQuery(("conversion_3h.mature", "conversion_3h.labelled", "conversion_3h.coverage_predictions",
                                        "conversion_3h.coverage"), as_of=end))
     assert_same_rows(total.rows, [(len(mature), len(labelled), len(since), _div(len(mature), len(since)))], f"coverage at {end}")
+
+
+def cbpe(rows):
+    """Plain-Python CBPE: expected confusion cells as sums of the score over (label, score) rows."""
+    scored = [(label, score) for label, score in rows if label is not None and score is not None]
+    tp = sum(p for label, p in scored if label == 1)
+    tn = sum(1 - p for label, p in scored if label == 0)
+    fn = sum(p for label, p in scored if label == 0)
+    positives = [p for label, p in scored if label == 1]
+    return (_div(tp + tn, len(scored)), _div(tp, len(positives)), _div(tp, tp + fn))
+
+
+ESTIMATES = ("conversion_3h.estimated_accuracy", "conversion_3h.estimated_precision", "conversion_3h.estimated_recall")
+
+
+@pytest.mark.parametrize("end", [dt.datetime(2026, 2, 20, 12), dt.datetime(2026, 2, 28, 23, 59, 59)], ids=lambda d: d.isoformat())
+def test_estimated_performance_equals_plain_python_cbpe(service, end):
+    """Over the predictions younger than the 1-day label delay at E: (E - 1 day, E]."""
+    young = [r for r in lead_rows(service, end) if r[2] is not None and end - dt.timedelta(days=1) < r[0] <= end]
+    got = service.run(SemanticQuery(ESTIMATES, ("predictions.model_version",), as_of=end))
+    expected = [(v,) + cbpe([(r[2], r[3]) for r in young if r[1] == v]) for v in {r[1] for r in young}]
+    assert expected and all(e[1] is not None for e in expected)
+    assert_same_rows([r for r in got.rows if r[0] is not None], expected, f"CBPE at {end}")
+
+
+def test_estimate_converges_to_realized_on_calibrated_data(tmp_path):
+    """Labels drawn with probability = score: the estimate approaches the realized accuracy."""
+    import random
+
+    import duckdb
+
+    rng = random.Random(7)
+    db = tmp_path / "cal.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE leads (id INTEGER, created_at TIMESTAMP)")
+        con.execute("CREATE TABLE prediction_events (lead_id INTEGER, predicted_at TIMESTAMP, model_version TEXT, label INTEGER, score DOUBLE)")
+        con.execute("CREATE TABLE conversions (lead_id INTEGER, converted_at TIMESTAMP)")
+        leads, preds, convs = [], [], []
+        start = dt.datetime(2026, 1, 1)
+        for i in range(20_000):
+            at = start + dt.timedelta(seconds=4 * i)  # 20k leads within ~22 hours: all younger than the delay
+            p = rng.random()
+            leads.append((i, at))
+            preds.append((i, at, "v1", int(p >= 0.5), p))
+            if rng.random() < p:
+                convs.append((i, at + dt.timedelta(days=2)))  # the label arrives after the delay
+        con.executemany("INSERT INTO leads VALUES (?, ?)", leads)
+        con.executemany("INSERT INTO prediction_events VALUES (?, ?, ?, ?, ?)", preds)
+        con.executemany("INSERT INTO conversions VALUES (?, ?)", convs)
+    folder = make_project(tmp_path / "p", f"duckdb:///{db}")
+    svc = MetricsService(load_project(folder))
+    try:
+        end = start + dt.timedelta(hours=23)
+        estimate = svc.run(SemanticQuery(("conversion_3h.estimated_accuracy",), as_of=end)).rows[0][0]
+        later = end + dt.timedelta(days=3)  # every label in; the same leads realized with no delay
+        realized = svc.run(SemanticQuery(("conversion_model.accuracy",), as_of=later)).rows[0][0]
+        assert abs(estimate - realized) < 0.015, (estimate, realized)
+        assert abs(estimate - 0.75) < 0.01  # E[max(p, 1-p)] for p uniform
+    finally:
+        svc.engine.close()

@@ -55,6 +55,9 @@ PROVIDED = {
     "mature": "Predictions old enough for their label (older than the label delay): the ones the metrics count.",
     "labelled": "Mature predictions with a ground-truth row.",
     "coverage": "Share of the predictions since the window's start that are mature: mature / coverage_predictions.",
+    "estimated_accuracy": "Estimate (CBPE) over the predictions younger than the label delay: expected share correct, from the score.",
+    "estimated_precision": "Estimate (CBPE) over the predictions younger than the label delay: mean score of those predicted positive.",
+    "estimated_recall": "Estimate (CBPE) over the predictions younger than the label delay: expected TP / expected positives.",
     "cost": "Cost of the errors: the false-negative cost over false negatives plus the false-positive cost over false positives.",
 }
 
@@ -169,6 +172,8 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
                     "denominator": use(scored)})
     if delay is not None and window is not None:
         _coverage(loader, node, name, entity_model, label, window, delay, use, add, common)
+        if score_text is not None:
+            _estimated(loader, name, entity_model, label, score_text, delay, at, what, use, common)
     if isinstance(costs, Node):
         _costs(loader, node, costs, name, entity_model, cells, what, add)
 
@@ -213,6 +218,55 @@ def _coverage(loader, node: Node, name: str, entity_model: str, label: str, wind
     add("coverage", "derived", "percent", expr=exp.Div(
         this=exp.Cast(this=_metric_ref(f"{name}.mature"), to=double),
         expression=_metric_ref(f"{name}.coverage_predictions")))
+
+
+def _estimated(loader, name: str, entity_model: str, label: str, score_text: str, delay, at, what, use, common) -> None:
+    """CBPE over the immature predictions, those of (E - delay, E]: with a calibrated score p,
+    expected TP = sum of p over label = 1, FP = sum of 1 - p there, FN = sum of p over label = 0,
+    TN = sum of 1 - p there. Sums of p and 1 - p are measures; the estimates are ratios over a
+    trailing window of the label delay, so they compile like any windowed metric."""
+    p = f"CAST(({score_text}) AS DOUBLE PRECISION)"
+    scored = f"{label} IS NOT NULL AND ({score_text}) IS NOT NULL"
+    s_p = _sum_measure(loader, entity_model, f"{name}__score_sum", p, at, what, "Sum of the score.")
+    s_q = _sum_measure(loader, entity_model, f"{name}__one_minus_score_sum", f"1 - {p}", at, what, "Sum of 1 - score.")
+    if s_p is None or s_q is None:
+        return
+    expected = {  # numerator (measure, filter), denominator filter
+        "estimated_accuracy": ((s_p, f"{label} = 1"), (s_q, f"{label} = 0"), scored),
+        "estimated_precision": ((s_p, f"{label} = 1"), None, f"{label} = 1 AND ({score_text}) IS NOT NULL"),
+        "estimated_recall": ((s_p, f"{label} = 1"), None, None),
+    }
+    window = {**common, "window": delay, "label_delay": None}
+    for suffix, (first, second, den) in expected.items():
+        num_inputs = {"numerator": loader.measure_input(first[0], at, what, first[1], at)}
+        if suffix == "estimated_recall":  # expected TP / expected positives (sum of p over every scored row)
+            inputs = {**num_inputs, "denominator": loader.measure_input(s_p, at, what, scored, at)}
+            loader.metrics[f"{name}.{suffix}"] = Metric(name=f"{name}.{suffix}", type="ratio", format="percent",
+                                                        inputs=inputs, expr=None,
+                                                        **{**window, "description": PROVIDED[suffix]})
+            continue
+        if second is None:
+            inputs = {**num_inputs, "denominator": use(den)}
+            loader.metrics[f"{name}.{suffix}"] = Metric(name=f"{name}.{suffix}", type="ratio", format="percent",
+                                                        inputs=inputs, expr=None,
+                                                        **{**window, "description": PROVIDED[suffix]})
+            continue
+        # accuracy: (sum p over label 1 + sum 1-p over label 0) / scored rows, as a derived metric of parts
+        parts = {}
+        for part, (measure, flt) in (("expected_correct_positive", first), ("expected_correct_negative", second)):
+            parts[part] = f"{name}.{suffix}__{part}"
+            loader.metrics[parts[part]] = Metric(name=parts[part], type="simple", format="number",
+                                                 inputs={"measure": loader.measure_input(measure, at, what, flt, at)},
+                                                 expr=None, **{**window, "description": f"Part of {name}.{suffix}."})
+        parts["n"] = f"{name}.{suffix}__scored"
+        loader.metrics[parts["n"]] = Metric(name=parts["n"], type="simple", format="integer", inputs={"measure": use(den)},
+                                            expr=None, **{**window, "description": f"Part of {name}.{suffix}."})
+        loader.metrics[f"{name}.{suffix}"] = Metric(
+            name=f"{name}.{suffix}", type="derived", format="percent", inputs={}, **{**common, "description": PROVIDED[suffix]},
+            expr=exp.Div(this=exp.Paren(this=exp.Add(this=_metric_ref(parts["expected_correct_positive"]),
+                                                     expression=_metric_ref(parts["expected_correct_negative"]))),
+                         expression=_metric_ref(parts["n"])),
+        )
 
 
 def _metric_ref(name: str) -> exp.Column:
