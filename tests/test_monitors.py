@@ -223,6 +223,12 @@ def test_serve_ticker_evaluates_and_api_monitors_reports(setup):
         assert shown["name"] == "accuracy_by_version" and shown["state"] == "ok" and shown["every_s"] == 300
         assert {g["group"].get("predictions.model_version"): g["value"] for g in shown["groups"]} == {"v1": 0.8, "v2": 1.0, None: None}
         assert shown["last_evaluation"].endswith("Z")
+        body = json.dumps({"query": "{ monitors { name state condition groups { group value state } } }"}).encode()
+        request = urllib.request.Request(f"{server.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            (graphql,) = json.loads(response.read())["data"]["monitors"]
+        assert graphql["name"] == "accuracy_by_version" and graphql["state"] == "ok" and graphql["condition"] == "< 0.5"
+        assert {"group": json.dumps({"predictions.model_version": "v1"}), "value": 0.8, "state": "ok"} in graphql["groups"]
         ticker.once()  # not due again for 5 minutes: no second evaluation
         assert len(monitors.history()) == 3
     finally:
