@@ -20,24 +20,12 @@ from conftest import make_project
 from metrics_layer.project import load_project
 from metrics_layer.query import DimensionRef, SemanticQuery
 from metrics_layer.service import MetricsService
-from test_metrics_numbers import assert_same_rows
+from test_metrics_numbers import assert_same_rows, service  # noqa: F401 (the DuckDB + PostgreSQL fixture)
 
 HOUR = DimensionRef("leads.created_at", "hour")
 AS_OFS = [None, dt.datetime(2026, 2, 25, 12), dt.datetime(2026, 2, 10, 7, 30)]
 CELLS = ("true_positives", "false_positives", "false_negatives", "true_negatives")
 RATIOS = ("accuracy", "precision", "recall", "f1", "false_positive_rate", "log_loss", "brier_score")
-
-
-@pytest.fixture(scope="module", params=["duckdb", "postgres"])
-def service(request, tmp_path_factory):
-    if request.param == "duckdb":
-        url = f"duckdb:///{request.getfixturevalue('demo_duckdb_path')}"
-    else:
-        url = request.getfixturevalue("demo_postgres_url")
-    folder = make_project(tmp_path_factory.mktemp("project"), url)
-    svc = MetricsService(load_project(folder))
-    yield svc
-    svc.engine.close()
 
 
 def _rows(service, sql):
