@@ -33,7 +33,7 @@ from typing import Callable
 from sqlglot import exp
 
 from .model.types import Monitor
-from .query import DimensionRef, QueryError, SemanticQuery
+from .query import DimensionRef, SemanticQuery
 
 log = logging.getLogger("metrics_layer.monitors")
 
@@ -152,7 +152,7 @@ class Monitors:
         query = SemanticQuery(metrics, tuple(_dimension(d) for d in monitor.by))
         try:
             result = self.service.run(query, timeout=self.query_timeout)
-        except (QueryError, Exception) as e:  # a broken metric or a down engine is reported, not raised
+        except Exception as e:  # noqa: BLE001 - a broken metric (QueryError) or a down engine is reported, not raised
             log.error("monitor %s: %s", monitor.name, e)
             return [GroupState(monitor.name, {}, None, None, "error", at, str(e))]
         states = []
