@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", metavar="URL", help="engine (default: the project's)")
     p.add_argument("--schema", help="schema of the deployed objects (default: deploy.schema of the project, else metrics_layer)")
 
+    p = command("monitor", _monitor, "Evaluate the project's monitors; print one line per monitor and group; "
+                                     "exit 2 when any alerts (0 when none does).")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--once", action="store_true", help="evaluate every monitor once and exit (for cron and CI)")
+
     p = command("serve", _serve, "Serve the project over HTTP (GraphQL, REST) and the PostgreSQL wire protocol.")
     p.add_argument("--project", help="project folder")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -393,6 +398,36 @@ def _features(args) -> int:
         pcsv.write_csv(table, args.out)
     print(f"features: {table.num_rows} rows x {len(args.metric)} metrics written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _monitor(args) -> int:
+    import time
+
+    from .monitors import ALERTING, Monitors, describe
+    from .service import MetricsService
+
+    project, model = _prepare(args)
+    if project.is_demo:
+        _ensure_demo_data(project)
+    if not model.monitors:
+        print("no monitors: add a top-level monitors: list to a YAML file of the metrics folder", file=sys.stderr)
+        return 0
+    service = MetricsService(project, model=model)
+    service.read_only_engine = False  # the history table is written in the engine
+    monitors = Monitors(service, query_timeout=project.query_timeout or 60.0)
+    due = {name: 0.0 for name in model.monitors}
+    while True:
+        alerting = False
+        for name, monitor in model.monitors.items():
+            if time.monotonic() < due[name]:
+                continue
+            due[name] = time.monotonic() + monitor.every.seconds
+            for state in monitors.evaluate(monitor) or []:
+                print(describe(state), flush=True)
+                alerting |= state.state == ALERTING
+        if args.once:
+            return 2 if alerting else 0
+        time.sleep(max(0.5, min(due.values()) - time.monotonic()))
 
 
 def _print_result(result, fmt: str) -> None:

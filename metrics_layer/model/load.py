@@ -10,6 +10,9 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from . import classification
+from .classification import CLASSIFICATION_KEYS
+from .monitor_specs import load_monitor
 from .errors import ModelError, ValidationFailed, did_you_mean
 from .joins import JoinError, join_path
 from .types import (
@@ -20,7 +23,7 @@ from .types import (
 from ..query import GRAINS
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
-TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations")
+TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations", "monitors")
 MODEL_KEYS = ("name", "description", "table", "sql", "entities", "dimensions", "measures", "time", "dedupe")
 ENTITY_KEYS = ("name", "type", "expr", "description")
 DIMENSION_KEYS = ("name", "type", "expr", "description", "label")
@@ -458,6 +461,14 @@ class _Loader:
         return MeasureInput(ref, condition, frozenset(models))
 
     def load_metric(self, raw: Any, location: Location) -> None:
+        if isinstance(raw, Node) and raw.get("type") == "classification":
+            node = self.mapping(raw, location, "metric", CLASSIFICATION_KEYS)
+            name = self.name_of(node, "metric")
+            if name and any(m == name or m.startswith(f"{name}.") for m in self.metrics):
+                self.error(node.at("name"), f"duplicate metric '{name}'")
+            elif name:
+                classification.expand(self, node, name)
+            return
         node = self.mapping(raw, location, "metric", METRIC_KEYS)
         name = node is not None and self.name_of(node, "metric")
         if not name:
@@ -467,7 +478,7 @@ class _Loader:
             return
         what = f"metric '{name}'"
         inferred = "derived" if "expr" in node else "ratio" if "numerator" in node else "simple"
-        kind = self.choice(node, "type", what, METRIC_TYPES, inferred)
+        kind = self.choice(node, "type", what, METRIC_TYPES + ("classification",), inferred)
         inputs: dict[str, MeasureInput] = {}
         expr = None
         depends: tuple[str, ...] = ()
@@ -689,10 +700,14 @@ class _Loader:
         for doc in documents:
             for raw, location in self.items(doc.get("materializations"), doc.at("materializations"), "materializations"):
                 self.load_materialization(raw, location)
+        monitors: dict = {}
+        for doc in documents:
+            for raw, location in self.items(doc.get("monitors"), doc.at("monitors"), "monitors"):
+                load_monitor(self, raw, location, monitors)
         if self.errors:
             raise ValidationFailed(self.errors)
         return SemanticModel(self.models, self.metrics, self.views, tuple(display for _, display in files),
-                             self.materializations, tuple(self.written))
+                             self.materializations, tuple(self.written), monitors=monitors)
 
 
 def yaml_files(directory: Path) -> list[Path]:

@@ -212,6 +212,7 @@ class SemanticModel:
     files: tuple[str, ...] = ()
     materializations: dict[str, Materialization] = field(default_factory=dict)
     written: tuple[WrittenSql, ...] = field(default=(), repr=False, compare=False)
+    monitors: dict = field(default_factory=dict)  # name -> Monitor
     compile_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def measure(self, qualified: str) -> Measure | None:
@@ -245,3 +246,20 @@ class SemanticModel:
 
     def dimension_names(self) -> list[str]:
         return [d.qualified_name for m in self.models.values() for d in m.dimensions.values()]
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """A condition on a metric, evaluated on a schedule (metrics_layer/monitors.py)."""
+
+    name: str
+    metric: str
+    by: tuple[str, ...]  # dimensions (model.dimension[:grain]) it is evaluated per group of
+    op: str  # < <= > >=
+    threshold: float
+    change: bool  # the condition is on value - previous evaluation's value of the group
+    min_coverage: float | None
+    coverage_metric: str | None  # <classification>.coverage when min_coverage is set
+    every: Interval
+    notify: tuple[str, ...]  # "log" or webhook URLs
+    location: Location

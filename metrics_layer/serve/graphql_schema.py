@@ -22,13 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import json
 import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from graphql import (
-    GraphQLArgument, GraphQLBoolean, GraphQLEnumType, GraphQLEnumValue, GraphQLError, GraphQLField,
+    GraphQLArgument, GraphQLBoolean, GraphQLFloat, GraphQLEnumType, GraphQLEnumValue, GraphQLError, GraphQLField,
     GraphQLInputField, GraphQLInputObjectType, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType,
     GraphQLResolveInfo, GraphQLScalarType, GraphQLSchema, GraphQLString, print_ast,
 )
@@ -175,7 +176,7 @@ _SIMPLE_OPS = {
 _RESERVED_TYPE_NAMES = {
     "Query", "String", "Int", "Float", "Boolean", "ID", "Number", "DateTime", "OrderDirection",
     "StringFilter", "NumberFilter", "TimeFilter", "BooleanFilter",
-    "Catalog", "CatalogView", "CatalogField", "CatalogMetric", "CatalogDimension",
+    "Catalog", "CatalogView", "CatalogField", "CatalogMetric", "CatalogDimension", "Monitor", "MonitorGroup",
 }
 
 
@@ -216,6 +217,32 @@ def model_catalog(model: SemanticModel) -> dict[str, Any]:
     ]
     cached = model.compile_cache["__catalog__"] = {"views": views, "metrics": metrics, "dimensions": dimensions}
     return cached
+
+
+def _resolve_monitors(_root, info) -> list[dict]:
+    """The server's monitor states (GET /api/monitors has the same document)."""
+    from ..monitors import Monitors, status
+
+    request = getattr(info.context, "request", None)
+    monitors = getattr(request.app.state, "monitors", None) if request is not None else None
+    return status(monitors or Monitors(info.context.service, record=False))
+
+
+def _monitor_type() -> GraphQLObjectType:
+    text = GraphQLString
+    group = GraphQLObjectType("MonitorGroup", lambda: {
+        "group": GraphQLField(GraphQLNonNull(text), resolve=lambda g, _i: json.dumps(g["group"], sort_keys=True, default=str),
+                              description="The group's dimension values, as a JSON object ({} without by)."),
+        "value": GraphQLField(GraphQLFloat), "coverage": GraphQLField(GraphQLFloat),
+        "state": GraphQLField(GraphQLNonNull(text)), "at": GraphQLField(text), "message": GraphQLField(text),
+    }, description="One group's last evaluation.")
+    return GraphQLObjectType("Monitor", lambda: {
+        "name": GraphQLField(GraphQLNonNull(text)), "metric": GraphQLField(GraphQLNonNull(text)),
+        "condition": GraphQLField(GraphQLNonNull(text)),
+        "state": GraphQLField(text, description="alerting, error or ok; null before the first evaluation."),
+        "lastEvaluation": GraphQLField(text, resolve=lambda m, _i: m["last_evaluation"]),
+        "groups": GraphQLField(GraphQLNonNull(_list_of(group))),
+    }, description="A monitor and its last evaluation.")
 
 
 def _catalog_types() -> GraphQLObjectType:
@@ -296,6 +323,10 @@ class _SchemaBuilder:
             GraphQLNonNull(_catalog_types()), resolve=lambda _root, _info: model_catalog(self.model),
             description="What can be asked: views, metrics (with descriptions and formats) and dimensions.",
         )
+        if self.model.monitors and "monitors" not in root:
+            root["monitors"] = GraphQLField(
+                GraphQLNonNull(_list_of(_monitor_type())), resolve=_resolve_monitors,
+                description="Monitors (docs/monitoring.md): state, condition, last evaluation, value per group.")
         return GraphQLSchema(query=GraphQLObjectType("Query", root, description="One field per view; its selection set is the query."))
 
     def view_field(self, plan: _ViewPlan) -> GraphQLField:

@@ -442,6 +442,13 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
 
         return _json(model_catalog(service.model))
 
+    @app.get("/api/monitors", tags=["monitors"], summary="Monitors: state, last value per group, last evaluation")
+    async def monitors_endpoint() -> Response:
+        from ..monitors import Monitors, status
+
+        monitors = getattr(app.state, "monitors", None) or Monitors(service, record=False)
+        return _json({"monitors": status(monitors)})
+
     @app.get("/health", tags=["health"], summary="Model status, engine reachability, last reload errors")
     async def health_endpoint(request: Request) -> Response:
         model = service.model

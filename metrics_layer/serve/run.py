@@ -102,7 +102,14 @@ def serve(args) -> int:
     from .refresher import Refresher
 
     refresher = Refresher(service).start()
+    from ..monitors import Monitors, MonitorTicker
+
+    # History is written in the engine unless it is a DuckDB file opened read-only.
+    monitors = Monitors(service, query_timeout=project.query_timeout or 60.0,
+                        record=not getattr(service.engine, "read_only", False))
+    ticker = MonitorTicker(monitors).start()
     app = create_app(service, api_keys=keys, watcher=watcher)
+    app.state.monitors = monitors
     try:
         asyncio.run(_serve_both(app, service, project, host, http_port, sql_port, keys, t0))
     except ServeError as e:
@@ -113,6 +120,7 @@ def serve(args) -> int:
     finally:
         watcher.stop()
         refresher.stop()
+        ticker.stop()
         _close_engine(service)
     print("metrics-layer: stopped", file=sys.stderr)
     return 0
