@@ -12,7 +12,8 @@ Checks (each runs the benchmark script that owns the figure, in quick mode):
   compile    bench_compile.py --quick: cold compile p50 <= 2 ms, cached p50 < 50 us for each
              mission query (the CLI column there is wall clock; CPU is checked below)
   cli        CPU (user + system) of `metrics-layer validate --offline | list | compile | query`,
-             median of 5 runs each with a warm model cache: <= 0.5 s
+             median of 5 runs each with a warm model cache: <= 0.5 s (`query` runs a cheap count per
+             channel on the 100k-lead demo, so that its figure is start-up, not DuckDB executing)
   execution  bench_execution.py --runs 3: compiled / hand-tuned <= 1.2 for every mission query,
              and <= 1.0 for the rolling series with as_of (d)
   stream     bench_pgwire_stream.py: SQL endpoint streaming >= 0.5x PostgreSQL (same run)
@@ -43,7 +44,7 @@ CLI_COMMANDS = [
     ["validate", "--offline"],
     ["list"],
     ["compile", "--dialect", "duckdb", "-m", "accuracy_3h", "-b", "leads.created_at:hour", "--as-of", "2026-02-25T12:00:00"],
-    ["query", "-m", "accuracy_3h", "--as-of", "2026-02-25T12:00:00"],
+    ["query", "-m", "leads.lead_count", "-b", "leads.utm_source"],  # a cheap query: the figure is start-up
 ]
 
 missed: list[str] = []
