@@ -82,7 +82,7 @@ ORDER BY model_version NULLS LAST, created_at""",
         "c": f"""{_conversion(as_of)}
 SELECT {_ACCURACY} AS accuracy_3h
 {_JOIN_LEADS}
-WHERE l.created_at >= {_ts(as_of)} - INTERVAL 27 HOUR AND l.created_at < {_ts(as_of)} - INTERVAL 24 HOUR""",
+WHERE l.created_at > {_ts(as_of)} - INTERVAL 27 HOUR AND l.created_at <= {_ts(as_of)} - INTERVAL 24 HOUR""",
         # Bucket b ends at b + 1 hour; its window is [end - 1 day - 3 hours, end - 1 day).
         "d": f"""{_conversion(as_of)},
 j AS (
