@@ -55,7 +55,9 @@ cb AS (
 )"""
 
 
-_FRAUD_LOSS = ("SUM(t.amount) FILTER (WHERE s.is_fraud = 0 AND cb.transaction_id IS NOT NULL) "
+# A formula's sum term over no rows counts 0 (the compiler and tests/reference.py agree): a day
+# with false alarms but no missed fraud loses 25 per alarm, not NULL.
+_FRAUD_LOSS = ("COALESCE(SUM(t.amount) FILTER (WHERE s.is_fraud = 0 AND cb.transaction_id IS NOT NULL), 0) "
                "+ 25 * COUNT(*) FILTER (WHERE s.is_fraud = 1 AND cb.transaction_id IS NULL)")
 _FRAUD_PRECISION = ("COUNT(*) FILTER (WHERE s.is_fraud = 1 AND cb.transaction_id IS NOT NULL)::DOUBLE "
                     "/ NULLIF(COUNT(*) FILTER (WHERE s.is_fraud = 1), 0)")
