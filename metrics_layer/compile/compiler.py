@@ -606,7 +606,7 @@ class _Compiler:
         counted.group_by(start.copy(), *[d.copy() for _, d in others], copy=False)
         dims = [exp.Add(this=exp.column("b", table="p"), expression=exp.column("shift", table="k")) if dim is rolling
                 else exp.column(f"d{i}", table="p") for i, dim in enumerate(self.dimensions)]
-        sums = [exp.alias_(exp.Cast(this=exp.Sum(this=exp.column(a.alias, table="p")), to=exp.DataType.build("bigint")),
+        sums = [exp.alias_(exp.Cast(this=exp.Sum(this=exp.column(a.alias, table="p")), to=exp.DataType(this=exp.DataType.Type.BIGINT)),
                            a.alias, copy=False) for a in aggregates]
         select = exp.select(*[exp.alias_(d.copy(), f"d{i}", copy=False) for i, d in enumerate(dims)], *sums, copy=False)
         select.from_(counted.subquery("p", copy=False), copy=False).join(shift_rows, copy=False)
