@@ -90,8 +90,15 @@ def cli_path() -> str:
     return str(script)
 
 
+def cli_env() -> dict:
+    """The environment a user runs the CLI in: bytecode caching on (PYTHONDONTWRITEBYTECODE, set
+    in some shells and CI images, would recompile every module of an editable install on each
+    run: ~60 ms of CPU that an installed wheel, compiled at install, never spends)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_cli(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=cli_env())
     if done.returncode != 0 or not done.stdout.startswith("SELECT"):
         sys.exit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}")
 

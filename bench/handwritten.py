@@ -55,7 +55,9 @@ cb AS (
 )"""
 
 
-_FRAUD_LOSS = ("SUM(t.amount) FILTER (WHERE s.is_fraud = 0 AND cb.transaction_id IS NOT NULL) "
+# A formula's sum term over no rows counts 0 (the compiler and tests/reference.py agree): a day
+# with false alarms but no missed fraud loses 25 per alarm, not NULL.
+_FRAUD_LOSS = ("COALESCE(SUM(t.amount) FILTER (WHERE s.is_fraud = 0 AND cb.transaction_id IS NOT NULL), 0) "
                "+ 25 * COUNT(*) FILTER (WHERE s.is_fraud = 1 AND cb.transaction_id IS NULL)")
 _FRAUD_PRECISION = ("COUNT(*) FILTER (WHERE s.is_fraud = 1 AND cb.transaction_id IS NOT NULL)::DOUBLE "
                     "/ NULLIF(COUNT(*) FILTER (WHERE s.is_fraud = 1), 0)")
@@ -82,7 +84,7 @@ ORDER BY model_version NULLS LAST, created_at""",
         "c": f"""{_conversion(as_of)}
 SELECT {_ACCURACY} AS accuracy_3h
 {_JOIN_LEADS}
-WHERE l.created_at >= {_ts(as_of)} - INTERVAL 27 HOUR AND l.created_at < {_ts(as_of)} - INTERVAL 24 HOUR""",
+WHERE l.created_at > {_ts(as_of)} - INTERVAL 27 HOUR AND l.created_at <= {_ts(as_of)} - INTERVAL 24 HOUR""",
         # Bucket b ends at b + 1 hour; its window is [end - 1 day - 3 hours, end - 1 day).
         "d": f"""{_conversion(as_of)},
 j AS (

@@ -140,12 +140,19 @@ def _parser() -> argparse.ArgumentParser:
 
 # ---- commands ---------------------------------------------------------------------------
 
+def _load_model(project):
+    """The project's model, from the on-disk cache when its YAML is unchanged (model/cache.py)."""
+    from .model.cache import load_model_cached
+    from .project import data_home
+
+    return load_model_cached(project.metrics_dir, data_home() / "cache")
+
+
 def _validate(args) -> int:
-    from .model import load_model
     from .project import load_project
 
     project = load_project(args.project or args.directory)
-    model = load_model(project.metrics_dir)
+    model = _load_model(project)
     summary = f"ok: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views in {project.metrics_dir}"
     _check_materializations(project, model)
     if args.offline:
@@ -208,10 +215,9 @@ def _engine_schema_errors(project, model) -> tuple[str, str | None]:
 
 
 def _list(args) -> int:
-    from .model import load_model
     from .project import load_project
 
-    model = load_model(load_project(args.project).metrics_dir)
+    model = _load_model(load_project(args.project))
     print("Metrics:")
     for metric in model.metrics.values():
         window = f" [window {metric.window.text}" + (f", label delay {metric.label_delay.text}]" if metric.label_delay else "]") if metric.window else ""
@@ -328,11 +334,10 @@ def _ensure_demo_data(project) -> None:
 
 
 def _prepare(args):
-    from .model import load_model
     from .project import load_project
 
     project = load_project(args.project)
-    return project, load_model(project.metrics_dir)
+    return project, _load_model(project)
 
 
 def _compile(args) -> int:

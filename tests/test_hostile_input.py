@@ -72,8 +72,8 @@ def endpoint(tmp_path_factory, demo_duckdb_path):
     ("SELECT 'abc", "42601", "unterminated quoted string"),
     ('SELECT "abc', "42601", "unterminated quoted identifier"),
     ("SELECT lead_count FROM conversion_monitoring WHERE utm_source = $$a", "42601", "dollar-quoted"),
-    ("SELECT " + "(" * 46 + "1" + ")" * 46, "54001", "nested too deeply"),
-    ("SELECT lead_count FROM conversion_monitoring WHERE " + "(" * 300 + "true" + ")" * 300, "54001", "nested too deeply"),
+    ("SELECT " + "(" * 3000 + "1" + ")" * 3000, "54001", "nested too deeply"),
+    ("SELECT lead_count FROM conversion_monitoring WHERE " + "(" * 3000 + "true" + ")" * 3000, "54001", "nested too deeply"),
     ("SET metrics.window = '" + "x" * 5000 + "'", "22023", "too long"),
 ])
 def test_sql_bad_statements_are_clear_errors_and_the_connection_continues(endpoint, sql, sqlstate, words):

@@ -177,7 +177,7 @@ def test_mutated_demo_yaml_loads_or_fails_validation(tmp_path, seed):
         "models:\n  - {name: t, table: t, dimensions: [{name: =}]}\n",  # plain '=' is YAML's 'value' tag
         "models: &a [*a]\n",  # a recursive alias
         "models: " + "[" * 2000 + "]" * 2000 + "\n",  # nesting deeper than the parser's stack
-        "models:\n  - name: t\n    table: t\n    dimensions: [{name: d, expr: '" + "(" * 400 + "1" + ")" * 400 + "'}]\n",
+        "models:\n  - name: t\n    table: t\n    dimensions: [{name: d, expr: '" + "(" * 5000 + "1" + ")" * 5000 + "'}]\n",  # deeper than the parser recurses (pure or compiled sqlglot)
         "models:\n  - name: t\n    table: \"\x07\"\n",  # a control character
         "- just\n- a list\n",
         "plain text\n",

@@ -166,7 +166,7 @@ class _Loader:
             self.error(location, f"{what} must be a SQL expression written as text")
             return None
         try:
-            parsed = sqlglot.parse_one(str(text))
+            parsed = _without_positions(sqlglot.parse_one(str(text)))
         except (sqlglot.errors.SqlglotError, RecursionError) as e:
             self.error(location, f"{what} is not valid SQL: {_sql_problem(e)} in {str(text).strip()!r}")
             return None
@@ -254,13 +254,13 @@ class _Loader:
         if table is not None:
             if isinstance(table, str) and table.strip():
                 try:
-                    return exp.to_table(table)
+                    return _without_positions(exp.to_table(table))
                 except sqlglot.errors.SqlglotError:
                     pass
             self.error(node.at("table"), f"model '{name}' table must be a table name such as orders or schema.orders, got {_kind(table)}")
             return exp.to_table(name)
         try:
-            parsed = sqlglot.parse_one(str(sql))
+            parsed = _without_positions(sqlglot.parse_one(str(sql)))
         except (sqlglot.errors.SqlglotError, RecursionError) as e:
             self.error(node.at("sql"), f"model '{name}' sql is not valid SQL: {_sql_problem(e)}")
             return exp.to_table(name)
@@ -731,3 +731,14 @@ def _display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _without_positions(parsed: exp.Expression) -> exp.Expression:
+    """Drop the parser's token positions (`meta`: line, col) from every node.
+
+    Nothing reads them once parsed (errors point at YAML locations), and every copy of a model
+    expression the compiler makes would deep-copy each node's position dict through Python's
+    copy module: a third of a cold compile."""
+    for node in parsed.walk():
+        node._meta = None
+    return parsed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -17,6 +18,12 @@ def qualify(expression: exp.Expression, model: str) -> exp.Expression:
         if not column.table:
             column.set("table", exp.to_identifier(model, quoted=True))
     return expression
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(expression: exp.Expression) -> str:
+    """SQL text of a model expression, rendered once (expressions hash by structure)."""
+    return expression.sql()
 
 
 # Aggregates of a dimension a query may ask for as a measure: `model.max(dimension)`.
@@ -127,7 +134,7 @@ class Model:
             return False
         if ent.type in ("primary", "unique"):
             return True
-        return self.dedupe is not None and self.dedupe.key == (ent.expr.sql(),)
+        return self.dedupe is not None and len(self.dedupe.key) == 1 and self.dedupe.key[0] == _text(ent.expr)
 
 
 @dataclass(frozen=True)
