@@ -14,6 +14,7 @@ import pytest
 
 import reference
 from conftest import make_project, postgres_or_skip
+from streaming_rules import violated_rules
 from metrics_layer.project import load_project
 from metrics_layer.query import DimensionRef, Filter, SemanticQuery
 from metrics_layer.service import MetricsService
@@ -345,27 +346,86 @@ def test_rolling_series_at_any_grain_and_window(demo, grain, window):
 def test_streaming_rolling_form_runs_and_agrees_on_postgres(request, grain, dialect):
     """The streaming engines' rolling series (rows fanned out with UNION ALL, no series over
     the data) cannot run here; with as_of its SQL is plain PostgreSQL, so run it there: every
-    bucket it returns equals the batch series', and the batch buckets it leaves out are those
-    whose windows hold no lead."""
+    bucket it returns equals the batch series', the empty buckets between its first and last
+    are filled at read time (accuracy NULL, counts 0) and the batch buckets it leaves out are
+    those before its first or after its last window holding a lead. A second metric without a
+    window (its own group, combined with the rolling one) keeps its counts."""
     url = request.getfixturevalue("demo_postgres_url")
     svc = MetricsService(load_project(make_project(request.getfixturevalue("tmp_path") / "p", url)))
     try:
         as_of = dt.datetime(2026, 2, 20, 18, 30)
-        query = SemanticQuery(("accuracy_3h",), (DimensionRef("leads.created_at", grain),), as_of=as_of)
+        by = (DimensionRef("leads.created_at", grain),)
+        query = SemanticQuery(("accuracy_3h", "leads.lead_count"), by, as_of=as_of)
         sql = svc.compile(query, dialect=dialect)
-        assert "generate_series" not in sql.lower() and ("UNION ALL" in sql) == (grain == "hour")  # a day holds a 3-hour window once
-        streaming = {r[0]: r[1] for r in svc.engine.execute(sql).rows}
-        batch = {r[0]: r[1] for r in svc.run(query).rows}
-        counts = {r[0]: r[1] for r in svc.run(SemanticQuery(("leads.lead_count",), (DimensionRef("leads.created_at", grain),),
-                                                               window="3 hours", as_of=as_of - dt.timedelta(days=1))).rows}
-        for bucket, value in streaming.items():
+        assert ("UNION ALL" in sql) == (grain == "hour")  # a day holds a 3-hour window once
+        assert violated_rules(sql, dialect) == set()  # the read-time fill is the only generate_series
+        streaming = {r[0]: (r[1], r[2]) for r in svc.engine.execute(sql).rows}
+        batch = {r[0]: (r[1], r[2]) for r in svc.run(query).rows}
+        first, last = min(streaming), max(streaming)
+        step = dt.timedelta(hours=1) if grain == "hour" else dt.timedelta(days=1)
+        assert sorted(streaming) == [first + k * step for k in range((last - first) // step + 1)]  # no gap
+        for bucket, (accuracy, count) in streaming.items():
             if bucket in batch:
-                assert value == pytest.approx(batch[bucket]) if value is not None else batch[bucket] is None, bucket
+                assert accuracy == pytest.approx(batch[bucket][0]) if accuracy is not None else batch[bucket][0] is None, bucket
+                assert count == batch[bucket][1], bucket
             else:
-                assert max(batch) < bucket <= as_of
-        for bucket, value in batch.items():
+                assert max(batch) < bucket <= as_of and count == 0
+        for bucket, (accuracy, _) in batch.items():
             if bucket not in streaming:
-                assert value is None
+                assert accuracy is None and not first <= bucket <= last
         assert len(streaming) > 10
     finally:
         svc.engine.close()
+
+
+GAP_YAML = """
+models:
+  - name: events
+    table: events
+    entities: [{name: event, type: primary, expr: id}]
+    time: at
+    dimensions: [{name: at, type: time}]
+    measures:
+      - {name: n, agg: count}
+      - {name: total, agg: sum, expr: amount}
+metrics:
+  - {name: n_2h, type: simple, measure: events.n, window: 2 hours}
+  - {name: mean_2h, type: ratio, numerator: events.total, denominator: events.n, window: 2 hours}
+"""
+GAP_AS_OF = dt.datetime(2026, 5, 1, 18, 30)
+# Two bursts five hours apart, a row exactly on a bucket bound, one after as_of.
+GAP_EVENTS = [(1, dt.datetime(2026, 5, 1, 9, 10), 4.0), (2, dt.datetime(2026, 5, 1, 9, 50), 6.0),
+              (3, dt.datetime(2026, 5, 1, 10, 30), None), (4, dt.datetime(2026, 5, 1, 16, 5), 1.0),
+              (5, dt.datetime(2026, 5, 1, 16, 59, 59), 2.0), (6, dt.datetime(2026, 5, 1, 17), 3.0),
+              (7, dt.datetime(2026, 5, 1, 19), 100.0)]
+
+
+@pytest.mark.parametrize("dialect", ["materialize", "risingwave"])
+def test_streaming_series_fills_empty_buckets_at_read_time(tmp_path, dialect):
+    """Streaming engines maintain only the buckets whose windows hold rows; the read fills the
+    hours between the two bursts (count 0, mean NULL). Run on PostgreSQL (with as_of the
+    streaming SQL is plain PostgreSQL) and compared with a plain-Python trailing window."""
+    data = TinyData("postgres", tmp_path / "gap", {"events": ("id INT, at TIMESTAMP, amount DOUBLE PRECISION", GAP_EVENTS)}, GAP_YAML)
+    try:
+        query = SemanticQuery(("n_2h", "mean_2h", "events.n"), (DimensionRef("events.at", "hour"),), as_of=GAP_AS_OF)
+        sql = data.service.compile(query, dialect=dialect)
+        assert violated_rules(sql, dialect) == set()
+        got = [tuple(r) for r in data.sql(sql)]
+        known = [(t, a) for _, t, a in GAP_EVENTS if t <= GAP_AS_OF]
+        hour = dt.timedelta(hours=1)
+        expected, bucket = [], dt.datetime(2026, 5, 1, 9)
+        while bucket <= GAP_AS_OF:  # each bucket's window: [bucket + 1 h - 2 h, bucket + 1 h)
+            inside = [a for t, a in known if bucket - hour <= t < bucket + hour]
+            amounts = [a for a in inside if a is not None]  # a sum over only NULLs reads 0 in a formula (section 1)
+            own = sum(1 for t, _ in known if bucket <= t < bucket + hour)
+            expected.append((bucket, len(inside), sum(amounts) / len(inside) if inside else None, own))
+            bucket += hour
+        while expected[-1][1] == 0:  # the series ends at the last bucket whose window holds rows
+            expected.pop()
+        assert [r[0] for r in got] == [e[0] for e in expected]
+        for row, want in zip(got, expected):
+            assert row[1] == want[1] and row[3] == want[3], row
+            assert (row[2] is None) == (want[2] is None) and (row[2] is None or row[2] == pytest.approx(want[2])), row
+        assert any(e[1] == 0 for e in expected)  # the data has empty buckets inside the series
+    finally:
+        data.close()

@@ -246,3 +246,18 @@ def test_compiled_sql_breaks_no_rule(dialect, tmp_path_factory):
     summary = report(violations, refusals)
     print(f"\n{dialect}: {len(violations)} violations, {len(refusals)} refusals\n{summary}")
     assert not violations, f"{dialect}: compiled SQL breaks streaming rules:\n{summary}"
+
+
+def test_read_time_fill_is_checked_below_its_series_only():
+    """The compiler's fill of a rolling series' empty buckets (a one-shot read) is exempt by its
+    exact shape; its groups level stays checked, and a series anywhere else is still refused."""
+    groups = "SELECT d0, COUNT(*) AS m0 FROM t WHERE t.at AT TIME ZONE 'UTC' > NOW() - INTERVAL '1 day' GROUP BY d0"
+    fill = ("WITH _series_groups AS ({groups}) SELECT s.bucket AS d0, COALESCE(g.m0, 0) AS m0 "
+            "FROM (SELECT MIN(d0) AS lo, MAX(d0) AS hi FROM _series_groups) AS bounds, "
+            "generate_series(bounds.lo, bounds.hi, INTERVAL '1 hour') AS s(bucket) "
+            "LEFT JOIN _series_groups AS g ON g.d0 = s.bucket")
+    assert violated_rules(fill.format(groups=groups), RW) == set()
+    assert "rw_nested_loop_join" in violated_rules(fill.format(groups=groups + " CROSS JOIN u"), RW)
+    elsewhere = fill.replace("WITH _series_groups", "WITH other").replace("FROM _series_groups", "FROM other").replace(
+        "JOIN _series_groups", "JOIN other")
+    assert "rw_generate_series" in violated_rules(elsewhere.format(groups=groups), RW)

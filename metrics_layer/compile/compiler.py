@@ -311,6 +311,8 @@ class _Compiler:
         if self.routes:
             self.routing = route(self, self.routes, row_filters)
         source = self.routing.source if self.routing.source is not None else self.aggregated(row_filters)
+        if self.sql_dialect.streaming:
+            source = self._filled_series(source)
         labels = [exp.alias_(exp.column(f"d{i}"), d.label, quoted=True, copy=False) for i, d in enumerate(self.dimensions)]
         outer = exp.select(*labels, *[exp.alias_(e, name, quoted=True, copy=False) for name, e in metric_exprs], copy=False)
         outer = outer.from_(source.subquery("agg", copy=False), copy=False)
@@ -490,7 +492,7 @@ class _Compiler:
         _MAX_FAN_OUT buckets join the series to the rows on a time range instead. Streaming
         engines get no series over the data's bounds (they maintain neither a range join nor a
         generate_series over MIN/MAX): their series holds the buckets whose windows hold rows,
-        up to now (or as_of).
+        up to now (or as_of), and the read fills the empty ones in between (_filled_series).
         """
         copies = _fan_out(rolling.grain, group.window)
         streaming = self.sql_dialect.streaming
@@ -504,7 +506,9 @@ class _Compiler:
             windowed = self._fanned_out(group, rolling, rows, aggregates, copies)
             if streaming:
                 index = self.dimensions.index(rolling)
-                select = exp.select(exp.Star(), copy=False).from_(windowed.subquery("w", copy=False), copy=False)
+                # named columns, not *: _combine and _filled_series read the m<i> aliases
+                select = exp.select(*[exp.alias_(exp.column(e.alias, table="w"), e.alias, copy=False) for e in windowed.expressions],
+                                    copy=False).from_(windowed.subquery("w", copy=False), copy=False)
                 bucket = exp.column(f"d{index}", table="w")
                 select.where(self._at_or_before_end(bucket), copy=False)
             else:
@@ -525,18 +529,41 @@ class _Compiler:
     def _series(self, base: Model, rolling: _Dimension) -> tuple[exp.Expression, exp.Table]:
         """FROM items `bounds, generate_series(lo, hi, grain) AS s(bucket)` over the model's rows."""
         time = base.time_expr
-        bounds = exp.select(
-            exp.alias_(dialects.truncate(exp.Min(this=time.copy()), rolling.grain), "lo", copy=False),
-            exp.alias_(dialects.truncate(exp.Max(this=time.copy()), rolling.grain), "hi", copy=False),
-            copy=False,
-        ).from_(self._source(base), copy=False)
-        series = exp.Table(
-            this=exp.Anonymous(this="generate_series", expressions=[
-                exp.column("lo", table="bounds"), exp.column("hi", table="bounds"),
-                dialects.interval(_GRAIN_INTERVALS[rolling.grain])]),
-            alias=exp.TableAlias(this=exp.to_identifier("s"), columns=[exp.to_identifier("bucket")]),
-        )
-        return bounds.subquery("bounds", copy=False), series
+        return _series_between(dialects.truncate(exp.Min(this=time.copy()), rolling.grain),
+                               dialects.truncate(exp.Max(this=time.copy()), rolling.grain), self._source(base), rolling.grain)
+
+    def _filled_series(self, source: exp.Select) -> exp.Select:
+        """On a streaming engine, the groups level with the empty buckets of its rolling series
+        filled in, between its first and its last bucket (counts 0, other measures NULL).
+
+        What a streaming engine maintains holds only the buckets whose windows hold rows
+        (_rolling_select: no series over the data's bounds, which it cannot maintain); the fill
+        is a one-shot read of that groups level, routed to a materialization or not, and never
+        part of a materialization (compile_materialization stores the groups level itself).
+        """
+        rolling = next((d for g in self.groups.values() if g.window is not None
+                        and (d := self._rolling_dimension(g)) is not None), None)
+        if rolling is None:
+            return source
+        column = f"d{self.dimensions.index(rolling)}"
+        counts = {f"m{index}" for g in self.groups.values() for (name, _), index in g.uses.items()
+                  if self.model.measure(name).agg in ("count", "count_distinct")}
+        outputs = []
+        for name in (e.alias_or_name for e in source.expressions):
+            value = exp.column("bucket", table="s") if name == column else exp.column(name, table="g")
+            if name in counts:
+                value = exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+            outputs.append(exp.alias_(value, name, copy=False))
+        ctes = source.args.get("with_")
+        source.set("with_", None)  # hoisted: one WITH list, no WITH nested in a CTE
+        bounds, series = _series_between(exp.Min(this=exp.column(column)), exp.Max(this=exp.column(column)),
+                                         exp.to_table(_FILL_GROUPS), rolling.grain)
+        filled = exp.select(*outputs, copy=False).from_(bounds, copy=False).join(series, copy=False)
+        _left_join(filled, exp.to_table(_FILL_GROUPS, alias="g"),
+                   exp.EQ(this=exp.column(column, table="g"), expression=exp.column("bucket", table="s")))
+        for cte in ctes.expressions if ctes is not None else ():
+            filled.with_(cte.alias, as_=cte.this, copy=False)
+        return filled.with_(_FILL_GROUPS, as_=source, copy=False)
 
     def _range_joined(self, group: _Group, base: Model, rolling: _Dimension, rows: exp.Select, aggregates: list) -> exp.Select:
         """The series joined to the rows of each bucket's window by time range."""
@@ -772,6 +799,20 @@ def _fan_out(grain: str, window: Window) -> _FanOut | None:
         count = length // size if exact else length // size + 1
         shifts = tuple(Interval(k * size, describe_seconds(k * size) if k else "0 seconds") for k in range(count))
     return _FanOut(shifts, exact) if count <= _MAX_FAN_OUT else None
+
+
+_FILL_GROUPS = "_series_groups"  # the CTE a streaming read fills (tests/streaming_rules.py knows it)
+
+
+def _series_between(lo: exp.Expression, hi: exp.Expression, source: exp.Expression, grain: str) -> tuple[exp.Expression, exp.Table]:
+    """FROM items `(SELECT lo, hi FROM source) AS bounds, generate_series(lo, hi, grain) AS s(bucket)`."""
+    bounds = exp.select(exp.alias_(lo, "lo", copy=False), exp.alias_(hi, "hi", copy=False), copy=False).from_(source, copy=False)
+    series = exp.Table(
+        this=exp.Anonymous(this="generate_series", expressions=[
+            exp.column("lo", table="bounds"), exp.column("hi", table="bounds"), dialects.interval(_GRAIN_INTERVALS[grain])]),
+        alias=exp.TableAlias(this=exp.to_identifier("s"), columns=[exp.to_identifier("bucket")]),
+    )
+    return bounds.subquery("bounds", copy=False), series
 
 
 def _left_join(select: exp.Select, source: exp.Expression, on: exp.Expression) -> exp.Select:
