@@ -106,3 +106,26 @@ def test_cancel_interrupts_a_prepared_query(engine):
         engine.execute(slow, cancel=cancel)
     assert e.value.code == "57014"
     assert engine.execute("SELECT count(*) FROM t").rows == [(100,)]  # the engine goes on
+
+
+def test_a_file_another_process_holds_is_a_clear_error(tmp_path):
+    """DuckDB lets one process write a file or several read it: the error names the holder and what to do."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    path = tmp_path / "held.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+                               "print('open', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(EngineError) as e:
+            DuckDBEngine(str(path))
+        assert f"process {holder.pid}" in str(e.value) and "deploy: {refresh: true}" in str(e.value)
+        reader = DuckDBEngine(str(path), read_only=True)  # readers share the file
+        reader.close()
+    finally:
+        holder.communicate("", timeout=60)

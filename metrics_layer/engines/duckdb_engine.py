@@ -90,6 +90,16 @@ class DuckDBEngine(Engine):
             self._connection = duckdb.connect(path, read_only=read_only)
             self.read_only = read_only
         except duckdb.Error as e:
+            holder = re.search(r"\(PID (\d+)\)", str(e)) if "lock" in str(e).lower() else None
+            if holder is not None:  # DuckDB: one process writes a file, or several only read it
+                if read_only:
+                    why = (f"cannot read DuckDB database {path!r}: process {holder.group(1)} holds its write lock (a deploy or "
+                           "refresh, or serve with deploy: {refresh: true}); wait for it to finish or stop it")
+                else:
+                    why = (f"cannot write DuckDB database {path!r}: process {holder.group(1)} (e.g. metrics-layer serve) has it "
+                           "open; stop it first, or set deploy: {refresh: true} in metrics_layer.yml to have serve hold the "
+                           "write lock and refresh materializations itself")
+                raise EngineError(why + " (DuckDB lets one process write a file, or several only read it)") from None
             raise EngineError(f"cannot open DuckDB database {path!r}: {e}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
         self._idle: list[_PooledCursor] = []

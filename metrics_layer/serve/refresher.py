@@ -32,7 +32,7 @@ class Refresher:
             return self
         if self.service.engine.read_only:
             log.info("the DuckDB file is open read-only (so the CLI can read it too): deployed materializations are "
-                     "not refreshed under serve; run metrics-layer refresh, or set deploy: {refresh: true} to have "
+                     "not refreshed under serve; stop serve to run metrics-layer refresh, or set deploy: {refresh: true} to have "
                      "serve hold the file's write lock and refresh them")
             return self
         self._thread = threading.Thread(target=self._run, name="metrics-layer-refresh", daemon=True)
