@@ -147,9 +147,19 @@ class Monitors:
         finally:
             lock.release()
 
-    def _states_of(self, monitor: Monitor, at: dt.datetime) -> list[GroupState]:
+    def check(self, monitor: Monitor, as_of: dt.datetime | None = None) -> list[GroupState]:
+        """The states one evaluation would give (as of `as_of`, else now), without recording them,
+        notifying or remembering them (the report shows these). A `change` condition compares
+        with this object's previous evaluation, if any."""
+        saved = dict(self._values)
+        try:
+            return self._states_of(monitor, as_of or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), as_of)
+        finally:
+            self._values = saved
+
+    def _states_of(self, monitor: Monitor, at: dt.datetime, as_of: dt.datetime | None = None) -> list[GroupState]:
         metrics = (monitor.metric,) + ((monitor.coverage_metric,) if monitor.coverage_metric else ())
-        query = SemanticQuery(metrics, tuple(_dimension(d) for d in monitor.by))
+        query = SemanticQuery(metrics, tuple(_dimension(d) for d in monitor.by), as_of=as_of)
         try:
             result = self.service.run(query, timeout=self.query_timeout)
         except Exception as e:  # noqa: BLE001 - a broken metric (QueryError) or a down engine is reported, not raised
