@@ -267,9 +267,10 @@ def _monitor_rows(service, as_of: dt.datetime | None) -> tuple[list[dict], str]:
             before = last.get((monitor.name, state.key))
             rows.append({
                 "monitor": monitor.name, "metric": monitor.metric,
-                "group": ", ".join(f"{k}={_plain(v)}" for k, v in state.group.items()) or "(all)",
+                "group": ", ".join(f"{k}={'NULL' if v is None else _plain(v)}" for k, v in state.group.items()) or "(all)",
                 "condition": f"{'change ' if monitor.change else ''}{monitor.op} {monitor.threshold:g}",
-                "min_coverage": monitor.min_coverage, "value": state.value, "coverage": state.coverage,
+                "min_coverage": monitor.min_coverage, "value": state.value,
+                "format": getattr(service.model.metrics.get(monitor.metric), "format", None), "coverage": state.coverage,
                 "state": state.state, "message": state.message,
                 "recorded": f"{before['state']} at {_plain(before['at'])}" if before else "",
             })
@@ -388,15 +389,15 @@ def _metric_section(data: ReportData, colours: dict) -> str:
                            [data.estimates.get((group, b)) for b in data.buckets], None))
             legend.append((f"{label}: estimate (CBPE)", colours[group], True))
     if data.coverage_metric:
-        legend.append((f"hatched: coverage under {data.min_coverage:.0%}", "#9aa0a6", False))
+        legend.append((f"hollow point: coverage under {data.min_coverage:.0%}; hatched: every line's is", "#9aa0a6", False))
     note = ""
     if data.estimate_metric:
         note = (f"<p class='note'>Dashed: {_e(data.estimate_metric)}, a confidence-based estimate (CBPE) over the "
                 f"predictions younger than the label delay, assuming a calibrated score; solid: the realized "
                 f"{_e(data.metric)} over the mature predictions.</p>")
     if data.empty_groups:
-        note += (f"<p class='note'>No value in this range for: "
-                 f"{_e('; '.join(_group_label(data, g) for g in data.empty_groups))}.</p>")
+        empty = "; ".join(", ".join(f"{d} = {'NULL' if v is None else v}" for d, v in zip(data.by, g)) for g in data.empty_groups)
+        note += f"<p class='note'>No value in this range (not drawn): {_e(empty)}.</p>"
     chart = _line_chart("m", data, series, data.fmt, y_label=data.metric, hatched=_hatched(data))
     return f"<section><h2>{_e(data.metric)} per {data.grain}</h2>{_legend(legend)}{chart}{note}</section>"
 
@@ -404,7 +405,11 @@ def _metric_section(data: ReportData, colours: dict) -> str:
 def _hatched(data: ReportData) -> list[bool]:
     if data.coverage_metric is None:
         return [False] * len(data.buckets)
-    return [any(data.low(g, b) for g in data.groups) for b in data.buckets]
+    hatched = []
+    for bucket in data.buckets:
+        drawn = [g for g in data.groups if data.values.get((g, bucket)) is not None]
+        hatched.append(bool(drawn) and all(data.low(g, bucket) for g in drawn))
+    return hatched
 
 
 def _coverage_section(data: ReportData, colours: dict) -> str:
@@ -419,7 +424,7 @@ def _coverage_section(data: ReportData, colours: dict) -> str:
     return (f"<section><h2>Label coverage per {data.grain}</h2>{_legend(legend)}{chart}"
             f"<p class='note'>{_e(data.coverage_metric)}: {_e(data.coverage_note)}. Each bucket's value is the share of the "
             f"predictions since its window's start that are older than the label delay, at the bucket's end. "
-            f"Buckets under {data.min_coverage:.0%} are hatched: their value rests on few mature labels.</p></section>")
+            f"A point under {data.min_coverage:.0%} is hollow (its value rests on few mature labels); a bucket where every line's is, hatched.</p></section>")
 
 
 def _monitor_section(data: ReportData) -> str:
@@ -433,7 +438,7 @@ def _monitor_section(data: ReportData) -> str:
         rows.append(
             f"<tr{mine}><td>{_e(m['monitor'])}</td><td>{_e(m['metric'])}</td><td>{_e(m['group'])}</td>"
             f"<td>{_e(m['condition'])}{_e(minimum)}</td>"
-            f"<td class='n'>{_e(_format(m['value'], None))}</td><td class='n'>{_e(_format(m['coverage'], 'percent'))}</td>"
+            f"<td class='n'>{_e(_format(m['value'], m['format']))}</td><td class='n'>{_e(_format(m['coverage'], 'percent'))}</td>"
             f"<td><span class='state {_e(m['state'])}'>{_e(m['state'])}</span>{message}</td><td>{_e(m['recorded'])}</td></tr>")
     when = f"as of {_when(data.as_of)}" if data.as_of else "now"
     note = f"<p class='note'>{_e(data.monitors_note)}</p>" if data.monitors_note else ""
@@ -524,12 +529,15 @@ def _line_chart(key: str, data: ReportData, series: list, fmt: str | None, y_lab
     if y_range is None:
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         pad = (high - low) * 0.08 or abs(high) * 0.05 or 0.05
+        share = fmt == "percent" and 0 <= low and high <= 1  # a share stays within 0 to 100 %
         low, high = low - pad, high + pad
-        if fmt == "percent":
-            low, high = max(low, 0.0) if low >= -1e-12 else low, min(high, 1.0) if high <= 1 else high
+        ticks = _nice_ticks(low, high)
+        if share:
+            ticks = [t for t in ticks if 0 <= t <= 1] or [0.0, 1.0]
+            ticks = ([0.0] if ticks[0] > low and ticks[0] > 0 and low < 0 else []) + ticks + \
+                ([1.0] if ticks[-1] < high and ticks[-1] < 1 and high > 1 else [])
     else:
-        low, high = y_range
-    ticks = _nice_ticks(low, high)
+        ticks = _nice_ticks(*y_range)
     low, high = ticks[0], ticks[-1]
 
     def x(i: int) -> float:
@@ -609,7 +617,7 @@ section { background: #fff; border: 1px solid #e0e3e7; border-radius: 8px; paddi
 h2 { font-size: 15px; margin: 0 0 6px; font-weight: 600; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; background: none; border: none; padding: 0; }
 .card { flex: 1 1 200px; background: #fff; border: 1px solid #e0e3e7; border-top: 4px solid #5f6368; border-radius: 8px; padding: 10px 14px; }
-.card .k { color: #5f6368; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.card .k { color: #5f6368; font-size: 12.5px; font-weight: 600; }
 .card .v { font-size: 26px; font-weight: 600; margin: 2px 0; }
 .card .s { color: #5f6368; font-size: 12px; }
 .legend { display: flex; flex-wrap: wrap; gap: 16px; font-size: 12.5px; color: #3c4043; margin: 2px 0 4px; }

@@ -354,7 +354,7 @@ def test_docs_screenshot_over_the_demo(chromium, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render(data), encoding="utf-8")
     shot = tmp_path / "report.png"
-    _screenshot(chromium, page, shot, tmp_path / "profile", height=1240)
+    _screenshot(chromium, page, shot, tmp_path / "profile", height=1420)
     assert len(set(_png_pixels(shot)[2])) > 50
     if os.environ.get("METRICS_LAYER_UPDATE_DOCS") == "1":
         shutil.copy(shot, REPO / "docs" / "report.png")
