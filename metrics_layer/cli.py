@@ -430,8 +430,8 @@ def _monitor(args) -> int:
     if not model.monitors:
         print("no monitors: add a top-level monitors: list to a YAML file of the metrics folder", file=sys.stderr)
         return 0
+    # Read-only, like serve: history goes to monitors.history_store (beside a DuckDB file, else the engine).
     service = MetricsService(project, model=model)
-    service.read_only_engine = False  # the history table is written in the engine
     monitors = Monitors(service, query_timeout=project.query_timeout or 60.0)
     due = {name: 0.0 for name in model.monitors}
     while True:
