@@ -178,6 +178,8 @@ class Monitors:
             state = GroupState(monitor.name, group, value, coverage, "ok", at)
             state.state = self._decide(monitor, state)
             states.append(state)
+        if not states:  # no group at all (nothing in the window): recorded and shown as no data, not ok
+            states.append(GroupState(monitor.name, {}, None, None, "no_data", at, "the query returned no rows"))
         return states
 
     def _decide(self, monitor: Monitor, state: GroupState) -> str:
@@ -405,7 +407,8 @@ def status(monitors: Monitors) -> list[dict]:
             "condition": f"{'change ' if monitor.change else ''}{monitor.op} {monitor.threshold:g}",
             "min_coverage": monitor.min_coverage, "every_s": monitor.every.seconds,
             "state": None if groups is None else ("alerting" if any(g.state == ALERTING for g in groups)
-                                                  else "error" if any(g.state == "error" for g in groups) else "ok"),
+                                                  else "error" if any(g.state == "error" for g in groups)
+                                                  else "no_data" if all(g.state == "no_data" for g in groups) else "ok"),
             "last_evaluation": groups[0].at.isoformat(sep=" ") + "Z" if groups else None,
             "groups": [g.as_dict() for g in groups or []],
         })

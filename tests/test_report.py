@@ -216,14 +216,21 @@ def test_coverage_per_bucket_as_of_several_moments_equals_plain_python(project):
 
 
 def test_page_is_self_contained(project):
+    from metrics_layer.monitors import Monitors
+
     folder, _ = project
     service = MetricsService(load_project(folder))
+    (recorded, *_) = Monitors(service).evaluate(service.model.monitors["scoring_by_version"],
+                                                now=dt.datetime(2026, 5, 3, 0, 0, 0, 123))
     page = render(collect(service, "scoring.accuracy", ("predictions.model_version",), "hour", "2d",
                           as_of=dt.datetime(2026, 5, 2, 23, 59)))
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert "http://" not in page and "https://" not in page and "<script" not in page.lower()
     assert "<svg" in page and "as of <strong>2026-05-02 23:59 UTC</strong>" in page
     assert "scoring_by_version" in page  # the monitors' table
+    now = render(collect(service, "scoring.accuracy", ("predictions.model_version",), "hour", "2d"))
+    assert recorded.state == "no_data" and recorded.group == {}  # nothing in the trailing window today
+    assert "no_data at 2026-05-03 00:00:00.000123" in now, "the last recorded evaluation is shown"
 
 
 @pytest.mark.parametrize("args,error", [
