@@ -28,7 +28,7 @@ from typing import Callable
 
 from .model.errors import did_you_mean
 from .model.load import parse_interval
-from .query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery
+from .query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 
 DEFAULT_MIN_COVERAGE = 0.5
 _SHORT = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -180,7 +180,7 @@ def collect(service, metric: str, by: tuple[str, ...] = (), grain: str = "hour",
             raise QueryError(f"--by {text}: the report's x axis is already {time_dim}; choose its bucket with --grain")
         refs.append(DimensionRef(name, by_grain or None))
     if isinstance(as_of, str):
-        as_of = SemanticQuery(metrics=(metric,), as_of=as_of).as_of
+        as_of = parse_timestamp(as_of, "--as-of")
     end = as_of or now or _utc_now()
     start = end - span
     coverage_metric, coverage_note, estimate_metric = companions(model, metric, coverage)
@@ -283,7 +283,7 @@ def render(data: ReportData) -> str:
     colours = {g: _PALETTE[i % len(_PALETTE)] for i, g in enumerate(data.groups)}
     stamp = data.as_of or data.end
     title = f"{data.metric}" + (f" by {', '.join(data.by)}" if data.by else "")
-    facts = [f"{data.grain}ly buckets of {data.time_dimension} (UTC), {_when(data.start)} to {_when(data.end)}"]
+    facts = [f"{_ADJECTIVE[data.grain]} buckets of {data.time_dimension} (UTC), {_when(data.start)} to {_when(data.end)}"]
     if data.window:
         facts.append(f"trailing window {data.window}" + (f", label delay {data.label_delay}" if data.label_delay else ""))
     facts.append(f"engine {data.engine}")
@@ -306,6 +306,10 @@ def render(data: ReportData) -> str:
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)} — metrics-layer report</title><style>{_CSS}</style></head>"
             f"<body><main>{''.join(parts)}</main></body></html>\n")
+
+
+_ADJECTIVE = {"minute": "per-minute", "hour": "hourly", "day": "daily", "week": "weekly", "month": "monthly",
+              "quarter": "quarterly", "year": "yearly"}
 
 
 def _e(text) -> str:
@@ -362,18 +366,26 @@ def _cards(data: ReportData, colours: dict) -> str:
         cards.append(f"<div class='card'><div class='k'>monitors</div><div class='v'><span class='state {worst}'>{worst}</span></div>"
                      f"<div class='s'>{sum(s == 'alerting' for s in states)} alerting of {len(states)} groups, "
                      f"{len({m['monitor'] for m in data.monitors})} monitors</div></div>")
-    if not cards:
-        cards.append("<div class='card'><div class='k'>no data</div><div class='v'>–</div>"
+    if not data.groups:
+        cards.insert(0, "<div class='card'><div class='k'>no data</div><div class='v'>–</div>"
                      "<div class='s'>the metric has no value in this range</div></div>")
     return f"<section class='cards'>{''.join(cards)}</section>"
 
 
-def _legend(items: list[tuple[str, str, bool]]) -> str:
+def _legend(items: list[tuple[str, str, object]]) -> str:
+    """Legend entries (label, colour, kind): kind False a line, True a dashed line, "hollow" a
+    hollow point, "hatch" a hatched bucket."""
     spans = []
-    for label, colour, dashed in items:
-        dash = " stroke-dasharray='5 3'" if dashed else ""
-        spans.append(f"<span><svg width='26' height='10' aria-hidden='true'><line x1='0' y1='5' x2='26' y2='5' "
-                     f"stroke='{colour}' stroke-width='2.5'{dash}/></svg>{_e(label)}</span>")
+    for label, colour, kind in items:
+        if kind == "hollow":
+            mark = f"<circle cx='13' cy='5' r='3.2' fill='#fff' stroke='{colour}' stroke-width='1.4'/>"
+        elif kind == "hatch":
+            mark = ("<rect x='4' y='0' width='18' height='10' fill='#f1f3f4' stroke='#c4c7cc'/>"
+                    + "".join(f"<line x1='{x}' y1='10' x2='{x + 6}' y2='0' stroke='#c4c7cc' stroke-width='2'/>" for x in (4, 10, 16)))
+        else:
+            dash = " stroke-dasharray='5 3'" if kind else ""
+            mark = f"<line x1='0' y1='5' x2='26' y2='5' stroke='{colour}' stroke-width='2.5'{dash}/>"
+        spans.append(f"<span><svg width='26' height='10' aria-hidden='true'>{mark}</svg>{_e(label)}</span>")
     return f"<div class='legend'>{''.join(spans)}</div>"
 
 
@@ -389,7 +401,8 @@ def _metric_section(data: ReportData, colours: dict) -> str:
                            [data.estimates.get((group, b)) for b in data.buckets], None))
             legend.append((f"{label}: estimate (CBPE)", colours[group], True))
     if data.coverage_metric:
-        legend.append((f"hollow point: coverage under {data.min_coverage:.0%}; hatched: every line's is", "#9aa0a6", False))
+        legend.append((f"coverage under {data.min_coverage:.0%}", "#5f6368", "hollow"))
+        legend.append(("every line's coverage under it", "#9aa0a6", "hatch"))
     note = ""
     if data.estimate_metric:
         note = (f"<p class='note'>Dashed: {_e(data.estimate_metric)}, a confidence-based estimate (CBPE) over the "
@@ -602,6 +615,8 @@ def _line_chart(key: str, data: ReportData, series: list, fmt: str | None, y_lab
                 out.append(f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='2.6' fill='{fill}' stroke='{colour}' stroke-width='1.2'>"
                            f"<title>{_e(label)} · {_when(data.buckets[i])} · {_e(_format(v, fmt))}"
                            f"{' · low coverage' if low_cov else ''}</title></circle>")
+    if not values:
+        out.append(f"<text class='axis' x='{_LEFT + width / 2:.0f}' y='{_TOP + height / 2:.0f}'>no value in this range</text>")
     out.append("</svg>")
     return "".join(out)
 
