@@ -112,6 +112,37 @@ def project(tmp_path_factory):
     return folder, rows
 
 
+@pytest.fixture(scope="module")
+def pg_project(tmp_path_factory):
+    """The same rows in a PostgreSQL database of this test's own."""
+    import psycopg
+
+    from conftest import postgres_or_skip
+
+    url = postgres_or_skip()
+    database = "report_helper_report"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        con.execute(f"CREATE DATABASE {database}")
+    pg = url.rsplit("/", 1)[0] + f"/{database}"
+    rows = _rows()
+    with psycopg.connect(pg) as con:
+        con.execute("CREATE TABLE leads (id INTEGER, created_at TIMESTAMP)")
+        con.execute("CREATE TABLE prediction_events (lead_id INTEGER, model_version TEXT, label INTEGER, score DOUBLE PRECISION)")
+        con.execute("CREATE TABLE conversions (lead_id INTEGER, converted_at TIMESTAMP)")
+        with con.cursor() as cur:
+            cur.executemany("INSERT INTO leads VALUES (%s, %s)", [(r[0], r[1]) for r in rows])
+            cur.executemany("INSERT INTO prediction_events VALUES (%s, %s, %s, %s)", [(r[0], r[2], r[3], r[4]) for r in rows])
+            cur.executemany("INSERT INTO conversions VALUES (%s, %s)", [(r[0], r[5]) for r in rows if r[5] is not None])
+    folder = tmp_path_factory.mktemp("report_pg")
+    (folder / "metrics").mkdir()
+    (folder / "metrics" / "model.yml").write_text(MODEL)
+    (folder / "metrics_layer.yml").write_text(f"engine: {pg}\n")
+    yield folder, rows
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 # ---- the independent computation ------------------------------------------------------------
 
 def expected(rows, bucket: dt.datetime, version: str, as_of: dt.datetime) -> dict:
@@ -192,6 +223,23 @@ def test_page_numbers_equal_a_plain_python_computation(project, as_of):
     if first_bucket <= gap <= last_bucket:
         assert points.get((gap, "v1"), {"value": None})["value"] is None
         assert points[(gap, "v2")]["value"] is not None
+
+
+def test_page_numbers_on_postgresql_equal_plain_python(pg_project):
+    folder, rows = pg_project
+    as_of = dt.datetime(2026, 5, 2, 9, 40, 0, 3)
+    service = MetricsService(load_project(folder))
+    try:
+        points = _points(render(collect(service, "scoring.accuracy", ("predictions.model_version",), "hour", "30h", as_of=as_of)))
+    finally:
+        service.engine.close()
+    assert len(points) >= 40
+    for (bucket, version), got in points.items():
+        want = expected(rows, bucket, version, as_of)
+        for key in ("value", "coverage", "estimate"):
+            assert (got[key] is None) == (want[key] is None), (bucket, version, key)
+            if want[key] is not None:
+                assert got[key] == pytest.approx(want[key], rel=1e-12), (bucket, version, key)
 
 
 def test_coverage_per_bucket_as_of_several_moments_equals_plain_python(project):
