@@ -31,6 +31,7 @@ from .model.load import parse_interval
 from .query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 
 DEFAULT_MIN_COVERAGE = 0.5
+MAX_BUCKETS = 5000  # points per line; more would not be readable (nor small)
 _SHORT = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
 _SHORT_UNITS = {"m": "minute", "min": "minute", "h": "hour", "d": "day", "w": "week"}
 _STEPS = {"minute": dt.timedelta(minutes=1), "hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1),
@@ -183,6 +184,10 @@ def collect(service, metric: str, by: tuple[str, ...] = (), grain: str = "hour",
         as_of = parse_timestamp(as_of, "--as-of")
     end = as_of or now or _utc_now()
     start = end - span
+    step = _STEPS.get(grain)
+    if step is not None and span / step > MAX_BUCKETS:
+        raise QueryError(f"--last {last} at --grain {grain} is {span // step:,} buckets, more than a page can show "
+                         f"({MAX_BUCKETS:,}); give a shorter --last or a coarser --grain")
     coverage_metric, coverage_note, estimate_metric = companions(model, metric, coverage)
     threshold, source = _threshold(model, metric, coverage_metric, min_coverage)
     own = model.metrics.get(metric)
@@ -209,6 +214,8 @@ def collect(service, metric: str, by: tuple[str, ...] = (), grain: str = "hour",
             group, bucket = tuple(row[:width]), row[width]
             if not isinstance(bucket, dt.datetime):
                 bucket = dt.datetime(bucket.year, bucket.month, bucket.day)
+            elif bucket.tzinfo is not None:  # a timestamptz column: UTC, like everything on the page
+                bucket = bucket.astimezone(dt.timezone.utc).replace(tzinfo=None)
             target[(group, bucket)] = _number(row[width + 1])
             seen_buckets.add(bucket)
         say(f"report: [{i}/{len(wanted) + 1}] {name}: {len(result.rows)} rows in {time.monotonic() - t0:.1f} s")
@@ -243,7 +250,7 @@ def _axis(start: dt.datetime, end: dt.datetime, grain: str, seen: set[dt.datetim
         while first - step >= start:
             first -= step
         moment = first
-        while moment <= end and len(buckets) < 100_000:
+        while moment <= end:
             buckets.add(moment)
             moment += step
     return sorted(buckets)

@@ -287,6 +287,7 @@ def test_page_is_self_contained(project):
     (["--metric", "scoring.accuracy", "--last", "7 parsecs"], "--last '7 parsecs' is not a duration; write e.g. 7d"),
     (["--metric", "scoring.accuracy", "--grain", "fortnight"], "--grain 'fortnight' is not a grain"),
     (["--metric", "scoring.accuracy", "--by", "leads.created_at"], "the report's x axis is already leads.created_at"),
+    (["--metric", "scoring.accuracy", "--grain", "minute", "--last", "30d"], "is 43,200 buckets, more than a page can show"),
 ])
 def test_cli_errors_are_clear(project, tmp_path, args, error):
     folder, _ = project
