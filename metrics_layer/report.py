@@ -335,14 +335,14 @@ def _format(value: float | None, fmt: str | None) -> str:
     if fmt == "integer":
         return f"{value:,.0f}"
     if fmt == "currency":
-        return f"{value:,.2f}"
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
     return f"{value:.4g}"
 
 
 def _group_label(data: ReportData, group: tuple) -> str:
     if not data.by:
         return data.metric
-    return ", ".join("(none)" if v is None else str(v) for v in group)
+    return ", ".join("NULL" if v is None else str(v) for v in group)
 
 
 def _latest(data: ReportData, values: dict, group: tuple) -> tuple[dt.datetime | None, float | None]:
@@ -482,7 +482,7 @@ def _data_section(data: ReportData) -> str:
                 continue
             attrs = {"bucket": bucket.isoformat(sep=" "), "group": json.dumps([_json(v) for v in group]),
                      "value": _exact(data.values.get(key))}
-            cells = [_when(bucket), *("(none)" if v is None else str(v) for v in group), _format(data.values.get(key), data.fmt)]
+            cells = [_when(bucket), *("NULL" if v is None else str(v) for v in group), _format(data.values.get(key), data.fmt)]
             if data.estimate_metric:
                 attrs["estimate"] = _exact(data.estimates.get(key))
                 cells.append(_format(data.estimates.get(key), data.fmt))
@@ -550,12 +550,17 @@ def _line_chart(key: str, data: ReportData, series: list, fmt: str | None, y_lab
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         pad = (high - low) * 0.08 or abs(high) * 0.05 or 0.05
         share = fmt == "percent" and 0 <= low and high <= 1  # a share stays within 0 to 100 %
+        positive = low >= 0  # counts, costs: the axis stops at 0
         low, high = low - pad, high + pad
         ticks = _nice_ticks(low, high)
+        if positive:
+            ticks = [t for t in ticks if t >= 0]  # 0 is a multiple of the step: still a tick
         if share:
-            ticks = [t for t in ticks if 0 <= t <= 1] or [0.0, 1.0]
-            ticks = ([0.0] if ticks[0] > low and ticks[0] > 0 and low < 0 else []) + ticks + \
-                ([1.0] if ticks[-1] < high and ticks[-1] < 1 and high > 1 else [])
+            ticks = [t for t in ticks if t <= 1] or [0.0, 1.0]
+            if ticks[-1] < high and ticks[-1] < 1:
+                ticks.append(1.0)
+        if len(ticks) < 2:
+            ticks = [0.0, 1.0]
     else:
         ticks = _nice_ticks(*y_range)
     low, high = ticks[0], ticks[-1]
