@@ -130,6 +130,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="project folder")
     p.add_argument("--once", action="store_true", help="evaluate every monitor once and exit (for cron and CI)")
 
+    p = command("report", _report, "Write a self-contained HTML page: a metric per time bucket and group (e.g. per model "
+                                   "version), its estimate and label coverage, and the monitors' states.")
+    p.add_argument("--project", help="project folder")
+    p.add_argument("--metric", "-m", required=True, help="the metric, e.g. conversion_3h.accuracy or accuracy_3h")
+    p.add_argument("--by", "-b", action="append", default=[], help="dimension to draw one line per value of (repeatable), "
+                                                                   "e.g. predictions.model_version")
+    p.add_argument("--grain", default="hour", help="bucket of the time axis: " + ", ".join(("minute", "hour", "day", "week", "month", "quarter", "year")) + " (default hour)")
+    p.add_argument("--last", default="7d", help="how far back from --as-of (or now): 7d, 48h, 90m, 2w (default 7d)")
+    p.add_argument("--as-of", help="draw the page as of this moment (ISO 8601): only rows at or before it")
+    p.add_argument("--coverage", help="coverage metric to draw (default: the metric's classification's <name>.coverage)")
+    p.add_argument("--min-coverage", type=float, help="hatch buckets under this coverage share (default: the monitors' min_coverage, else 0.5)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+
     p = command("serve", _serve, "Serve the project over HTTP (GraphQL, REST) and the PostgreSQL wire protocol.")
     p.add_argument("--project", help="project folder")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -417,8 +430,8 @@ def _monitor(args) -> int:
     if not model.monitors:
         print("no monitors: add a top-level monitors: list to a YAML file of the metrics folder", file=sys.stderr)
         return 0
+    # Read-only, like serve: history goes to monitors.history_store (beside a DuckDB file, else the engine).
     service = MetricsService(project, model=model)
-    service.read_only_engine = False  # the history table is written in the engine
     monitors = Monitors(service, query_timeout=project.query_timeout or 60.0)
     due = {name: 0.0 for name in model.monitors}
     while True:
@@ -433,6 +446,27 @@ def _monitor(args) -> int:
         if args.once:
             return 2 if alerting else 0
         time.sleep(max(0.5, min(due.values()) - time.monotonic()))
+
+
+def _report(args) -> int:
+    from . import report
+    from .query import parse_timestamp
+    from .service import MetricsService
+
+    project, model = _prepare(args)
+    if project.is_demo:
+        _ensure_demo_data(project)
+    if not args.out.endswith((".html", ".htm")):
+        raise UserError(f"--out {args.out!r}: give an .html file")
+    as_of = parse_timestamp(args.as_of, "--as-of") if args.as_of else None
+    progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    data = report.collect(MetricsService(project, model=model), args.metric, tuple(args.by), args.grain, args.last,
+                          as_of=as_of, coverage=args.coverage, min_coverage=args.min_coverage, progress=progress)
+    page = report.render(data)
+    with open(args.out, "w", encoding="utf-8") as out:
+        out.write(page)
+    print(f"report: {len(data.buckets)} buckets x {len(data.groups)} groups written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _print_result(result, fmt: str) -> None:

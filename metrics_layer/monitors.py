@@ -9,8 +9,10 @@ set) by the monitor's dimensions, like any door, and decides a state per group:
     low_coverage  fewer labels are mature than min_coverage: too early to judge, not alerting
     error         the query failed (a metric broken on reload, the engine down): reported
 
-Every evaluation is a row in the engine's history table `metrics_layer_monitor_history`
-(monitor, group_key, value, coverage, state, at), written through sqlglot ASTs. Notifications
+Every evaluation is a row of the history table `metrics_layer_monitor_history` (monitor,
+group_key, value, coverage, state, at), written through sqlglot ASTs, in the store
+history_store() picks: a SQLite file beside a DuckDB database file (which serve and the CLI
+open read-only), else the engine's own table. Notifications
 fire on a change into or out of `alerting` only (ok -> alerting -> ok), not on every
 evaluation; a webhook is retried with backoff. One evaluation at a time per monitor: a tick
 that finds the monitor still running skips it (no pile-up).
@@ -18,6 +20,7 @@ that finds the monitor still running skips it (no pile-up).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -28,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from sqlglot import exp
@@ -112,12 +116,12 @@ class Monitors:
     service: object  # MetricsService
     query_timeout: float | None = 60.0
     webhook: Webhook = field(default_factory=Webhook)
-    record: bool = True  # write the history table (False on a read-only engine)
+    record: bool = True  # record every evaluation in the history store (history_store)
     last: dict[str, list[GroupState]] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _states: dict[tuple[str, str], str] = field(default_factory=dict)  # (monitor, group) -> state
     _values: dict[tuple[str, str], float] = field(default_factory=dict)  # for `change` conditions
-    _table_ready: bool = False
+    _store: "HistoryStore | None" = None
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- evaluation ----------------------------------------------------------------
@@ -147,9 +151,19 @@ class Monitors:
         finally:
             lock.release()
 
-    def _states_of(self, monitor: Monitor, at: dt.datetime) -> list[GroupState]:
+    def check(self, monitor: Monitor, as_of: dt.datetime | None = None) -> list[GroupState]:
+        """The states one evaluation would give (as of `as_of`, else now), without recording them,
+        notifying or remembering them (the report shows these). A `change` condition compares
+        with this object's previous evaluation, if any."""
+        saved = dict(self._values)
+        try:
+            return self._states_of(monitor, as_of or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), as_of)
+        finally:
+            self._values = saved
+
+    def _states_of(self, monitor: Monitor, at: dt.datetime, as_of: dt.datetime | None = None) -> list[GroupState]:
         metrics = (monitor.metric,) + ((monitor.coverage_metric,) if monitor.coverage_metric else ())
-        query = SemanticQuery(metrics, tuple(_dimension(d) for d in monitor.by))
+        query = SemanticQuery(metrics, tuple(_dimension(d) for d in monitor.by), as_of=as_of)
         try:
             result = self.service.run(query, timeout=self.query_timeout)
         except Exception as e:  # noqa: BLE001 - a broken metric (QueryError) or a down engine is reported, not raised
@@ -164,6 +178,8 @@ class Monitors:
             state = GroupState(monitor.name, group, value, coverage, "ok", at)
             state.state = self._decide(monitor, state)
             states.append(state)
+        if not states:  # no group at all (nothing in the window): recorded and shown as no data, not ok
+            states.append(GroupState(monitor.name, {}, None, None, "no_data", at, "the query returned no rows"))
         return states
 
     def _decide(self, monitor: Monitor, state: GroupState) -> str:
@@ -200,34 +216,130 @@ class Monitors:
 
     # ---- history -------------------------------------------------------------------
 
-    def _table(self) -> exp.Table:
-        return exp.Table(this=exp.to_identifier(HISTORY_TABLE, quoted=True))
+    @property
+    def store(self) -> "HistoryStore":
+        """Where evaluations are recorded: history_store(engine), chosen once."""
+        with self._guard:
+            if self._store is None:
+                self._store = history_store(self.service.engine)
+        return self._store
 
     def _record(self, states: list[GroupState]) -> None:
-        engine = self.service.engine
-        statements = []
-        if not self._table_ready:
-            statements.append(exp.Create(this=exp.Schema(this=self._table(), expressions=[
-                exp.ColumnDef(this=exp.to_identifier(c), kind=exp.DataType.build(t)) for c, t in zip(_COLUMNS, _TYPES)]),
-                kind="TABLE", exists=True))
-        for s in states:
-            values = [exp.Literal.string(s.monitor), exp.Literal.string(s.key),
-                      _literal(s.value), _literal(s.coverage), exp.Literal.string(s.state),
-                      exp.Cast(this=exp.Literal.string(s.at.isoformat(sep=" ")), to=exp.DataType.build("TIMESTAMP"))]
-            statements.append(exp.insert(exp.select(*values), self._table(), columns=list(_COLUMNS)))
         try:
-            engine.run_statements([e.sql(dialect=engine.dialect) for e in statements])
-            self._table_ready = True
-        except Exception as e:  # history is best effort: a read-only engine still evaluates
-            log.error("monitor history not recorded: %s", e)
+            self.store.append(states)
+        except Exception as e:  # history is best effort: evaluating and notifying go on
+            log.error("monitor history not recorded in %s: %s", self.store.where, e)
 
     def history(self, monitor: str | None = None) -> list[dict]:
-        engine = self.service.engine
-        select = exp.select(*_COLUMNS).from_(self._table()).order_by("at", "monitor", "group_key")
-        if monitor is not None:
-            select = select.where(exp.column("monitor").eq(exp.Literal.string(monitor)))
-        rows = engine.execute(select.sql(dialect=engine.dialect)).rows
+        """Every recorded evaluation (of `monitor`), oldest first: dicts of monitor, group_key,
+        value, coverage, state, at."""
+        return self.store.read(monitor)
+
+
+def _table() -> exp.Table:
+    return exp.Table(this=exp.to_identifier(HISTORY_TABLE, quoted=True))
+
+
+def _create_table() -> exp.Create:
+    return exp.Create(this=exp.Schema(this=_table(), expressions=[
+        exp.ColumnDef(this=exp.to_identifier(c), kind=exp.DataType.build(t)) for c, t in zip(_COLUMNS, _TYPES)]),
+        kind="TABLE", exists=True)
+
+
+def _insert(s: GroupState, typed_time: bool = True) -> exp.Insert:
+    """One history row; `typed_time` False keeps `at` as ISO text with microseconds (SQLite,
+    whose DATETIME() would drop them: text in that fixed form sorts in time order)."""
+    at = exp.Literal.string(s.at.isoformat(sep=" ", timespec="microseconds"))
+    values = [exp.Literal.string(s.monitor), exp.Literal.string(s.key), _literal(s.value), _literal(s.coverage),
+              exp.Literal.string(s.state), exp.Cast(this=at, to=exp.DataType.build("TIMESTAMP")) if typed_time else at]
+    return exp.insert(exp.select(*values), _table(), columns=list(_COLUMNS))
+
+
+def _select(monitor: str | None) -> exp.Select:
+    select = exp.select(*_COLUMNS).from_(_table()).order_by("at", "monitor", "group_key")
+    if monitor is not None:
+        select = select.where(exp.column("monitor").eq(exp.Literal.string(monitor)))
+    return select
+
+
+class HistoryStore:
+    """Where monitor evaluations are recorded: a table `metrics_layer_monitor_history`
+    (monitor, group_key, value, coverage, state, at), written and read as sqlglot ASTs."""
+
+    where = ""
+
+    def append(self, states: list[GroupState]) -> None:
+        raise NotImplementedError
+
+    def read(self, monitor: str | None = None) -> list[dict]:
+        raise NotImplementedError
+
+
+class EngineHistory(HistoryStore):
+    """The table in the engine's current schema (PostgreSQL, Materialize, RisingWave, an
+    in-memory DuckDB)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.where = f"the engine ({engine.dialect}) table {HISTORY_TABLE}"
+        self._ready = False
+
+    def append(self, states: list[GroupState]) -> None:
+        statements = ([] if self._ready else [_create_table()]) + [_insert(s) for s in states]
+        self.engine.run_statements([e.sql(dialect=self.engine.dialect) for e in statements])
+        self._ready = True
+
+    def read(self, monitor: str | None = None) -> list[dict]:
+        rows = self.engine.execute(_select(monitor).sql(dialect=self.engine.dialect)).rows
         return [dict(zip(_COLUMNS, r)) for r in rows]
+
+
+class SqliteHistory(HistoryStore):
+    """The table in a SQLite file of its own, next to a DuckDB database file.
+
+    A DuckDB file is opened read-only by `serve` (and by any reader), and DuckDB lets one
+    process write a file only when no other process has it open. SQLite takes a short lock per
+    write instead, so `serve` and `metrics-layer monitor` (and a report reading it) can share
+    the history while they all read the DuckDB file. One connection per call: thread-safe.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.where = str(self.path)
+
+    def _connect(self):
+        import sqlite3
+
+        return sqlite3.connect(self.path, timeout=60)
+
+    def append(self, states: list[GroupState]) -> None:
+        statements = [_create_table()] + [_insert(s, typed_time=False) for s in states]
+        with contextlib.closing(self._connect()) as con, con:  # one transaction
+            for statement in statements:
+                con.execute(statement.sql(dialect="sqlite"))
+
+    def read(self, monitor: str | None = None) -> list[dict]:
+        if not self.path.exists():
+            return []  # never recorded (and reading must not create the file)
+        with contextlib.closing(self._connect()) as con:
+            con.execute(_create_table().sql(dialect="sqlite"))
+            rows = con.execute(_select(monitor).sql(dialect="sqlite")).fetchall()
+        return [{**dict(zip(_COLUMNS, r)), "at": dt.datetime.fromisoformat(r[-1])} for r in rows]
+
+
+def history_path(database: str | Path) -> Path:
+    """The SQLite history file of a DuckDB file: data.duckdb -> data.monitor_history.sqlite."""
+    database = Path(database)
+    return database.with_name(f"{database.stem}.monitor_history.sqlite")
+
+
+def history_store(engine) -> HistoryStore:
+    """A DuckDB database file: a SQLite file next to it (history_path), whether the file is
+    opened read-only or not; every other engine: the table in the engine."""
+    path = getattr(engine, "path", None)
+    if isinstance(path, str) and path != ":memory:":
+        return SqliteHistory(history_path(path))
+    return EngineHistory(engine)
 
 
 def _literal(value: float | None) -> exp.Expression:
@@ -295,7 +407,8 @@ def status(monitors: Monitors) -> list[dict]:
             "condition": f"{'change ' if monitor.change else ''}{monitor.op} {monitor.threshold:g}",
             "min_coverage": monitor.min_coverage, "every_s": monitor.every.seconds,
             "state": None if groups is None else ("alerting" if any(g.state == ALERTING for g in groups)
-                                                  else "error" if any(g.state == "error" for g in groups) else "ok"),
+                                                  else "error" if any(g.state == "error" for g in groups)
+                                                  else "no_data" if all(g.state == "no_data" for g in groups) else "ok"),
             "last_evaluation": groups[0].at.isoformat(sep=" ") + "Z" if groups else None,
             "groups": [g.as_dict() for g in groups or []],
         })

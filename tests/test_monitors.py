@@ -234,3 +234,111 @@ def test_serve_ticker_evaluates_and_api_monitors_reports(setup):
     finally:
         ticker.stop()
         server.stop()
+
+
+# ---- where the history goes: beside a DuckDB file (serve opens it read-only), or in the engine ----
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_over_a_read_only_duckdb_file_records_history_beside_it(setup):
+    """A real `serve` process opens the DuckDB file read-only; every evaluation still lands in
+    data.monitor_history.sqlite, which `metrics-layer monitor --once` (also read-only, at the
+    same time) appends to as well."""
+    import contextlib
+    import os
+    import signal
+    import sqlite3
+    import urllib.request
+
+    from http_server import wait_for
+    from metrics_layer.monitors import history_path
+
+    folder, service, monitors, receiver, sleeps = setup
+    service.engine.close()  # this test process must not hold the file: serve opens it
+    (folder / "metrics" / "model.yml").write_text(MODEL.replace("{url}", receiver.url).replace("notify: [log, ", "every: 1 second\n    notify: [log, "))
+    store = history_path(folder / "data.duckdb")
+    assert store == folder / "data.monitor_history.sqlite" and not store.exists()
+    http_port, sql_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "metrics_layer.cli", "serve", "--project", str(folder),
+                                "--http-port", str(http_port), "--sql-port", str(sql_port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+    def recorded(while_serving: bool = True) -> list[tuple]:
+        if (while_serving and process.poll() is not None) or not store.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(store, timeout=60)) as con:
+            try:
+                return con.execute("SELECT monitor, group_key, value, coverage, state, at FROM metrics_layer_monitor_history "
+                                   "ORDER BY at").fetchall()
+            except sqlite3.OperationalError:  # the table is not created yet
+                return []
+
+    try:
+        rows = wait_for(lambda: len(recorded()) >= 6 and recorded(), timeout=180, what="two evaluations recorded by serve")
+        assert process.poll() is None
+        by_group = {}
+        for monitor, group_key, value, coverage, state, _ in rows:
+            by_group.setdefault(group_key, set()).add((monitor, value, coverage, state))
+        # v1: 8 right of 10, v2: 5 of 5, the lead without a prediction: no data (as inserted above).
+        assert by_group == {json.dumps({"predictions.model_version": "v1"}): {("accuracy_by_version", 0.8, None, "ok")},
+                            json.dumps({"predictions.model_version": "v2"}): {("accuracy_by_version", 1.0, None, "ok")},
+                            json.dumps({"predictions.model_version": None}): {("accuracy_by_version", None, None, "no_data")}}
+        cli = subprocess.run([sys.executable, "-m", "metrics_layer.cli", "monitor", "--once", "--project", str(folder)],
+                             capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr  # read-only too: it runs while serve holds the file
+        assert "accuracy_by_version[predictions.model_version=v1] 0.8 ok" in cli.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/monitors", timeout=60) as response:
+            (shown,) = json.loads(response.read())["monitors"]
+        assert shown["state"] == "ok" and shown["last_evaluation"].endswith("Z")
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "monitor history not recorded" not in err
+    total = len(recorded(while_serving=False))
+    assert total >= len(rows) + 3 and total % 3 == 0, "every evaluation of every group, from serve and the CLI"
+
+
+def test_history_is_a_table_in_postgresql(tmp_path):
+    """On PostgreSQL the history is the table metrics_layer_monitor_history of the engine's
+    current schema, read back here with psycopg."""
+    import psycopg
+
+    from conftest import postgres_or_skip
+
+    url = postgres_or_skip()
+    database = "report_monitor_history"
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        con.execute(f"CREATE DATABASE {database}")
+    pg = url.rsplit("/", 1)[0] + f"/{database}"
+    try:
+        with psycopg.connect(pg, autocommit=True) as con:
+            con.execute("CREATE TABLE leads (id INTEGER, created_at TIMESTAMP)")
+            con.execute("CREATE TABLE prediction_events (lead_id INTEGER, model_version TEXT, label INTEGER)")
+            con.execute("CREATE TABLE conversions (lead_id INTEGER)")
+            con.execute("INSERT INTO leads SELECT i, TIMESTAMP '2026-01-01' + i * INTERVAL '1 minute' FROM generate_series(0, 9) i")
+            con.execute("INSERT INTO prediction_events SELECT i, 'v1', 1 FROM generate_series(0, 9) i")
+            con.execute("INSERT INTO conversions SELECT i FROM generate_series(0, 6) i")  # 7 of 10 right
+        (tmp_path / "metrics").mkdir()
+        (tmp_path / "metrics" / "model.yml").write_text(MODEL.replace("notify: [log, \"{url}\"]", "notify: [log]"))
+        (tmp_path / "metrics_layer.yml").write_text(f"engine: {pg}\n")
+        service = MetricsService(load_project(tmp_path))
+        monitors = Monitors(service)
+        assert "table metrics_layer_monitor_history" in monitors.store.where
+        for _ in range(2):
+            monitors.evaluate(service.model.monitors["accuracy_by_version"])
+        service.engine.close()
+        with psycopg.connect(pg) as con:
+            rows = con.execute("SELECT group_key, value, state FROM metrics_layer_monitor_history ORDER BY at").fetchall()
+        assert rows == [(json.dumps({"predictions.model_version": "v1"}), 0.7, "ok")] * 2
+        assert not list(tmp_path.glob("*.sqlite"))
+    finally:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

@@ -104,9 +104,8 @@ def serve(args) -> int:
     refresher = Refresher(service).start()
     from ..monitors import Monitors, MonitorTicker
 
-    # History is written in the engine unless it is a DuckDB file opened read-only.
-    monitors = Monitors(service, query_timeout=project.query_timeout or 60.0,
-                        record=not getattr(service.engine, "read_only", False))
+    # History goes to monitors.history_store: a SQLite file next to a DuckDB file (read-only or not), else the engine.
+    monitors = Monitors(service, query_timeout=project.query_timeout or 60.0)
     ticker = MonitorTicker(monitors).start()
     app = create_app(service, api_keys=keys, watcher=watcher)
     app.state.monitors = monitors
