@@ -181,6 +181,7 @@ def test_online_values_equal_as_of_now_then_from_a_materialization(service):
                 features(view: "merchant_features", keys: $keys) { source freshness rows { key values { metric value } } } }""",
                 "variables": {"keys": KEYS}}).json()
             features = graphql["data"]["features"]
+            assert graphql["extensions"]["freshness"][0]["materialization"] == "merchant_fraud_now"
             assert features["source"] == "materialization merchant_fraud_now"
             assert json.loads(features["freshness"])["materialization"] == "merchant_fraud_now"
             for row in features["rows"]:

@@ -358,9 +358,13 @@ class _SchemaBuilder:
                 from ..features import online_values
 
                 try:
-                    return await info.context.workers.run(lambda: online_values(info.context.service, view, keys, model=model))
+                    document = await info.context.workers.run(lambda: online_values(info.context.service, view, keys, model=model))
                 except QueryError as e:
                     raise GraphQLError(e.message, extensions={"code": e.code}) from None
+                noted = getattr(info.context, "freshness", None)
+                if noted is not None and "materialization" in document["freshness"] and document["freshness"] not in noted:
+                    noted.append(document["freshness"])  # extensions.freshness, as for view fields
+                return document
 
             root["features"] = GraphQLField(
                 GraphQLNonNull(_feature_types()), resolve=resolve_features,
