@@ -329,6 +329,12 @@ def _value(text: str) -> Any:
 def _ensure_demo_data(project) -> None:
     from .project import demo_database
 
+    if project.engine_url == f"duckdb:///{demo_database()}" and demo_database().exists():
+        from .features import DEMO_SPINE
+
+        if not (demo_database().parent / DEMO_SPINE).exists():  # demo data from before issue 11
+            print(f"demo: the demo data predates merchant_id and {DEMO_SPINE}; run `metrics-layer demo` "
+                  "to rewrite it", file=sys.stderr)
     if project.engine_url == f"duckdb:///{demo_database()}" and not demo_database().exists():
         from .demo_data import generate_duckdb
 

@@ -95,7 +95,7 @@ def test_deploy_twice_changes_nothing_and_reads_route(target, capsys):
     second = deploy.plan_deploy(svc.model, svc.engine, SCHEMA)
     assert second.statements == [] and {c.action for c in second.changes} == {"unchanged"}
     assert cli(["deploy", "--project", str(folder)]) == 0
-    assert "10 unchanged" in capsys.readouterr().out
+    assert "11 unchanged" in capsys.readouterr().out
 
     explained = svc.explain(BY_VERSION)
     assert explained.materialization == "conversion_by_model_version"
