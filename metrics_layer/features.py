@@ -215,7 +215,8 @@ def online_values(service, view: str, keys: Sequence[Any], model=None) -> dict:
             raise QueryError(f"a key is text or an integer, got {k!r}", "22023")
     keys = list(dict.fromkeys(str(k) for k in keys))
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    query = SemanticQuery(spec.metrics, (DimensionRef(spec.entity),), (Filter(spec.entity, "in", tuple(keys)),))
+    # Sorted: the same key set in any order is one query (compile cache, result cache).
+    query = SemanticQuery(spec.metrics, (DimensionRef(spec.entity),), (Filter(spec.entity, "in", tuple(sorted(keys))),))
     try:
         result = service.run(query, model=model)
     except QueryError as e:

@@ -80,6 +80,14 @@ def _close(a, b) -> bool:
     return abs(float(a) - float(b)) < 1e-9
 
 
+def _with_counts_view(folder):
+    """A second feature view, with a count: over no rows a count reads 0 where a ratio reads null."""
+    (folder / "metrics" / "counts_view.yml").write_text(
+        "views:\n  - name: merchant_counts\n    entity: transactions.merchant\n"
+        "    metrics: [transactions.transaction_count, merchant_fraud_rate_7d, transactions.amount]\n")
+    return folder
+
+
 @pytest.fixture(scope="module", params=["duckdb", "postgres"])
 def service(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"online_{request.param}")
@@ -92,7 +100,7 @@ def service(request, tmp_path_factory):
         for sql in _tables_sql(1):
             con.execute(sql)
         con.close()
-        svc = MetricsService(load_project(make_project(folder / "p", f"duckdb:///{path}", settings)))
+        svc = MetricsService(load_project(_with_counts_view(make_project(folder / "p", f"duckdb:///{path}", settings))))
         svc.read_only_engine = False  # the materializations are deployed through it
         yield svc
         svc.engine.close()
@@ -108,7 +116,7 @@ def service(request, tmp_path_factory):
         conn.execute(f'SET search_path = "{schema}"')
         for sql in _tables_sql(2):
             conn.execute(sql)
-    svc = MetricsService(load_project(make_project(folder / "p", f"{url}?options=-csearch_path%3D{schema}", settings)))
+    svc = MetricsService(load_project(_with_counts_view(make_project(folder / "p", f"{url}?options=-csearch_path%3D{schema}", settings))))
     yield svc
     svc.engine.close()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -155,6 +163,14 @@ def test_online_values_equal_as_of_now_then_from_a_materialization(service):
         value = row["values"]["merchant_fraud_rate_7d"]
         assert _close(value, expected[row["key"]]), row
         assert _close(value, _as_of_now(service, row["key"])), row
+
+    counts = online_values(service, "merchant_counts", ["4", "999", "1"])
+    assert counts["source"] == "query"
+    by_key = {r["key"]: r["values"] for r in counts["rows"]}
+    assert by_key["999"] == {"transactions.transaction_count": 0, "merchant_fraud_rate_7d": None, "transactions.amount": None}
+    assert by_key["4"]["transactions.transaction_count"] == len([t for t in TRANSACTIONS if t[4] == 4])
+    assert by_key["4"]["merchant_fraud_rate_7d"] is None
+    assert float(by_key["1"]["transactions.amount"]) == sum(t[3] for t in TRANSACTIONS if t[4] == 1)
 
     plan = deploy.plan_deploy(service.model, service.engine, SCHEMA)
     deploy.apply(service.engine, plan)
