@@ -205,7 +205,7 @@ def online_values(service, view: str, keys: Sequence[Any], model=None) -> dict:
     if spec.entity is None or not spec.metrics:
         raise QueryError(f"view '{view}' has no entity to look values up by: add `entity: model.entity` (and metrics) "
                          f"to it in the YAML; views with an entity: {', '.join(keyed) or '(none)'}", "0A000")
-    keys = [k for k in keys]
+    keys = list(keys)
     if not keys:
         raise QueryError(f"give at least one key of {spec.entity}: ?key=K&key=K2", "22023")
     if len(keys) > MAX_ONLINE_KEYS:
