@@ -347,3 +347,17 @@ def test_cli_features_by_merchant_on_the_demo(demo_duckdb_path, tmp_path):
             [row["at"], row["merchant"], row["at"], row["at"]]).fetchone()[0]
         assert _close(row["merchant_fraud_rate_7d"], expected), row
     con.close()
+
+
+def test_spine_from_the_engine(service):
+    """--spine-sql / --spine-table on both engines: the spine is read by one SELECT, then used as is."""
+    from metrics_layer.features import spine_from_sql, spine_from_table, training_set
+
+    spine = spine_from_sql(service, "SELECT id, merchant_id AS merchant, created_at AS at FROM transactions WHERE id % 7 = 0 ORDER BY id")
+    assert spine.column("id").to_pylist() == [t[0] for t in TRANSACTIONS if t[0] % 7 == 0]
+    out = training_set(service, spine, ["merchant_fraud_rate_7d"], entity="transactions.merchant")
+    for row in out.to_pylist():
+        assert _close(row["merchant_fraud_rate_7d"], fraud_rate(row["at"], row["merchant"])), row
+    assert spine_from_table(service, "chargebacks").num_rows == len(CHARGEBACKS)
+    with pytest.raises(QueryError, match="one SELECT"):
+        spine_from_sql(service, "UPDATE transactions SET amount = 0")
