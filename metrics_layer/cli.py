@@ -97,7 +97,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("features", _features, "A training set: every metric as it was at each spine row's time (point in time, no later row leaks in).")
     p.add_argument("--project", help="project folder")
-    p.add_argument("--spine", required=True, help="spine file (.csv or .parquet): a time column and, keyed by --entity, a key column")
+    spine = p.add_mutually_exclusive_group(required=True)
+    spine.add_argument("--spine", help="spine file (.csv or .parquet): a time column and, keyed by --entity, a key column "
+                                       "(the demo writes its prediction events as spine_predictions.csv next to its database)")
+    spine.add_argument("--spine-sql", metavar="SELECT", help="the spine as one SELECT run on the engine (nothing else is accepted)")
+    spine.add_argument("--spine-table", metavar="TABLE", help="the spine as a table or view in the engine")
     p.add_argument("--at", default="at", help="the spine's time column (default: at)")
     p.add_argument("--metric", "-m", action="append", default=[], required=True, help="metric (repeatable)")
     p.add_argument("--entity", help="key every metric by this entity (name or model.entity), e.g. leads.lead")
@@ -338,12 +342,21 @@ def _value(text: str) -> Any:
 def _ensure_demo_data(project) -> None:
     from .project import demo_database
 
+    if project.engine_url == f"duckdb:///{demo_database()}" and demo_database().exists():
+        from .features import DEMO_SPINE
+
+        if not (demo_database().parent / DEMO_SPINE).exists():  # demo data from before issue 11
+            print(f"demo: the demo data predates merchant_id and {DEMO_SPINE}; run `metrics-layer demo` "
+                  "to rewrite it", file=sys.stderr)
     if project.engine_url == f"duckdb:///{demo_database()}" and not demo_database().exists():
         from .demo_data import generate_duckdb
 
         print(f"demo: first run, writing synthetic demo data to {demo_database()} ...", file=sys.stderr)
         demo_database().parent.mkdir(parents=True, exist_ok=True)
         generate_duckdb(str(demo_database()), progress=lambda msg: print(msg, file=sys.stderr))
+        from .features import write_demo_spine
+
+        print(f"demo: spine of its prediction events written to {write_demo_spine(str(demo_database()))}", file=sys.stderr)
 
 
 def _prepare(args):
@@ -393,7 +406,7 @@ def _query(args) -> int:
 
 
 def _features(args) -> int:
-    from .features import training_set
+    from .features import spine_from_sql, spine_from_table, training_set
     from .service import MetricsService
 
     project, model = _prepare(args)
@@ -401,8 +414,15 @@ def _features(args) -> int:
         _ensure_demo_data(project)
     if not args.out.endswith((".csv", ".parquet")):
         raise UserError(f"--out {args.out!r}: give a .csv or .parquet file")
-    print(f"features: {', '.join(args.metric)} over {args.spine} ...", file=sys.stderr)
-    table, sql = training_set(MetricsService(project, model=model), args.spine, args.metric, at=args.at,
+    service = MetricsService(project, model=model)
+    if args.spine_sql is not None:
+        spine, what = spine_from_sql(service, args.spine_sql), "--spine-sql"
+    elif args.spine_table is not None:
+        spine, what = spine_from_table(service, args.spine_table), f"table {args.spine_table}"
+    else:
+        spine, what = args.spine, args.spine
+    print(f"features: {', '.join(args.metric)} over {what} ...", file=sys.stderr)
+    table, sql = training_set(service, spine, args.metric, at=args.at,
                               entity=args.entity, key=args.key, filters=[_filter(f) for f in args.filter], show_sql=True)
     if args.show_sql:
         print(sql, file=sys.stderr)
@@ -517,6 +537,9 @@ def _demo(args) -> int:
     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     generate_duckdb(path, leads=args.leads, seed=args.seed, end=end)
     print(f"demo: DuckDB data written to {path}")
+    from .features import write_demo_spine
+
+    print(f"demo: spine of its prediction events (for metrics-layer features) written to {write_demo_spine(path)}")
     if args.postgres:
         generate_postgres(args.postgres, leads=args.leads, seed=args.seed, end=end)
         print(f"demo: PostgreSQL data written to {args.postgres}")

@@ -10,7 +10,9 @@ Six tables, all timestamps naive ``TIMESTAMP`` in UTC, spread over the 30 days b
   (strictly later, maybe with another label and model version); 'v2' replaces 'v1' halfway.
 - ``conversions(id, lead_id, converted_at, revenue)``: ~20% of leads, minutes to ~5 days after
   creation (so many arrive late), ~3% with a second, strictly later duplicate row.
-- ``transactions(id, created_at, merchant_category, amount)``: as many as leads, six categories.
+- ``transactions(id, created_at, merchant_category, amount, merchant_id)``: as many as leads, six
+  categories; ``_MERCHANTS_PER_CATEGORY`` merchants in each (ids ``100 * category + 1..``), a few
+  much busier than the rest.
 - ``fraud_scores(id, transaction_id, scored_at, model_version, score, is_fraud)``: ~97% of
   transactions scored, ~5% rescored later; 'fraud-v2' canaries from day 10 and takes over on day 20.
 - ``chargebacks(id, transaction_id, charged_back_at, amount)``: ~2% of transactions (mostly the
@@ -64,6 +66,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
         ("created_at", "TIMESTAMP", "TIMESTAMP"),
         ("merchant_category", "VARCHAR", "VARCHAR"),
         ("amount", "DECIMAL(12,2)", "NUMERIC(12,2)"),
+        ("merchant_id", "BIGINT", "BIGINT"),
     ],
     "fraud_scores": [
         ("id", "BIGINT", "BIGINT"),
@@ -89,6 +92,7 @@ _PG_INDEXES = [
     ("conversions", "lead_id"),
     ("transactions", "id"),
     ("transactions", "created_at"),
+    ("transactions", "merchant_id"),
     ("fraud_scores", "transaction_id"),
     ("chargebacks", "transaction_id"),
 ]
@@ -122,6 +126,8 @@ _CATEGORIES = [
     ("travel", 0.10, 0.036),
     ("gaming", 0.10, 0.054),
 ]
+# Merchants per category: merchant_id = 100 * (category's position) + 1 + a skewed draw below this.
+_MERCHANTS_PER_CATEGORY = 40
 # P(is_fraud = 1) by fraud model version: (if truly fraudulent, if legitimate).
 _FLAG_P = {"fraud-v1": (0.60, 0.010), "fraud-v2": (0.80, 0.006)}
 
@@ -390,7 +396,10 @@ def _build(con, schema: str, leads: int, seed: int, end: dt.datetime, progress: 
     fraud_p = "CASE merchant_category " + " ".join(f"WHEN {_q(v)} THEN {p!r}" for v, _, p in _CATEGORIES) + " END"
     tx_draws = _hashed("SELECT id, s, merchant_category FROM _demo_tx", "id",
                        ["fraud", "amt", "scored", "sdelay", "canary", "flag", "fscore", "sdup", "sdelay2",
-                        "canary2", "flag2", "fscore2", "cb", "cbdelay", "cbdup", "cbdelay2"], seed + 1_000_003)
+                        "canary2", "flag2", "fscore2", "cb", "cbdelay", "cbdup", "cbdelay2", "merchant"], seed + 1_000_003)
+    # Its own hash stream: the merchant draw leaves every other column of the demo unchanged.
+    category_index = "CASE merchant_category " + " ".join(f"WHEN {_q(v)} THEN {i}" for i, (v, _, _) in enumerate(_CATEGORIES)) + " END"
+    merchant = f"100 * ({category_index}) + 1 + {_skewed('merchant', _MERCHANTS_PER_CATEGORY, 2)}"
     u_amt = _u("amt")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _demo_tstate AS
@@ -410,7 +419,8 @@ def _build(con, schema: str, leads: int, seed: int, end: dt.datetime, progress: 
         ) _x
     """)
     _create_final(con, schema, "transactions", f"""
-        SELECT id, {_ts('s', start_us)} AS created_at, merchant_category, {_decimal('cents')} AS amount
+        SELECT id, {_ts('s', start_us)} AS created_at, merchant_category, {_decimal('cents')} AS amount,
+               {merchant} AS merchant_id
         FROM _demo_tstate""", "id")
     done("transactions", t0)
 

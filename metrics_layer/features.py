@@ -55,7 +55,11 @@ def engine_spine(spine, at: str, key: str | None):
         try:
             times = pc.strptime(times, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=False)
         except pa.ArrowInvalid:
-            times = pc.cast(pc.replace_substring(spine.column(at), "T", " "), pa.timestamp("us"))
+            try:
+                times = pc.cast(pc.replace_substring(spine.column(at), "T", " "), pa.timestamp("us"))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # offsets, Z, or not a time at all
+                times = pa.array([_spine_time(v, at, i) for i, v in enumerate(spine.column(at).to_pylist())],
+                                 pa.timestamp("us"))
     if not pa.types.is_timestamp(times.type):
         try:
             times = pc.cast(times, pa.timestamp("us"))
@@ -76,6 +80,15 @@ def engine_spine(spine, at: str, key: str | None):
     point = [ids.setdefault(pair, len(ids)) for pair in pairs]
     joined = pa.table({ROW: pa.array(range(len(point)), pa.int64()), POINT: pa.array(point, pa.int64()), **columns})
     return joined.select([ROW, POINT, AT] + ([KEY] if key is not None else []))
+
+
+def _spine_time(value, at: str, index: int):
+    """One spine time written as ISO 8601 text (offsets converted to UTC), or a clear error."""
+    from .query import parse_timestamp
+
+    if value is None:
+        raise QueryError(f"spine row {index + 1} has no time in column {at!r}; every spine row needs one", "22007")
+    return parse_timestamp(value, f"spine row {index + 1}, column {at!r}")
 
 
 def training_set(service, spine: Any, metrics: Sequence[str], at: str = "at", entity: str | None = None,
@@ -100,3 +113,138 @@ def training_set(service, spine: Any, metrics: Sequence[str], at: str = "at", en
             raise QueryError(f"the spine already has a column {column.name!r}; rename it or ask for the metric once")
         table = table.append_column(column.name, pa.array([row[i] for row in result.rows]))
     return (table, result.sql) if show_sql else table
+
+
+# ---- spines read from the engine ---------------------------------------------------------
+
+def spine_from_sql(service, sql: str):
+    """A spine from the user's SQL, run on the engine as the spine only: it must parse (sqlglot,
+    the engine's dialect) as exactly one SELECT (or UNION of SELECTs), nothing else."""
+    import pyarrow as pa
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    from .engines import EngineError
+
+    dialect = service.dialect  # sqlglot's name for the engine's dialect
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except ParseError as e:
+        raise QueryError(f"--spine-sql does not parse: {str(e).splitlines()[0]}", "42601") from None
+    if len(statements) != 1 or not isinstance(statements[0], (exp.Select, exp.Union)):
+        kinds = ", ".join(type(s).__name__.upper() for s in statements) or "nothing"
+        raise QueryError(f"--spine-sql must be one SELECT (it is run as the spine only), got {kinds}", "42601")
+    statement = statements[0]
+    if any(isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Command))
+           for node in statement.walk()):
+        raise QueryError("--spine-sql must only read: one SELECT without INSERT, UPDATE, DELETE or DDL", "42601")
+    try:
+        result = service.engine.execute(statement.sql(dialect=dialect), timeout=service.project.query_timeout)
+    except EngineError as e:
+        raise QueryError(f"--spine-sql failed: {e.message}", e.code) from None
+    names = [c.name for c in result.columns]
+    if len(set(names)) != len(names):
+        raise QueryError(f"--spine-sql returns duplicate column names ({', '.join(names)}); alias them", "42701")
+    return pa.table({name: pa.array([row[i] for row in result.rows]) for i, name in enumerate(names)})
+
+
+def spine_from_table(service, table: str):
+    """A spine from a table (or view) in the engine: every column, in the table's order."""
+    from sqlglot import exp
+
+    try:
+        relation = exp.to_table(table)
+    except Exception:
+        raise QueryError(f"--spine-table {table!r} is not a table name", "42602") from None
+    return spine_from_sql(service, exp.select("*").from_(relation).sql(dialect=service.dialect))
+
+
+DEMO_SPINE = "spine_predictions.csv"
+
+
+def write_demo_spine(database: str, out: str | None = None) -> str:
+    """The demo's prediction events as a spine (lead_id, at = predicted_at, model_version),
+    written as CSV next to the demo database (or to `out`)."""
+    import duckdb
+
+    path = out or os.path.join(os.path.dirname(os.path.abspath(database)), DEMO_SPINE)
+    con = duckdb.connect(database, read_only=True)
+    try:
+        # The time is written as ISO text (the CSV reader reads it back as a timestamp).
+        con.execute(f"""COPY (SELECT event_id, lead_id, predicted_at AS at, model_version
+                              FROM prediction_events ORDER BY event_id) TO '{path.replace("'", "''")}'
+                        (FORMAT csv, HEADER true, TIMESTAMPFORMAT '%Y-%m-%dT%H:%M:%S.%f')""")
+    finally:
+        con.close()
+    return path
+
+
+# ---- online values -----------------------------------------------------------------------
+
+MAX_ONLINE_KEYS = 1000
+
+
+def online_values(service, view: str, keys: Sequence[Any], model=None) -> dict:
+    """The current value of each metric of a keyed view (YAML `entity:`) for each key.
+
+    One SemanticQuery: the view's metrics by the entity, filtered to the keys (literals); the
+    service reads a deployed materialization when routing finds one, else the base tables. A key
+    without rows gets the metrics' values over no rows (0 for counts, null for ratios), computed
+    by the same compiler once per model.
+    """
+    import datetime as dt
+
+    from .query import DimensionRef, SemanticQuery
+
+    model = model if model is not None else service.model
+    spec = model.views.get(view)
+    keyed = sorted(v.name for v in model.views.values() if v.entity)
+    if spec is None:
+        raise QueryError(f"unknown feature view '{view}'; views with an entity: {', '.join(keyed) or '(none)'}", "42P01")
+    if spec.entity is None or not spec.metrics:
+        raise QueryError(f"view '{view}' has no entity to look values up by: add `entity: model.entity` (and metrics) "
+                         f"to it in the YAML; views with an entity: {', '.join(keyed) or '(none)'}", "0A000")
+    keys = list(keys)
+    if not keys:
+        raise QueryError(f"give at least one key of {spec.entity}: ?key=K&key=K2", "22023")
+    if len(keys) > MAX_ONLINE_KEYS:
+        raise QueryError(f"{len(keys)} keys: ask for at most {MAX_ONLINE_KEYS} per request", "54000")
+    for k in keys:
+        if not isinstance(k, (str, int)) or isinstance(k, bool):
+            raise QueryError(f"a key is text or an integer, got {k!r}", "22023")
+    keys = list(dict.fromkeys(str(k) for k in keys))
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    # Sorted: the same key set in any order is one query (compile cache, result cache).
+    query = SemanticQuery(spec.metrics, (DimensionRef(spec.entity),), (Filter(spec.entity, "in", tuple(sorted(keys))),))
+    try:
+        result = service.run(query, model=model)
+    except QueryError as e:
+        if any(word in e.message for word in ("Conversion Error", "invalid input syntax", "Could not convert")):
+            raise QueryError(f"a key is not a value of {spec.entity}: {e.message.splitlines()[0]}", "22P02") from None
+        raise
+    found = {str(row[0]): row[1:] for row in result.rows}
+    missing = [k for k in keys if k not in found]
+    empty = _values_over_no_rows(service, model, spec, missing) if missing else ()
+    rows = [{"key": k, "values": dict(zip(spec.metrics, found.get(k, empty)))} for k in keys]
+    if result.freshness is not None:
+        source, freshness = f"materialization {result.freshness['materialization']}", result.freshness
+    else:
+        source, freshness = "query", {"computed_at": now.isoformat(sep=" ") + "Z"}
+    return {"view": view, "entity": spec.entity, "metrics": list(spec.metrics), "source": source,
+            "freshness": freshness, "rows": rows, "sql": result.sql}
+
+
+def _values_over_no_rows(service, model, spec, keys: list[str]) -> tuple:
+    """The view's metrics over keys that have no rows: the compiler's own answer over no rows
+    (one query over those keys, no dimension), kept per model and view."""
+    from .query import SemanticQuery
+
+    cache_key = ("__online_no_rows__", spec.name)
+    cached = model.compile_cache.get(cache_key)
+    if cached is None:
+        query = SemanticQuery(spec.metrics, (), (Filter(spec.entity, "in", tuple(keys)),))
+        rows = service.run(query, model=model).rows
+        cached = tuple(rows[0]) if rows else (None,) * len(spec.metrics)
+        model.compile_cache[cache_key] = cached
+    return cached

@@ -152,7 +152,7 @@ GOLDEN = {
     "leads": "85a5773abec980e7",
     "prediction_events": "3f7d8491e7e7f833",
     "conversions": "f5101e64a834f7d9",
-    "transactions": "09f1786944dfd734",
+    "transactions": "64957a5355ae4f45",  # + merchant_id (issue 11); id..amount still hash to 09f1786944dfd734
     "fraud_scores": "8ed2526c4a588fe4",
     "chargebacks": "7f0f70e3bab9e7ae",
 }
@@ -161,6 +161,9 @@ GOLDEN = {
 def test_golden_fingerprints(duck):
     got = {t: hashlib.sha256(repr(_rows(duck, t)).encode()).hexdigest()[:16] for t in demo_data.TABLES}
     assert got == GOLDEN
+    # merchant_id came from its own hash stream: the columns before it are exactly as they were.
+    before = duck.execute("SELECT id, created_at, merchant_category, amount FROM transactions ORDER BY 1").fetchall()
+    assert hashlib.sha256(repr(before).encode()).hexdigest()[:16] == "09f1786944dfd734"
 
 
 def test_column_types(duck):
@@ -423,7 +426,7 @@ def _check_against_python(duck, as_of):
         if ok(at) and (tx not in latest or at > latest[tx][0]):
             latest[tx] = (at, version, flag)
     cb = {tx for _, tx, at, _ in _rows(duck, "chargebacks") if ok(at)}
-    txs = [(i, a) for i, c, _, a in _rows(duck, "transactions") if ok(c)]
+    txs = [(i, a) for i, c, _, a, _m in _rows(duck, "transactions") if ok(c)]
     missed = [a for i, a in txs if i in latest and latest[i][2] == 0 and i in cb]
     missed_sum = sum(missed, Decimal("0.00")) if missed else None
     alarms = sum(1 for i, _ in txs if i in latest and latest[i][2] == 1 and i not in cb)

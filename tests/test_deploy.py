@@ -86,16 +86,16 @@ def test_deploy_twice_changes_nothing_and_reads_route(target, capsys):
     folder, _, _ = target
     assert cli(["deploy", "--project", str(folder), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "10 to create" in out and "CREATE VIEW" in out
+    assert "11 to create" in out and "CREATE VIEW" in out
     svc = _service(folder)
     assert deploy.read_deployed(svc.engine, SCHEMA) == {}, "a dry run changes nothing"
 
     assert cli(["deploy", "--project", str(folder)]) == 0
-    assert "deployed: 10 changed" in capsys.readouterr().out
+    assert "deployed: 11 changed" in capsys.readouterr().out
     second = deploy.plan_deploy(svc.model, svc.engine, SCHEMA)
     assert second.statements == [] and {c.action for c in second.changes} == {"unchanged"}
     assert cli(["deploy", "--project", str(folder)]) == 0
-    assert "10 unchanged" in capsys.readouterr().out
+    assert "11 unchanged" in capsys.readouterr().out
 
     explained = svc.explain(BY_VERSION)
     assert explained.materialization == "conversion_by_model_version"
@@ -276,7 +276,8 @@ def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, de
         refresher = Refresher(server.service)
         assert refresher.once() == []  # just deployed: nothing is due
         server.service.engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET refreshed_at = refreshed_at - INTERVAL '10 minutes'"])
-        assert sorted(refresher.once()) == ["accuracy_hourly", "accuracy_hourly_7d", "conversion_by_model_version", "conversion_now"]
+        assert sorted(refresher.once()) == ["accuracy_hourly", "accuracy_hourly_7d", "conversion_by_model_version", "conversion_now",
+                                           "merchant_fraud_now"]
     finally:
         server.stop()
         server.service.engine.close()
@@ -310,11 +311,11 @@ def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
     first = deploy.plan_deploy(model, engine, SCHEMA, {"cluster": "serving"})
     creates = [i for i, s in enumerate(first.statements) if s.startswith("CREATE MATERIALIZED VIEW")]
     inserts = [i for i, s in enumerate(first.statements) if s.startswith("INSERT INTO")]
-    assert len(creates) == 4 and max(creates) < min(inserts)
+    assert len(creates) == 5 and max(creates) < min(inserts)
     assert all("__" in first.statements[i].split(" AS ")[0] for i in creates)
     if dialect == "materialize":
         assert all(' IN CLUSTER "serving" ' in first.statements[i] for i in creates)
-        assert sum(s.startswith("CREATE INDEX IN CLUSTER") or s.startswith("CREATE DEFAULT INDEX") for s in first.statements) == 4
+        assert sum(s.startswith("CREATE INDEX IN CLUSTER") or s.startswith("CREATE DEFAULT INDEX") for s in first.statements) == 5
     engine.run_statements(first.statements[:2] + [s for s in first.statements if s.startswith("INSERT INTO")])
     engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET digest = 'old', object = 'conversion_now__old' "
                            "WHERE name = 'conversion_now'"])

@@ -106,7 +106,7 @@ def test_compile_and_catalog(server):
     bad = post(server, "/api/v1/compile", {"metrics": ["accuracy"], "dialect": "oracle"})
     assert bad.status_code == 400 and "oracle" in bad.json()["error"]["message"]
     catalog = httpx.get(f"{server.url}/api/v1/catalog").json()
-    assert {v["name"] for v in catalog["views"]} == {"conversion_monitoring", "fraud_monitoring"}
+    assert {v["name"] for v in catalog["views"]} == {"conversion_monitoring", "fraud_monitoring", "merchant_features"}
     metric = next(m for m in catalog["metrics"] if m["name"] == "accuracy_3h")
     assert metric["window"] == "3 hours" and metric["label_delay"] == "1 day" and metric["description"]
     assert httpx.get(f"{server.url}/openapi.json").json()["paths"]["/api/v1/query"]["post"]["requestBody"]
@@ -142,7 +142,7 @@ def test_malformed_json_body(server):
 def test_health(server):
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["engine"]["reachable"] is True
-    assert health["model"]["metrics"] == 57 and health["last_reload_errors"] == []
+    assert health["model"]["metrics"] == 58 and health["last_reload_errors"] == []
 
 
 def test_api_keys(tmp_path, demo_duckdb_path, monkeypatch):

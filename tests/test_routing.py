@@ -136,11 +136,11 @@ def test_validate_refuses_a_materialization_a_streaming_engine_cannot_store(tmp_
     import sys
 
     folder = make_project(tmp_path / "mz", "materialize://user@127.0.0.1:1/db")
-    with open(folder / "metrics" / "fraud.yml", "a") as f:
-        f.write("\nmaterializations:\n  - name: amounts\n    metrics: [transactions.median_amount]\n"
+    with open(folder / "metrics" / "amounts.yml", "w") as f:  # fraud.yml has a materializations: section already
+        f.write("materializations:\n  - name: amounts\n    metrics: [transactions.median_amount]\n"
                 "    dimensions: [transactions.merchant_category]\n")
     out = subprocess.run([sys.executable, "-m", "metrics_layer.cli", "validate", str(folder), "--offline"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert "fraud.yml:" in out.stderr and "materialization 'amounts' cannot be stored on materialize" in out.stderr
+    assert "amounts.yml:" in out.stderr and "materialization 'amounts' cannot be stored on materialize" in out.stderr
     assert "median" in out.stderr

@@ -424,7 +424,7 @@ def test_sqlalchemy_inspector_and_pandas(endpoint, truth):
     try:
         inspector = sa.inspect(engine)
         assert "public" in inspector.get_schema_names()
-        assert sorted(inspector.get_table_names()) == ["conversion_monitoring", "fraud_monitoring", "slow_view"]
+        assert sorted(inspector.get_table_names()) == ["conversion_monitoring", "fraud_monitoring", "merchant_features", "slow_view"]
         columns = {c["name"]: c for c in inspector.get_columns("conversion_monitoring")}
         assert list(columns)[:3] == ["utm_source", "model_version", "created_at"]
         assert isinstance(columns["accuracy"]["type"], sa.Float) and isinstance(columns["lead_count"]["type"], sa.BigInteger)
@@ -471,7 +471,8 @@ def test_jdbc(endpoint, truth, tmp_path):
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert lines[-1] == ["OK"]
     tables = {line[1]: line[2] for line in lines if line[0] == "TABLE"}
-    assert tables == {"conversion_monitoring": "TABLE", "fraud_monitoring": "TABLE", "slow_view": "TABLE"}
+    assert tables == {"conversion_monitoring": "TABLE", "fraud_monitoring": "TABLE", "merchant_features": "TABLE",
+                      "slow_view": "TABLE"}
     columns = {line[2]: (int(line[3]), line[4]) for line in lines if line[0] == "COLUMN"}
     assert columns["accuracy"] == (8, "float8") and columns["lead_count"] == (-5, "int8")
     assert columns["created_at"] == (93, "timestamp") and columns["utm_source"] == (12, "text")

@@ -72,7 +72,7 @@ def route(compiler, routes: tuple[Route, ...], row_filters) -> Routing:
             routing.reasons[candidate.name] = "the query asks for no measures"
             continue
         try:
-            stored = materialization_compiler(compiler.model, mat, compiler.dialect)
+            stored = _stored(compiler.model, mat, compiler.dialect, materialization_compiler)
             source = _read(compiler, stored, candidate, row_filters)
         except _NoRoute as e:
             routing.reasons[candidate.name] = str(e)
@@ -86,6 +86,16 @@ def route(compiler, routes: tuple[Route, ...], row_filters) -> Routing:
         for _, name, _ in feasible[1:]:
             routing.reasons[name] = f"it answers exactly too, with more work than {routing.chosen}"
     return routing
+
+
+def _stored(model, mat, dialect: str, build):
+    """The materialization's compiler (its groups and uses), built once per model and dialect:
+    routing only reads it, and every query that could read the materialization asks for it."""
+    key = ("__stored__", mat.name, dialect)
+    stored = model.compile_cache.get(key)
+    if stored is None:
+        stored = model.compile_cache[key] = build(model, mat, dialect)
+    return stored
 
 
 def _read(compiler, stored, candidate: Route, row_filters) -> exp.Select:

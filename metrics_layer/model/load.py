@@ -34,7 +34,7 @@ METRIC_KEYS = (
     "numerator", "denominator", "expr", "window", "label_delay", "fill_nulls_with",
 )
 MEASURE_INPUT_KEYS = ("measure", "filter")
-VIEW_KEYS = ("name", "description", "metrics", "dimensions", "count")
+VIEW_KEYS = ("name", "description", "metrics", "dimensions", "count", "entity")
 MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh", "retention")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -595,8 +595,46 @@ class _Loader:
         if not metrics and not dimensions:
             self.error(node.location, f"view '{name}' needs metrics and/or dimensions")
         count = self.view_count(node, name, metrics)
+        entity = self.view_entity(node, name, metrics)
         self.views[name] = View(name, self.text(node, "description", f"view '{name}'"), tuple(metrics), tuple(dimensions),
-                                node.location, count)
+                                node.location, count, entity)
+
+    def view_entity(self, node: Node, view: str, metrics: list[str]) -> str | None:
+        """`entity: model.entity`: what an online lookup of the view's metrics is keyed by
+        (GET /api/features/{view}?key=...); the model must have that entity, and so must the base
+        model of every measure the view's metrics aggregate."""
+        value = node.get("entity")
+        if value is None:
+            return None
+        model_name, dot, entity = value.partition(".") if isinstance(value, str) else ("", "", "")
+        found = self.models.get(model_name)
+        if not dot or found is None or entity not in found.entities:
+            known = [f"{m.name}.{e}" for m in self.models.values() for e in m.entities]
+            self.error(node.at("entity"), f"view '{view}' entity: {value!r} is not an entity; write model.entity, one of "
+                                          f"{', '.join(known) or '(none: declare entities on a model)'}")
+            return None
+        for metric in metrics:
+            for base in sorted(self.base_models(metric)):
+                if entity not in self.models[base].entities:
+                    self.error(node.at("entity"), f"view '{view}' entity: metric '{metric}' aggregates model '{base}', "
+                                                  f"which has no entity '{entity}' (its entities: "
+                                                  f"{', '.join(self.models[base].entities) or '(none)'}); "
+                                                  "keep in a keyed view only metrics of models with that entity")
+        return f"{model_name}.{entity}"
+
+    def base_models(self, name: str, trail: tuple = ()) -> set[str]:
+        """The models whose rows a metric (or model.measure) aggregates."""
+        if name in trail:
+            return set()
+        metric = self.metrics.get(name)
+        if metric is None:
+            model_name = name.partition(".")[0]
+            return {model_name} if model_name in self.models else set()
+        found = {i.measure.partition(".")[0] for i in metric.inputs.values()} if metric.inputs else set()
+        if metric.expr is not None:  # derived: model.measure references and other metrics
+            for column in metric.expr.find_all(exp.Column):
+                found |= {column.table} if column.table else self.base_models(column.name, trail + (name,))
+        return {m for m in found if m in self.models}
 
     def view_count(self, node: Node, view: str, metrics: list[str]) -> str | None:
         """`count: model.measure`: the count measure COUNT(*) over the view means (SQL door)."""

@@ -175,6 +175,7 @@ class View:
     dimensions: tuple[str, ...]
     location: Location
     count: str | None = None  # the count measure COUNT(*) over the view maps to (model.measure)
+    entity: str | None = None  # `model.entity` an online lookup is keyed by (GET /api/features/{view})
 
 
 @dataclass(frozen=True)

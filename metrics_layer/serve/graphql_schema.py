@@ -126,6 +126,29 @@ def _list_of(kind) -> GraphQLList:
     return GraphQLList(GraphQLNonNull(kind))
 
 
+@functools.lru_cache(maxsize=None)
+def _feature_types() -> GraphQLObjectType:
+    """features(view, keys): the values per key, where they were read and how fresh."""
+    text = GraphQLString
+    value = GraphQLObjectType("FeatureValue", {
+        "metric": GraphQLField(GraphQLNonNull(text), description="The metric as the view's YAML names it."),
+        "value": GraphQLField(NumberScalar, description="Its current value; over no rows: 0 for counts, null for ratios."),
+    })
+    row = GraphQLObjectType("FeatureRow", {
+        "key": GraphQLField(GraphQLNonNull(text)),
+        "values": GraphQLField(GraphQLNonNull(_list_of(value)),
+                               resolve=lambda r, _i: [{"metric": m, "value": v} for m, v in r["values"].items()]),
+    })
+    return GraphQLObjectType("FeatureValues", {
+        "view": GraphQLField(GraphQLNonNull(text)),
+        "entity": GraphQLField(GraphQLNonNull(text), description="model.entity the keys are values of."),
+        "source": GraphQLField(GraphQLNonNull(text), description="'materialization <name>' or 'query' (the base tables)."),
+        "freshness": GraphQLField(GraphQLNonNull(text), resolve=lambda d, _i: json.dumps(d["freshness"], sort_keys=True, default=str),
+                                  description="How fresh, as a JSON object: the materialization's last refresh, or when the query ran."),
+        "rows": GraphQLField(GraphQLNonNull(_list_of(row)), description="One per key, in the order asked (duplicates once)."),
+    })
+
+
 StringFilter = GraphQLInputObjectType("StringFilter", lambda: {
     "equals": GraphQLInputField(GraphQLString),
     "notEquals": GraphQLInputField(GraphQLString),
@@ -177,6 +200,7 @@ _RESERVED_TYPE_NAMES = {
     "Query", "String", "Int", "Float", "Boolean", "ID", "Number", "DateTime", "OrderDirection",
     "StringFilter", "NumberFilter", "TimeFilter", "BooleanFilter",
     "Catalog", "CatalogView", "CatalogField", "CatalogMetric", "CatalogDimension", "Monitor", "MonitorGroup",
+    "FeatureValues", "FeatureRow", "FeatureValue",
 }
 
 
@@ -327,6 +351,26 @@ class _SchemaBuilder:
             root["monitors"] = GraphQLField(
                 GraphQLNonNull(_list_of(_monitor_type())), resolve=_resolve_monitors,
                 description="Monitors (docs/monitoring.md): state, condition, last evaluation, value per group.")
+        if any(v.entity for v in self.model.views.values()) and "features" not in root:
+            model = self.model
+
+            async def resolve_features(_root, info: GraphQLResolveInfo, view: str, keys: list[str]) -> dict:
+                from ..features import online_values
+
+                try:
+                    document = await info.context.workers.run(lambda: online_values(info.context.service, view, keys, model=model))
+                except QueryError as e:
+                    raise GraphQLError(e.message, extensions={"code": e.code}) from None
+                noted = getattr(info.context, "freshness", None)
+                if noted is not None and "materialization" in document["freshness"] and document["freshness"] not in noted:
+                    noted.append(document["freshness"])  # extensions.freshness, as for view fields
+                return document
+
+            root["features"] = GraphQLField(
+                GraphQLNonNull(_feature_types()), resolve=resolve_features,
+                args={"view": GraphQLArgument(GraphQLNonNull(GraphQLString), description="A view with an entity (YAML entity:)."),
+                      "keys": GraphQLArgument(GraphQLNonNull(_list_of(GraphQLString)), description="Values of the view's entity.")},
+                description="Current values of a keyed view's metrics per key (GET /api/features/{view} has the same document).")
         return GraphQLSchema(query=GraphQLObjectType("Query", root, description="One field per view; its selection set is the query."))
 
     def view_field(self, plan: _ViewPlan) -> GraphQLField:

@@ -4,6 +4,8 @@
     POST /api/v1/query        run a query (JSON mirroring SemanticQuery) -> columns, rows, sql
     POST /api/v1/compile      the SQL a query compiles to, for a dialect
     GET  /api/v1/catalog      views, metrics and dimensions
+    POST /api/features/training-set   metrics at every row of a posted spine (JSON, CSV or Arrow out)
+    GET  /api/features/{view}?key=K   current values of a keyed view's metrics, per key
     GET  /health              model status, engine reachability, last reload errors (no auth)
 
 Every door only translates: JSON or a GraphQL selection into a SemanticQuery, the Result back
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 from inspect import isawaitable
 import logging
@@ -28,7 +31,7 @@ from typing import Any, Union
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.staticfiles import StaticFiles
 
@@ -325,7 +328,7 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
 
     @app.exception_handler(QueryError)
     async def _query_error(_request: Request, e: QueryError) -> Response:
-        return error_response(e.message, e.code)
+        return error_response(e.message, e.code, 413 if isinstance(e, BodyTooLarge) else None)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(_request: Request, e: RequestValidationError) -> Response:
@@ -442,6 +445,55 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
 
         return _json(model_catalog(service.model))
 
+    # -- features (docs/http.md "Features"): thin doors over features.py and the service
+
+    max_spine_bytes = training_set_max_bytes(service)
+
+    @app.post("/api/features/training-set", tags=["features"], summary="A training set over a posted spine", responses={
+        200: {"description": "the spine's columns plus one per metric, one row per spine row in order: JSON "
+                             "{columns, rows} (default), CSV (Accept: text/csv) or an Arrow IPC stream "
+                             "(Accept: application/vnd.apache.arrow.stream); streamed"},
+        400: {"description": "bad spine or parameters: {error: {message, code}}"},
+        413: {"description": "the body is larger than http.training_set_max_mb"},
+    }, openapi_extra={"requestBody": {"content": {
+        "application/json": {"schema": {"type": "object", "required": ["spine", "metrics"], "properties": {
+            "spine": {"type": "array", "items": {"type": "object"}},
+            "at": {"type": "string", "default": "at"}, "metrics": {"type": "array", "items": {"type": "string"}},
+            "entity": {"type": "string"}, "key": {"type": "string"},
+            "filters": {"type": "array", "items": {"type": "object"}}}},
+            "example": {"spine": [{"at": "2026-03-01T12:00:00", "lead_id": 7}], "metrics": ["conversion_rate_fb_3h"]}},
+        "text/csv": {"schema": {"type": "string"}, "example": "at,lead_id\n2026-03-01T12:00:00,7\n"}}}})
+    async def training_set_endpoint(request: Request) -> Response:
+        body = await _limited_body(request, max_spine_bytes)
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        spine, params = _training_set_request(content_type, body, request.query_params)
+
+        def answer():
+            from ..features import training_set
+
+            return training_set(service, spine, params["metrics"], at=params["at"], entity=params["entity"],
+                                key=params["key"], filters=params["filters"])
+
+        table = await workers.run(answer)
+        media_type, chunks = _encoded_table(table, request.headers.get("accept", ""))
+        return StreamingResponse(chunks, media_type=media_type)
+
+    @app.get("/api/features/{view}", tags=["features"], summary="Current feature values of a keyed view, per key", responses={
+        200: {"description": "per key, the current value of each metric of the view, where it was read from and how fresh",
+              "content": {"application/json": {"example": {
+                  "view": "merchant_features", "entity": "transactions.merchant", "metrics": ["merchant_fraud_rate_7d"],
+                  "source": "materialization merchant_fraud_now", "freshness": {"refreshed_at": "2026-03-01 11:59:00Z"},
+                  "rows": [{"key": "17", "values": {"merchant_fraud_rate_7d": 0.012}}]}}}},
+        400: {"description": "unknown view, a view without an entity, no keys: {error: {message, code}}"},
+    })
+    async def online_features_endpoint(view: str, request: Request) -> Response:
+        from ..features import online_values
+
+        keys = request.query_params.getlist("key")
+        model = service.model
+        return Response(await workers.run(lambda: dumps(online_values(service, view, keys, model=model))),
+                        media_type="application/json")
+
     @app.get("/api/monitors", tags=["monitors"], summary="Monitors: state, last value per group, last evaluation")
     async def monitors_endpoint() -> Response:
         from ..monitors import Monitors, status
@@ -487,6 +539,158 @@ def create_app(service: MetricsService, api_keys: ApiKeys | None = None, watcher
         return _json(document, 200 if engine["reachable"] else 503)
 
     return app
+
+
+# ---- features: request parsing and streamed encodings -------------------------------------
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_CHUNK_ROWS = 8192  # rows per encoded chunk of a streamed training set
+
+
+def training_set_max_bytes(service: MetricsService) -> int:
+    """`http: {training_set_max_mb: N}` in the project file (default 64 MB)."""
+    http = service.project.settings.get("http") if service.project is not None else None
+    mb = http.get("training_set_max_mb") if isinstance(http, dict) else None
+    return int(float(mb) * 1024 * 1024) if mb else 64 * 1024 * 1024
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class BodyTooLarge(QueryError):
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is larger than {limit // (1024 * 1024)} MB (http.training_set_max_mb); "
+                         "send a smaller spine or run metrics-layer features on a file", "54000")
+
+
+def _training_set_request(content_type: str, body: bytes, query_params) -> tuple[Any, dict]:
+    """(spine as an Arrow table, parameters) from a JSON body, or a CSV body with the parameters
+    in the query string (?metric=...&at=...&entity=...&key=...)."""
+    import pyarrow as pa
+
+    if content_type in ("text/csv", "application/csv"):
+        import io
+
+        import pyarrow.csv as pcsv
+
+        if not body.strip():
+            raise QueryError("the CSV body is empty: send a header line and one line per spine row", "22023")
+        try:
+            spine = pcsv.read_csv(io.BytesIO(body))
+        except pa.ArrowInvalid as e:
+            raise QueryError(f"the CSV body does not parse: {str(e).splitlines()[0]}", "22P02") from None
+        params = {"metrics": query_params.getlist("metric") or query_params.getlist("metrics"),
+                  "at": query_params.get("at", "at"), "entity": query_params.get("entity"), "key": query_params.get("key"),
+                  "filters": []}
+    elif content_type in ("application/json", ""):
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            raise QueryError('the body is not valid JSON; send {"spine": [{"at": ...}, ...], "metrics": [...]}', "22P02") from None
+        if not isinstance(payload, dict):
+            raise QueryError('the body must be a JSON object: {"spine": [...], "metrics": [...]}', "22023")
+        unknown = sorted(set(payload) - {"spine", "at", "metrics", "entity", "key", "filters"})
+        if unknown:
+            raise QueryError(f"unknown field(s) {', '.join(unknown)}; fields: spine, at, metrics, entity, key, filters", "22023")
+        rows = payload.get("spine")
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise QueryError('spine must be a non-empty list of row objects, e.g. [{"at": "2026-03-01T12:00:00"}]', "22023")
+        try:
+            spine = pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise QueryError(f"the spine's rows do not form a table (a column mixes types?): {str(e).splitlines()[0]}",
+                             "22023") from None
+        raw_filters = payload.get("filters") or []
+        try:
+            if not isinstance(raw_filters, list):
+                raise ValueError
+            filters = [FilterIn.model_validate(f) for f in raw_filters]
+        except ValueError:  # pydantic's ValidationError too
+            raise QueryError('filters must be a list of objects {"field", "op", "value"}', "22023") from None
+        params = {"metrics": payload.get("metrics"), "at": payload.get("at", "at"), "entity": payload.get("entity"),
+                  "key": payload.get("key"),
+                  "filters": [Filter(f.field, f.op, _filter_value(f.value), f.grain) for f in filters]}
+    else:
+        raise QueryError(f"content type {content_type!r}: send application/json or text/csv", "22023")
+    metrics = params["metrics"]
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise QueryError('metrics must be a non-empty list of metric names (CSV body: ?metric=M&metric=M2)', "22023")
+    for name in ("at", "entity", "key"):
+        if params[name] is not None and not isinstance(params[name], str):
+            raise QueryError(f"{name} must be a string (a column or entity name)", "22023")
+    return spine, params
+
+
+def _encoded_table(table, accept: str):
+    """(media type, iterator of byte chunks) for a training set, by the Accept header."""
+    accept = accept.lower()
+    if ARROW_STREAM in accept:
+        return ARROW_STREAM, _arrow_chunks(table)
+    if "text/csv" in accept:
+        return "text/csv; charset=utf-8", _csv_chunks(table)
+    return "application/json", _json_chunks(table)
+
+
+class _Pending(io.RawIOBase):
+    """A write-only file whose bytes are taken out after each Arrow message."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def _arrow_chunks(table):
+    import pyarrow as pa
+
+    sink = _Pending()
+    writer = pa.ipc.new_stream(sink, table.schema)
+    yield sink.take()  # the schema message
+    for batch in table.to_batches(max_chunksize=_CHUNK_ROWS):
+        writer.write_batch(batch)
+        yield sink.take()
+    writer.close()
+    yield sink.take()  # end-of-stream marker
+
+
+def _csv_chunks(table):
+    import io
+
+    import pyarrow.csv as pcsv
+
+    for i, offset in enumerate(range(0, max(table.num_rows, 1), _CHUNK_ROWS)):
+        out = io.BytesIO()
+        pcsv.write_csv(table.slice(offset, _CHUNK_ROWS), out, pcsv.WriteOptions(include_header=i == 0))
+        yield out.getvalue()
+
+
+def _json_chunks(table):
+    names = table.column_names
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    yield dumps({"columns": columns})[:-1] + b', "rows": ['
+    for offset in range(0, table.num_rows, _CHUNK_ROWS):
+        rows = [dict(zip(names, values)) for values in zip(*(c.to_pylist() for c in table.slice(offset, _CHUNK_ROWS).columns))]
+        yield (b"," if offset else b"") + dumps(rows)[1:-1]
+    yield b"]}"
 
 
 class HealthProbe:
