@@ -57,6 +57,23 @@ class Project:
         return self.settings.get("result_cache", True) is not False
 
 
+    def tls(self, door: str) -> tuple[Path, Path] | None:
+        """(certificate, private key) for `door` ("http" or "sql") from `<door>: {tls_cert, tls_key}`
+        (PEM files, relative to the project folder), or None: no TLS of the server's own."""
+        section = self.settings.get(door)
+        if not isinstance(section, dict) or (section.get("tls_cert") is None and section.get("tls_key") is None):
+            return None
+        cert, key = section.get("tls_cert"), section.get("tls_key")
+        if not cert or not key:
+            raise ProjectError(f"{door}: tls_cert and tls_key go together (PEM certificate chain and private key files)")
+        paths = []
+        for name, value in (("tls_cert", cert), ("tls_key", key)):
+            path = (self.root / str(value)).resolve()
+            if not path.is_file():
+                raise ProjectError(f"{door}.{name}: file {str(path)!r} does not exist")
+            paths.append(path)
+        return paths[0], paths[1]
+
     @property
     def deploy(self) -> dict[str, Any]:
         """`deploy:` settings: schema (default metrics_layer), cluster (Materialize), route (read

@@ -5,6 +5,8 @@ Project file:
     sql:
       port: 15432
       auth: scram-sha-256          # or md5, password, trust
+      tls_cert: server.crt         # optional: TLS of the endpoint's own (PEM, relative to the project)
+      tls_key: server.key
       failed_logins:               # rate limit (auth.LoginThrottle); these are the defaults
         per_address: {burst: 10, per_minute: 10}   # then refused (53300) until refilled
         per_user: {burst: 30, per_minute: 30}      # then each attempt delayed, up to max_delay
@@ -200,6 +202,16 @@ async def start_sql_endpoint(service, host: str, port: int, project: Project, **
     check_views(views, list(public_views(service.model)))
     backend = SemanticBackend(service, views)
     server_options = {**limits_config(project), "login_throttle": login_throttle_config(project), **server_options}
+    tls = project.tls("sql")
+    if tls is not None and "ssl_context" not in server_options:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+        except (ssl.SSLError, OSError) as e:
+            raise ProjectError(f"sql.tls_cert / sql.tls_key: cannot load the certificate and key: {e}") from None
+        server_options["ssl_context"] = context  # clients ask for it (sslmode=require); plain connections still work
     server = PgWireServer(backend, host=host, port=port, users=passwords, auth_method=auth, **server_options)
     await server.start()
     if project.is_demo and passwords == {DEMO_USER[0]: DEMO_USER[1]}:
