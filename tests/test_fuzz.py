@@ -24,7 +24,7 @@ import threading
 import duckdb
 import pytest
 import sqlglot
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
@@ -250,7 +250,8 @@ def graphql_requests(draw):
     if kind == 0:  # a typed where with a random variable value
         field = draw(st.sampled_from(["utm_source", "model_version", "accuracy", "lead_count", "created_at"]))
         op = draw(st.sampled_from(OPERATORS))
-        value = draw(st.one_of(json_values, nested.map(json.loads), hostile_text, st.lists(hostile_text, max_size=3)))
+        deep = st.integers(1, 900).map(lambda n: json.loads("[" * n + "1" + "]" * n))  # json.dumps nests ~1000 at most
+        value = draw(st.one_of(json_values, deep, hostile_text, st.lists(hostile_text, max_size=3)))
         if draw(st.booleans()):  # the value written into the query text
             literal = json.dumps(value, ensure_ascii=draw(st.booleans()))
             return {"query": f"{{ conversion_monitoring(where: {{{field}: {{{op}: {literal}}}}}, limit: 5) {{ lead_count }} }}"}
@@ -331,6 +332,11 @@ def sql_statements(draw):
             f"SELECT current_setting({_sql_literal(text)}, true)",
             f"SET application_name = {_sql_literal(text)}",
             f"SET metrics.window = {_sql_literal(text)}",
+            f"FETCH {text} FROM c",
+            f"FETCH FORWARD {text} FROM c",
+            f"DECLARE c CURSOR FOR SELECT lead_count FROM conversion_monitoring WHERE utm_source = {_sql_literal(text)}",
+            f"SELECT '{text}'::regtype",
+            f"SELECT {_sql_literal(text)}::regnamespace",
         ])), None
     if kind == 7:
         return "SELECT merchant_category, fraud_loss FROM fraud_monitoring WHERE merchant_category IN (%s, %s) GROUP BY 1 LIMIT %s", \
@@ -345,7 +351,9 @@ def test_fuzz_sql_endpoint(doors):
     outcomes = {"ok": 0, "error": 0}
     dsn = f"host=127.0.0.1 port={doors.sql_port} user=fuzz dbname=metrics connect_timeout=60"
 
-    @_fuzz_settings(2000)
+    @_fuzz_settings(1500)
+    @example(statement=("SELECT '²'::regclass", None))  # found by this test: int('²') in the catalog
+    @example(statement=("FETCH ² FROM c", None))
     @given(statement=sql_statements())
     def case(statement):
         sql, params = statement
@@ -403,7 +411,9 @@ def test_fuzz_cli(tmp_path, demo_duckdb_path):
     folder = project_over(tmp_path / "project", f"duckdb:///{db}")
     codes = {}
 
-    @_fuzz_settings(150)
+    @_fuzz_settings(100)
+    @example(args=["query", "-m", "leads.lead_count", "-b", "leads.utm_source", "--format", "json"])
+    @example(args=["query", "-m", "accuracy", "-f", "leads.utm_source = '; DROP TABLE canary_secret; --", "--format", "csv"])
     @given(args=cli_arguments())
     def case(args):
         # argv holds no NUL; other bytes that are not UTF-8 arrive as surrogate escapes (as from a shell)

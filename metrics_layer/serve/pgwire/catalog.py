@@ -965,7 +965,7 @@ class Rewriter:
             inner = inner.this
         if isinstance(inner, exp.Literal) and inner.is_string:
             text = inner.this
-            if text.isdigit():
+            if text.isascii() and text.isdigit():
                 return _uint(exp.Literal.number(int(text)))
             if kind == "regclass":
                 oid = self._lookup_relation(text)
