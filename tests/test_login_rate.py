@@ -179,3 +179,19 @@ def test_the_limits_are_checked_in_the_project_file(tmp_path):
     (folder / "metrics_layer.yml").write_text("engine: \"duckdb:///:memory:\"\nsql:\n  failed_logins: {per_user: {burst: 3, per_minute: 1}}\n")
     throttle = login_throttle_config(load_project(folder))
     assert (throttle.users.burst, throttle.users.rate * 60, throttle.addresses.burst) == (3, 1.0, 10)
+
+
+def test_parallel_wrong_passwords_cannot_all_pass_before_the_first_failure_counts(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    relay = Relay("127.0.2.1", server.port)
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(30) as pool:
+            outcomes = list(pool.map(lambda _: _attempt(relay.port, "parallel_user", "wrong-pw"), range(30)))
+        elapsed = time.monotonic() - started
+    finally:
+        relay.close()
+    assert outcomes.count("ok") == 0
+    assert outcomes.count("wrong") <= _allowance(elapsed), outcomes
+    assert outcomes.count("limited") == 30 - outcomes.count("wrong")

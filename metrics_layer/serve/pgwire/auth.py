@@ -102,12 +102,16 @@ class LoginThrottle:
         self.refused = 0   # attempts refused before a password exchange or after too long a delay
         self.delayed = 0   # attempts held back for their user name
 
-    def check_address(self, address: str) -> None:
+    def reserve_address(self, address: str) -> None:
+        """Take one of the address's tokens before the exchange (given back on success), so that
+        parallel attempts cannot all pass before the first failure counts; raise when none is left."""
         with self._lock:
             now = self.clock()
             wait = self.addresses.wait(self.addresses.level(address, now))
             if wait > 0:
                 self.refused += 1
+            else:
+                self.addresses.add(address, now, -1.0)
         if wait > 0:
             raise AuthFailed("", TOO_MANY_FAILURES,
                              f"too many failed login attempts from this address; try again in {max(1, round(wait))} s")
@@ -128,13 +132,17 @@ class LoginThrottle:
                              f'too many failed login attempts for user "{user}"; try again in {max(1, round(wait))} s')
         return wait
 
-    def succeeded(self, user: str) -> None:
+    def addresses_give_back(self, address: str) -> None:
         with self._lock:
-            self.users.add(user, self.clock(), 1.0)  # the reserved token goes back
+            self.addresses.add(address, self.clock(), 1.0)
 
-    def failed(self, address: str) -> None:
+    def give_back(self, user: str, address: str) -> None:
+        """The attempt did not fail (a correct password, or the client left before answering):
+        the tokens reserved for it go back."""
         with self._lock:
-            self.addresses.add(address, self.clock(), -1.0)
+            now = self.clock()
+            self.users.add(user, now, 1.0)
+            self.addresses.add(address, now, 1.0)
 
 
 def peer_address(peername: Any) -> str:
@@ -247,19 +255,22 @@ async def authenticate(method: str, users: UserTable | None, user: str, send: Se
         await _exchange(method, users, user, send, receive)
         return
     address = peer_address(peer)
-    throttle.check_address(address)
-    wait = throttle.reserve_user(user)
-    if wait > 0:
-        await asyncio.sleep(wait)
+    throttle.reserve_address(address)
     try:
+        wait = throttle.reserve_user(user)
+    except AuthFailed:
+        throttle.addresses_give_back(address)
+        raise
+    try:
+        if wait > 0:
+            await asyncio.sleep(wait)
         await _exchange(method, users, user, send, receive)
     except AuthFailed:
-        throttle.failed(address)
-        raise
+        raise  # both tokens stay used: one failure for the address, one for the user name
     except BaseException:  # the client left mid-exchange, or broke the protocol: not a wrong password
-        throttle.succeeded(user)
+        throttle.give_back(user, address)
         raise
-    throttle.succeeded(user)
+    throttle.give_back(user, address)
 
 
 async def _exchange(method: str, users: UserTable, user: str, send: Send, receive: Receive) -> None:
