@@ -9,7 +9,8 @@ keep-alive connection per client, GraphQL and REST alternating). The mix per doo
 queries, catalog queries (SQL) or the catalog/health endpoints (HTTP), and parameterised
 queries (psycopg parameters, GraphQL variables, REST filter values) over a set of values.
 
-Reported per round and door: queries, errors, wrong answers (an answer that differs from the
+First, the same mix from one client alone (the same-run baseline for the p50 ratio). Reported
+per round and door: queries, errors, wrong answers (an answer that differs from the
 first answer to the same query and parameters: the data does not change during the run),
 p50 / p99 latency, queries/s, and the server's resident memory (VmRSS) after the round. The
 run fails (exit 1) on any error or wrong answer, or when RSS after the last round is more than
@@ -238,17 +239,31 @@ def main() -> int:
             print(f"# bench_load {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {args.leads} leads, "
                   f"{args.clients} clients x {args.queries} queries per door per round, load {os.getloadavg()[0]:.1f}")
             print(f"RSS at ready: {rss_mb(server.process.pid):.0f} MB")
-            print("| round | door | queries | errors | wrong | p50 ms | p99 ms | queries/s | server RSS after, MB | load |")
+            import duckdb
+            import sqlglot
+
+            print(f"Python {sys.version.split()[0]}, sqlglot {sqlglot.__version__}, DuckDB {duckdb.__version__}, "
+                  f"psycopg {psycopg.__version__}, httpx {httpx.__version__}, {os.cpu_count()} CPUs")
+            print("| round | door | queries | errors | wrong | p50 ms (x 1-client p50) | p99 ms | queries/s | server RSS after, MB | load |")
             print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             failed = False
             rss = []
             answers: dict[str, dict] = {"sql": {}, "http": {}}
+            baseline = {}
+            for door, worker in (("SQL endpoint", sql_client), ("GraphQL/REST", http_client)):
+                # The same-run baseline: the same mix from one client alone.
+                r = run_door(server, worker, 1, args.queries, 0, answers["sql" if worker is sql_client else "http"])
+                baseline[door] = r["p50_ms"]
+                print(f"| baseline | {door}, 1 client | {r['queries']} | {r['errors']} | {r['wrong']} | {r['p50_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['qps']:.0f} | {rss_mb(server.process.pid):.0f} | {os.getloadavg()[0]:.1f} |", flush=True)
+                failed |= bool(r["errors"] or r["wrong"])
             for round_no in range(1, args.rounds + 1):
                 for door, worker in (("SQL endpoint", sql_client), ("GraphQL/REST", http_client)):
                     r = run_door(server, worker, args.clients, args.queries, round_no, answers["sql" if worker is sql_client else "http"])
                     mem = rss_mb(server.process.pid)
-                    print(f"| {round_no} | {door} | {r['queries']} | {r['errors']} | {r['wrong']} | {r['p50_ms']:.1f} | "
-                          f"{r['p99_ms']:.1f} | {r['qps']:.0f} | {mem:.0f} | {os.getloadavg()[0]:.1f} |", flush=True)
+                    print(f"| {round_no} | {door} | {r['queries']} | {r['errors']} | {r['wrong']} | {r['p50_ms']:.1f} "
+                          f"({r['p50_ms'] / baseline[door]:.1f}x) | {r['p99_ms']:.1f} | {r['qps']:.0f} | {mem:.0f} | "
+                          f"{os.getloadavg()[0]:.1f} |", flush=True)
                     for line in r["first_errors"] + r["first_wrong"]:
                         print(f"    {line}")
                     failed |= bool(r["errors"] or r["wrong"])
