@@ -195,3 +195,16 @@ def test_parallel_wrong_passwords_cannot_all_pass_before_the_first_failure_count
     assert outcomes.count("ok") == 0
     assert outcomes.count("wrong") <= _allowance(elapsed), outcomes
     assert outcomes.count("limited") == 30 - outcomes.count("wrong")
+
+
+def test_a_pool_opening_many_connections_at_once_logs_in(server):
+    """Only failures use the allowance: 4 x the burst of correct logins at once all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    relay = Relay("127.0.3.1", server.port)
+    try:
+        with ThreadPoolExecutor(4 * BURST) as pool:
+            outcomes = list(pool.map(lambda _: _attempt(relay.port, "other", "other-pw"), range(4 * BURST)))
+    finally:
+        relay.close()
+    assert outcomes == ["ok"] * (4 * BURST), outcomes

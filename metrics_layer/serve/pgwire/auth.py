@@ -16,7 +16,9 @@ allowance is refused before any password exchange, with FATAL 53300 "too many fa
 attempts" until its bucket refills (as connection poolers refuse a client that keeps failing);
 a user name that used up its allowance (failures from many addresses) has each further attempt
 delayed, as PostgreSQL's auth_delay does, and refused with 53300 once the delay would exceed
-`max_delay`. Successful logins never use the allowance.
+`max_delay`. Successful logins never use the allowance (a pool opening many connections at
+once logs in normally); the allowance is checked again right before each verification, in
+the same step as counting its failure, so parallel attempts cannot all slip through.
 """
 
 from __future__ import annotations
@@ -90,7 +92,13 @@ class LoginThrottle:
     """Rate limit for failed logins, per client address and per user name (see the module doc).
 
     `per_address` / `per_user`: (burst, per_minute) — failures allowed at once, and refilled per
-    minute. `max_delay`: the longest an attempt for a user name over its allowance is held."""
+    minute. `max_delay`: the longest an attempt for a user name over its allowance is held.
+
+    Only failures use the allowance, so a connection pool that opens many connections at once
+    logs in normally. The allowance is checked twice: before the exchange (a refused address
+    costs no password work) and again just before the password is verified, in the same step
+    as the verification and the counting of its failure (no await in between), so parallel
+    attempts cannot all be verified before the first failure counts."""
 
     def __init__(self, per_address: tuple[int, float] = (10, 10.0), per_user: tuple[int, float] = (30, 30.0),
                  max_delay: float = 5.0, clock: Callable[[], float] = time.monotonic):
@@ -99,31 +107,23 @@ class LoginThrottle:
         self.max_delay = float(max_delay)
         self.clock = clock
         self._lock = threading.Lock()
-        self.refused = 0   # attempts refused before a password exchange or after too long a delay
+        self.refused = 0   # attempts refused before a password exchange
         self.delayed = 0   # attempts held back for their user name
 
-    def reserve_address(self, address: str) -> None:
-        """Take one of the address's tokens before the exchange (given back on success), so that
-        parallel attempts cannot all pass before the first failure counts; raise when none is left."""
+    def check_address(self, address: str) -> None:
         with self._lock:
-            now = self.clock()
-            wait = self.addresses.wait(self.addresses.level(address, now))
+            wait = self.addresses.wait(self.addresses.level(address, self.clock()))
             if wait > 0:
                 self.refused += 1
-            else:
-                self.addresses.add(address, now, -1.0)
         if wait > 0:
             raise AuthFailed("", TOO_MANY_FAILURES,
                              f"too many failed login attempts from this address; try again in {max(1, round(wait))} s")
 
-    def reserve_user(self, user: str) -> float:
-        """Take one of the user name's tokens; the seconds to wait first (raise when too long)."""
+    def user_delay(self, user: str) -> float:
+        """Seconds to hold an attempt for `user` (0 within the allowance); raise when too long."""
         with self._lock:
-            now = self.clock()
-            tokens = self.users.add(user, now, -1.0)
-            wait = self.users.wait(tokens + 1.0)
+            wait = self.users.wait(self.users.level(user, self.clock()))
             if wait > self.max_delay:
-                self.users.add(user, now, 1.0)
                 self.refused += 1
             elif wait > 0:
                 self.delayed += 1
@@ -132,17 +132,23 @@ class LoginThrottle:
                              f'too many failed login attempts for user "{user}"; try again in {max(1, round(wait))} s')
         return wait
 
-    def addresses_give_back(self, address: str) -> None:
-        with self._lock:
-            self.addresses.add(address, self.clock(), 1.0)
-
-    def give_back(self, user: str, address: str) -> None:
-        """The attempt did not fail (a correct password, or the client left before answering):
-        the tokens reserved for it go back."""
+    def gate(self, user: str, address: str) -> None:
+        """Just before a verification: refuse (53300) when the address or the user name has no
+        failure left in its allowance."""
         with self._lock:
             now = self.clock()
-            self.users.add(user, now, 1.0)
-            self.addresses.add(address, now, 1.0)
+            exhausted = self.addresses.level(address, now) < 1 or self.users.level(user, now) < 1
+            if exhausted:
+                self.refused += 1
+        if exhausted:
+            raise AuthFailed(user, TOO_MANY_FAILURES, f'too many failed login attempts for user "{user}" or from this address; '
+                             "try again later")
+
+    def failed(self, user: str, address: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self.addresses.add(address, now, -1.0)
+            self.users.add(user, now, -1.0)
 
 
 def peer_address(peername: Any) -> str:
@@ -255,31 +261,28 @@ async def authenticate(method: str, users: UserTable | None, user: str, send: Se
         await _exchange(method, users, user, send, receive)
         return
     address = peer_address(peer)
-    throttle.reserve_address(address)
+    throttle.check_address(address)
+    wait = throttle.user_delay(user)
+    if wait > 0:
+        await asyncio.sleep(wait)
     try:
-        wait = throttle.reserve_user(user)
-    except AuthFailed:
-        throttle.addresses_give_back(address)
+        await _exchange(method, users, user, send, receive, lambda: throttle.gate(user, address))
+    except AuthFailed as e:
+        if e.sqlstate != TOO_MANY_FAILURES:
+            throttle.failed(user, address)  # runs right after the verification: no await in between
         raise
-    try:
-        if wait > 0:
-            await asyncio.sleep(wait)
-        await _exchange(method, users, user, send, receive)
-    except AuthFailed:
-        raise  # both tokens stay used: one failure for the address, one for the user name
-    except BaseException:  # the client left mid-exchange, or broke the protocol: not a wrong password
-        throttle.give_back(user, address)
-        raise
-    throttle.give_back(user, address)
 
 
-async def _exchange(method: str, users: UserTable, user: str, send: Send, receive: Receive) -> None:
+async def _exchange(method: str, users: UserTable, user: str, send: Send, receive: Receive,
+                    gate: Callable[[], None] = lambda: None) -> None:
+    """The password exchange; `gate()` is called right before the password is verified."""
     if method == "scram-sha-256" or (method == "md5" and users.is_scram_verifier(user)):
-        await _scram(users, user, send, receive)
+        await _scram(users, user, send, receive, gate)
     elif method == "md5":
         salt = os.urandom(4)
         await send(p.authentication(AUTH_MD5, salt))
         answer = p.Reader(await _password_message(receive)).cstring()
+        gate()
         inner = users.md5_inner(user)
         expected = "md5" + hashlib.md5(inner.encode() + salt).hexdigest() if inner else None
         if expected is None or not hmac.compare_digest(answer.encode(), expected.encode()):
@@ -287,6 +290,7 @@ async def _exchange(method: str, users: UserTable, user: str, send: Send, receiv
     elif method == "password":
         await send(p.authentication(AUTH_CLEARTEXT))
         answer = p.Reader(await _password_message(receive)).cstring()
+        gate()
         if not users.check_password(user, answer):
             raise AuthFailed(user)
     else:
@@ -309,7 +313,7 @@ def _set_client_first(server, client_first: str) -> None:
     server.client_first_bare = bare
 
 
-async def _scram(users: UserTable, user: str, send: Send, receive: Receive) -> None:
+async def _scram(users: UserTable, user: str, send: Send, receive: Receive, gate: Callable[[], None]) -> None:
     info = users.scram_info(user)
     # The SCRAM user name is ignored (libpq sends none): the startup packet names the user.
     server = _MECH.make_server(lambda _name: info)
@@ -323,7 +327,9 @@ async def _scram(users: UserTable, user: str, send: Send, receive: Receive) -> N
     try:
         _set_client_first(server, first.decode())
         await send(p.authentication(AUTH_SASL_CONTINUE, server.get_server_first().encode()))
-        server.set_client_final((await _password_message(receive)).decode())
+        final_message = (await _password_message(receive)).decode()
+        gate()
+        server.set_client_final(final_message)
         final = server.get_server_final()
     except (ScramException, UnicodeDecodeError):
         raise AuthFailed(user) from None
