@@ -18,7 +18,7 @@ from .model.errors import did_you_mean
 
 PROJECT_FILE = "metrics_layer.yml"
 PROJECT_KEYS = ("engine", "metrics", "http", "sql", "users", "api_keys", "query_timeout", "result_cache", "pool_size",
-                "deploy")
+                "deploy", "reload")
 DEPLOY_KEYS = ("schema", "cluster", "route", "refresh")
 
 
@@ -46,10 +46,33 @@ class Project:
         return int(value) if value else None
 
     @property
+    def reload_debounce(self) -> float:
+        """Seconds the YAML folder must stay unchanged before a hot reload (`reload: {debounce: 0.5}`)."""
+        value = (self.settings.get("reload") or {}).get("debounce")
+        return 0.5 if value is None else float(value)
+
+    @property
     def result_cache(self) -> bool:
         """Keep small results of embedded DuckDB queries while the data is unchanged (exact)."""
         return self.settings.get("result_cache", True) is not False
 
+
+    def tls(self, door: str) -> tuple[Path, Path] | None:
+        """(certificate, private key) for `door` ("http" or "sql") from `<door>: {tls_cert, tls_key}`
+        (PEM files, relative to the project folder), or None: no TLS of the server's own."""
+        section = self.settings.get(door)
+        if not isinstance(section, dict) or (section.get("tls_cert") is None and section.get("tls_key") is None):
+            return None
+        cert, key = section.get("tls_cert"), section.get("tls_key")
+        if not cert or not key:
+            raise ProjectError(f"{door}: tls_cert and tls_key go together (PEM certificate chain and private key files)")
+        paths = []
+        for name, value in (("tls_cert", cert), ("tls_key", key)):
+            path = (self.root / str(value)).resolve()
+            if not path.is_file():
+                raise ProjectError(f"{door}.{name}: file {str(path)!r} does not exist")
+            paths.append(path)
+        return paths[0], paths[1]
 
     @property
     def deploy(self) -> dict[str, Any]:
@@ -139,6 +162,13 @@ def _read_settings(path: Path) -> dict[str, Any]:
         for key in ("route", "refresh"):
             if not isinstance(deploy.get(key, True), bool):
                 raise ProjectError(f"{path}: deploy.{key} must be true or false, got {deploy[key]!r}")
+    reload = settings.get("reload")
+    if reload is not None:
+        if not isinstance(reload, dict) or set(reload) - {"debounce"}:
+            raise ProjectError(f"{path}: reload must be a mapping with key debounce (seconds), got {reload!r}")
+        debounce = reload.get("debounce")
+        if debounce is not None and (isinstance(debounce, bool) or not isinstance(debounce, (int, float)) or not 0 <= debounce <= 60):
+            raise ProjectError(f"{path}: reload.debounce must be a number of seconds from 0 to 60, got {debounce!r}")
     if not isinstance(settings.get("result_cache", True), bool):
         raise ProjectError(f"{path}: result_cache must be true or false, got {settings['result_cache']!r}")
     pool_size = settings.get("pool_size")

@@ -103,3 +103,95 @@ def test_yaml_syntax_error_and_a_new_file(running):
     wait_for(lambda: any(m["name"] == "lead_total" for m in httpx.get(f"{live.url}/api/v1/catalog").json()["metrics"]),
              what="the metric of a new file in the catalog")
     assert httpx.get(f"{live.url}/health").json()["last_reload_errors"] == []
+
+
+# ---- an editor's save: a file written in pieces, truncated then rewritten (issue 13 item 8) ----
+
+def _clients(live, stop, outcomes: list, errors: list) -> list:
+    import threading
+
+    def run(i: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    if i % 2:
+                        r = client.post(f"{live.url}/graphql", json={"query": "{ conversion_monitoring { model_version accuracy lead_count } }"})
+                        ok = r.status_code == 200 and "errors" not in r.json() and r.json()["data"]["conversion_monitoring"]
+                    else:
+                        r = client.post(f"{live.url}/api/v1/query", json={"metrics": ["accuracy", "leads.lead_count"]})
+                        ok = r.status_code == 200 and r.json()["rows"][0]["leads.lead_count"] > 0
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    ok, r = False, e
+                outcomes.append(bool(ok))
+                if not ok:
+                    errors.append(getattr(r, "text", repr(r))[:300])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _write_slowly(path, text: str, pieces: int, pause: float) -> None:
+    """Truncate `path`, then write `text` in `pieces` flushed parts with a pause between them."""
+    import os
+    import time
+
+    size = -(-len(text) // pieces)
+    with open(path, "w", encoding="utf-8") as f:  # truncates: for a moment the file is empty
+        f.flush()
+        time.sleep(pause)
+        for start in range(0, len(text), size):
+            f.write(text[start:start + size])
+            f.flush()
+            os.fsync(f.fileno())
+            time.sleep(pause)
+
+
+def test_a_file_written_slowly_in_pieces_is_never_served_half_written(tmp_path, demo_duckdb_path):
+    """Clients query in a loop while conversion.yml is truncated and rewritten in ten pieces,
+    with pauses longer than a poll (the old one-poll settle loaded the half-written file): no
+    client ever sees an error, and the new metric appears once the file is complete."""
+    import threading
+
+    from http_server import LiveServer
+    from metrics_layer.project import load_project
+    from metrics_layer.serve.http import create_app
+    from metrics_layer.serve.reload import ModelWatcher
+    from metrics_layer.service import MetricsService
+
+    folder = project_over(tmp_path, f"duckdb:///{demo_duckdb_path}", "reload: {debounce: 1.0}\n")
+    conversion = folder / "metrics" / "conversion.yml"
+    service = MetricsService(load_project(folder))
+    watcher = ModelWatcher(service, interval=0.1).start()
+    assert watcher.debounce == 1.0  # from the project file
+    live = LiveServer(create_app(service, watcher=watcher), service, watcher).start()
+    stop, outcomes, errors = threading.Event(), [], []
+    threads = _clients(live, stop, outcomes, errors)
+    try:
+        document = yaml.safe_load(conversion.read_text())
+        add_metric(document)
+        new_text = yaml.safe_dump(document, sort_keys=False)
+        wait_for(lambda: len(outcomes) >= 8, what="clients running")
+        _write_slowly(conversion, new_text, pieces=10, pause=0.15)
+        answer = wait_for(lambda: "data" in (doc := graphql(live, "{ conversion_monitoring { lead_count lead_count_twice } }")) and doc,
+                          what="the new metric once the file is complete")
+        row = answer["data"]["conversion_monitoring"][0]
+        assert row["lead_count_twice"] == 2 * row["lead_count"] > 0
+        reloads = watcher.reloads
+        # An editor's save again: truncate, pause, write everything back (the original file).
+        _write_slowly(conversion, new_text.replace("lead_count_twice", "lead_count_doubled"), pieces=3, pause=0.15)
+        wait_for(lambda: "data" in graphql(live, "{ conversion_monitoring { lead_count_doubled } }"),
+                 what="the renamed metric")
+        seen = len(outcomes)
+        wait_for(lambda: len(outcomes) >= seen + 8, what="more client requests after the reloads")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        live.stop()
+    assert errors == [], (len(errors), errors[:3])
+    assert len(outcomes) >= 16 and all(outcomes)
+    # One reload per complete save: no half-written state was ever loaded as a model.
+    assert watcher.reloads == reloads + 1 and reloads == 1, (reloads, watcher.reloads)
+    assert watcher.last_reload_errors == []

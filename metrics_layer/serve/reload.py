@@ -1,17 +1,28 @@
 """Hot reload: watch the project's YAML folder and swap in the new model when it validates.
 
 A background thread polls the modification time and size of every .yml/.yaml file (no
-dependency on inotify), waits until the folder has stopped changing for one poll, then loads
-the model and checks it against the engine's tables and columns. On success the service gets the new model (one reference swap; requests in flight
-finish on the old one). On failure the old model keeps serving and the errors, with file:line,
-are kept for /health.
+dependency on inotify). Editors save in steps (truncate, write in pieces, rename), and a file
+cut short can still be valid YAML that lacks half its metrics, so a change is loaded only when
+it is complete:
+
+* debounce: the folder must stay unchanged (mtimes and sizes) for `debounce` seconds
+  (project file `reload: {debounce: 0.5}`; at least one poll);
+* stable content: the files are read twice, and loaded only when both reads are identical;
+* after loading, the files must still hold the content that was loaded, otherwise the new
+  model is dropped and the next poll tries again.
+
+The model is then checked against the engine's tables and columns. On success the service gets
+the new model (one reference swap; requests in flight finish on the old one). On failure the
+last good model keeps serving and the errors, with file:line, are kept for /health.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,14 +51,32 @@ def snapshot(directory: Path) -> Snapshot:
     return result
 
 
+DEFAULT_DEBOUNCE = 0.5  # seconds the folder must stay unchanged before a reload
+
+
+def digest(directory: Path) -> dict[str, str] | None:
+    """sha256 of every YAML file's content (None when a file vanished while reading)."""
+    result = {}
+    try:
+        for path in yaml_files(directory):
+            result[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return result
+
+
 class ModelWatcher:
     """Polls `service.project.metrics_dir` and reloads the model when its files change."""
 
     def __init__(self, service: MetricsService, interval: float = 0.5,
-                 on_reload: Callable[[Any], None] | None = None):
+                 on_reload: Callable[[Any], None] | None = None, debounce: float | None = None):
         self.service = service
         self.directory = Path(service.project.metrics_dir)
         self.interval = interval
+        if debounce is None:
+            debounce = getattr(service.project, "reload_debounce", DEFAULT_DEBOUNCE)
+        self.debounce = max(float(debounce), interval)
+        self.dropped = 0  # reloads abandoned because the files changed while loading
         self.on_reload = on_reload
         self.last_reload_at: dt.datetime | None = None
         self.last_reload_errors: list[dict[str, Any]] = []
@@ -74,27 +103,56 @@ class ModelWatcher:
                 log.exception("reload: unexpected error while watching %s", self.directory)
 
     def poll(self) -> bool:
-        """Reload if the files changed and have settled since; True when a reload was tried."""
+        """Reload if the files changed and are complete since; True when a reload was tried."""
         current = snapshot(self.directory)
         if current == self._seen:
             return False
-        # Editors write in steps (truncate, write, rename): wait until one poll sees no change.
-        while not self._stop.wait(min(self.interval, 0.2)):
-            settled = snapshot(self.directory)
-            if settled == current:
-                break
-            current = settled
-        self._seen = current
-        self.reload()
+        content = self._settle(current)
+        if content is None:
+            return False  # stopping
+        current, hashes = content
+        self.reload(expect=hashes)
         return True
 
-    def reload(self) -> bool:
-        """Load the folder now; True when the new model replaced the old one."""
+    def _settle(self, current: Snapshot) -> tuple[Snapshot, dict[str, str]] | None:
+        """Wait until the folder is quiet for `debounce` seconds and two reads of it agree."""
+        step = min(self.interval, 0.1)
+        quiet_since = time.monotonic()
+        while True:
+            if self._stop.wait(step):
+                return None
+            now = snapshot(self.directory)
+            if now != current:
+                current, quiet_since = now, time.monotonic()
+                continue
+            if time.monotonic() - quiet_since < self.debounce:
+                continue
+            first = digest(self.directory)
+            second = digest(self.directory)
+            if first is not None and first == second and snapshot(self.directory) == current:
+                self._seen = current
+                return current, first
+            current, quiet_since = snapshot(self.directory), time.monotonic()
+
+    def reload(self, expect: dict[str, str] | None = None) -> bool:
+        """Load the folder now; True when the new model replaced the old one.
+
+        `expect`: the files' content digests the caller saw settle; when the files no longer
+        hold that content after loading, the model is dropped (the next poll sees the change)."""
         self.last_reload_at = dt.datetime.now(dt.timezone.utc)
         try:
             model = load_model(self.directory)
+            if expect is not None and digest(self.directory) != expect:
+                self.dropped += 1
+                self._seen = {}  # a change after the settled state: poll again
+                log.info("reload: the YAML changed while it was loaded; waiting for it to settle again")
+                return False
             self.service.check_schema(model)
         except ValidationFailed as e:
+            if expect is not None and digest(self.directory) != expect:
+                self.dropped += 1
+                self._seen = {}  # the errors are those of a file being written: wait for the next state
+                return False
             self.last_reload_errors = [
                 {"file": err.location.file, "line": err.location.line, "message": err.message, "text": str(err)}
                 for err in e.errors

@@ -67,6 +67,7 @@ def serve(args) -> int:
     host = getattr(args, "host", None) or _setting(project, "http", "host") or DEFAULT_HOST
     http_port = _port(_first(getattr(args, "http_port", None), _setting(project, "http", "port"), DEFAULT_HTTP_PORT), "HTTP port")
     sql_port = _port(_first(getattr(args, "sql_port", None), _setting(project, "sql", "port"), DEFAULT_SQL_PORT), "SQL port")
+    project.tls("http"), project.tls("sql")  # a missing certificate or key file: one clear error before starting
     keys = load_api_keys(project)
     if not keys and not is_loopback(host):
         print(
@@ -132,7 +133,9 @@ async def _serve_both(app, service, project: Project, host: str, http_port: int,
     # SQL endpoint starts, and port 0 tells us the port it got.
     sock = _bind(host, http_port)
     http_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    tls = project.tls("http")  # http: {tls_cert, tls_key}: HTTPS of the server's own
+    tls_options = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **tls_options)
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
 
@@ -194,7 +197,7 @@ async def _announce(server, app, service, project: Project, host: str, http_port
 
     model = service.model
     shown_host = f"[{host}]" if ":" in host else host
-    base = f"http://{shown_host}:{http_port}"
+    base = f"{'https' if project.tls('http') else 'http'}://{shown_host}:{http_port}"
     lines = [
         f"metrics-layer: {len(model.models)} models, {len(model.metrics)} metrics, {len(model.views)} views "
         f"from {project.metrics_dir} on {service.dialect}",

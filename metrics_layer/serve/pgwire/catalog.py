@@ -35,6 +35,7 @@ import datetime as dt
 import decimal
 import itertools
 import re
+import secrets
 import threading
 import weakref
 from dataclasses import dataclass
@@ -132,7 +133,8 @@ class ShadowCatalog:
                 if ref() is None or (old_key[0] == id(model) and ref() is not model):
                     self._db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
                     del self._schemas[old_key]
-            name = f"c{next(self._counter)}"
+            # Unguessable as well as refused by the rewrite: one session cannot name another's schema.
+            name = f"c{next(self._counter)}_{secrets.token_hex(6)}"
             try:
                 index = self._build(name, views, types)
             except BaseException:
@@ -597,6 +599,7 @@ class Rewriter:
         self.ctes: set[str] = set()
 
     def rewrite(self, tree: exp.Expression) -> exp.Expression:
+        _refuse_foreign_schemas(tree)
         tree = tree.copy()
         for cte in tree.find_all(exp.CTE):
             self.ctes.add(cte.alias_or_name.lower())
@@ -962,7 +965,7 @@ class Rewriter:
             inner = inner.this
         if isinstance(inner, exp.Literal) and inner.is_string:
             text = inner.this
-            if text.isdigit():
+            if text.isascii() and text.isdigit():
                 return _uint(exp.Literal.number(int(text)))
             if kind == "regclass":
                 oid = self._lookup_relation(text)
@@ -974,6 +977,8 @@ class Rewriter:
             return self._macro(f"{kind}_in", [inner])
         if isinstance(inner, (exp.Literal, exp.Column, exp.Null)) and not (isinstance(inner, exp.Literal) and inner.is_string):
             return inner
+        if isinstance(inner, exp.Cast) and (inner.to.is_type(*exp.DataType.NUMERIC_TYPES) or _reg_kind(inner.to) == "oid"):
+            return inner  # $1::regclass with an integer parameter, CAST(o AS oid)::regclass: the OID itself
         if isinstance(inner, (exp.Func, exp.DPipe, exp.Paren, exp.Anonymous, exp.Dot)):
             return self._macro(f"{kind}_in", [inner]) if kind != "regproc" else exp.Null()
         return inner
@@ -989,6 +994,22 @@ class Rewriter:
 
 
 _REG_KINDS = ("regclass", "regtype", "regnamespace", "regproc")
+_CLIENT_SCHEMAS = _PG_SCHEMAS | {"public"}
+
+
+def _refuse_foreign_schemas(tree: exp.Expression) -> None:
+    """A client names pg_catalog, information_schema or public only: never a shadow schema (each
+    holds the views of one set of users), so `c1.regclass_out(16384)` or `FROM c1.pg_description`
+    cannot read the catalog of views the session's user may not see."""
+    for node in tree.walk():
+        qualifier = None
+        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier):
+            qualifier = node.this
+        elif isinstance(node, (exp.Table, exp.Column)) and node.args.get("db") is not None:
+            qualifier = node.args["db"]
+        if qualifier is not None and isinstance(qualifier, exp.Identifier) and qualifier.name.lower() not in _CLIENT_SCHEMAS:
+            raise QueryError(f'schema "{qualifier.name}" does not exist; the catalog has pg_catalog, '
+                             f"information_schema and public", "3F000")
 
 
 def _uint(value: exp.Expression) -> exp.Expression:

@@ -292,7 +292,8 @@ class Connection:
         if not self.user:
             raise BackendError("no PostgreSQL user name specified in startup packet", "28000", severity="FATAL")
         database = params.get("database") or self.user
-        await authenticate(self.server.auth_method, self.server.users, self.user, self._send_now, self.read_message)
+        await authenticate(self.server.auth_method, self.server.users, self.user, self._send_now, self.read_message,
+                           self.server.login_throttle, self.writer.get_extra_info("peername"))
         self.authenticated = True
         self.send(p.AUTH_OK)
 

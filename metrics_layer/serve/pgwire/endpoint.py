@@ -5,6 +5,12 @@ Project file:
     sql:
       port: 15432
       auth: scram-sha-256          # or md5, password, trust
+      tls_cert: server.crt         # optional: TLS of the endpoint's own (PEM, relative to the project)
+      tls_key: server.key
+      failed_logins:               # rate limit (auth.LoginThrottle); these are the defaults
+        per_address: {burst: 10, per_minute: 10}   # then refused (53300) until refilled
+        per_user: {burst: 30, per_minute: 30}      # then each attempt delayed, up to max_delay
+        max_delay: 5                               # seconds; beyond it refused (53300)
     users:
       analyst: {password_env: ANALYST_PASSWORD}                 # every view
       fraud_team: {password: s3cret, views: [fraud_monitoring]}  # only these views
@@ -150,6 +156,43 @@ def limits_config(project: Project) -> dict[str, int]:
     return limits
 
 
+FAILED_LOGIN_KEYS = ("per_address", "per_user", "max_delay")
+FAILED_LOGIN_BUCKET_KEYS = ("burst", "per_minute")
+
+
+def login_throttle_config(project: Project) -> Any:
+    """`sql: {failed_logins: {per_address: {burst, per_minute}, per_user: {burst, per_minute}, max_delay}}`
+    as an auth.LoginThrottle (the defaults for what is not given)."""
+    from .auth import LoginThrottle
+
+    sql_settings = project.settings.get("sql") or {}
+    spec = sql_settings.get("failed_logins") if isinstance(sql_settings, dict) else None
+    if spec is None:
+        return LoginThrottle()
+    if not isinstance(spec, dict):
+        raise ProjectError(f"sql.failed_logins: must be a mapping with keys {', '.join(FAILED_LOGIN_KEYS)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(FAILED_LOGIN_KEYS))
+    if unknown:
+        raise ProjectError(f"sql.failed_logins: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FAILED_LOGIN_KEYS)}")
+    defaults = LoginThrottle()
+    options: dict[str, Any] = {}
+    for key, buckets in (("per_address", defaults.addresses), ("per_user", defaults.users)):
+        bucket = spec.get(key) or {}
+        if not isinstance(bucket, dict) or set(bucket) - set(FAILED_LOGIN_BUCKET_KEYS):
+            raise ProjectError(f"sql.failed_logins.{key}: must be a mapping with burst (failures at once, a whole "
+                               f"number >= 1) and per_minute (refill, a number > 0), got {bucket!r}")
+        burst, per_minute = bucket.get("burst", buckets.burst), bucket.get("per_minute", buckets.rate * 60)
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ProjectError(f"sql.failed_logins.{key}.burst: must be a whole number of at least 1, got {burst!r}")
+        if isinstance(per_minute, bool) or not isinstance(per_minute, (int, float)) or per_minute <= 0:
+            raise ProjectError(f"sql.failed_logins.{key}.per_minute: must be a number above 0, got {per_minute!r}")
+        options[key] = (burst, float(per_minute))
+    max_delay = spec.get("max_delay", defaults.max_delay)
+    if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)) or max_delay < 0:
+        raise ProjectError(f"sql.failed_logins.max_delay: must be a number of seconds (0 or more), got {max_delay!r}")
+    return LoginThrottle(options["per_address"], options["per_user"], float(max_delay))
+
+
 async def start_sql_endpoint(service, host: str, port: int, project: Project, **server_options: Any) -> SqlEndpoint:
     """Start the PostgreSQL-protocol endpoint over `service`; returns it once listening."""
     from ...views import public_views
@@ -158,7 +201,17 @@ async def start_sql_endpoint(service, host: str, port: int, project: Project, **
     auth, passwords, views = endpoint_config(project, host)
     check_views(views, list(public_views(service.model)))
     backend = SemanticBackend(service, views)
-    server_options = {**limits_config(project), **server_options}
+    server_options = {**limits_config(project), "login_throttle": login_throttle_config(project), **server_options}
+    tls = project.tls("sql")
+    if tls is not None and "ssl_context" not in server_options:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+        except (ssl.SSLError, OSError) as e:
+            raise ProjectError(f"sql.tls_cert / sql.tls_key: cannot load the certificate and key: {e}") from None
+        server_options["ssl_context"] = context  # clients ask for it (sslmode=require); plain connections still work
     server = PgWireServer(backend, host=host, port=port, users=passwords, auth_method=auth, **server_options)
     await server.start()
     if project.is_demo and passwords == {DEMO_USER[0]: DEMO_USER[1]}:

@@ -20,7 +20,7 @@ import ssl
 import threading
 from typing import Any
 
-from .auth import AUTH_METHODS, UserTable
+from .auth import AUTH_METHODS, LoginThrottle, UserTable
 from .backend import Backend
 from . import protocol as p
 from .connection import Connection
@@ -52,6 +52,7 @@ class PgWireServer:
         server_version: str = SERVER_VERSION,
         max_message_bytes: int | None = None,
         max_statement_length: int | None = None,
+        login_throttle: LoginThrottle | None = None,
     ):
         if auth_method not in AUTH_METHODS:
             raise ValueError(f"auth_method must be one of {AUTH_METHODS}, got {auth_method!r}")
@@ -62,6 +63,8 @@ class PgWireServer:
         self.port = port
         self.users = UserTable(users) if users is not None else None
         self.auth_method = auth_method
+        # Failed logins per address and user name (auth.LoginThrottle); the defaults unless given.
+        self.login_throttle = login_throttle if login_throttle is not None else LoginThrottle()
         self.ssl_context = ssl_context
         # Memory per connection: a message is refused before it is read when longer than these.
         self.max_message_bytes = int(max_message_bytes or p.DEFAULT_MAX_MESSAGE_BYTES)

@@ -309,17 +309,23 @@ def _parse_fetch(head: str, rest: list[Token], sql: str) -> Command:
             if words[0].value == "all" and words[0].keyword:
                 count = None
                 words.pop(0)
-            elif words[0].value.lstrip("+-").isdigit():
+            elif _is_count(words[0].value):
                 count = int(words.pop(0).value)
     elif words and words[0].keyword and words[0].value in ("prior", "first", "last", "absolute", "relative", "backward"):
         raise CommandSyntaxError(f"{tag} {words[0].value.upper()} is not supported: cursors are forward-only", None, "0A000")
     elif len(words) > 1 and words[0].keyword and words[0].value == "all":
         count = None
         words.pop(0)
-    elif len(words) > 1 and words[0].value.lstrip("+-").isdigit():
+    elif len(words) > 1 and _is_count(words[0].value):
         count = int(words.pop(0).value)
     if count is not None and count < 0:
         raise CommandSyntaxError(f"{tag} with a negative count is not supported: cursors are forward-only", None, "0A000")
     if words and words[0].keyword and words[0].value in ("from", "in"):
         words.pop(0)
     return Command(head, tag, name=_name(words, sql), count=count)
+
+
+def _is_count(word: str) -> bool:
+    """An optionally signed whole number in ASCII digits ("²".isdigit() is true, int("²") fails)."""
+    digits = word.lstrip("+-")
+    return digits.isascii() and digits.isdigit()
