@@ -42,8 +42,13 @@ def _examples(n: int) -> int:
     return max(10, int(n * SCALE))
 
 
+# CI replays the same cases every run (a red CI is then a regression, not a new draw);
+# elsewhere each run draws new cases.
+DERANDOMIZE = os.environ.get("CI") == "true"
+
+
 def _fuzz_settings(n: int):
-    return settings(max_examples=_examples(n), deadline=None, database=None, derandomize=False,
+    return settings(max_examples=_examples(n), deadline=None, database=None, derandomize=DERANDOMIZE,
                     suppress_health_check=list(HealthCheck))
 
 
