@@ -214,6 +214,14 @@ def online_values(service, view: str, keys: Sequence[Any], model=None) -> dict:
         if not isinstance(k, (str, int)) or isinstance(k, bool):
             raise QueryError(f"a key is text or an integer, got {k!r}", "22023")
     keys = list(dict.fromkeys(str(k) for k in keys))
+    table = _refreshed_table(service, model, spec)
+    # A lookup in the materialization's rows as of its last refresh; a key it does not hold (no
+    # rows, or not a value of the entity) goes the query's way below, which says which.
+    if table is not None and all(k in table[2] for k in keys):
+        sql, freshness, values = table
+        rows = [{"key": k, "values": dict(zip(spec.metrics, values[k]))} for k in keys]
+        return {"view": view, "entity": spec.entity, "metrics": list(spec.metrics),
+                "source": f"materialization {freshness['materialization']}", "freshness": freshness, "rows": rows, "sql": sql}
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     # Sorted: the same key set in any order is one query (compile cache, result cache).
     query = SemanticQuery(spec.metrics, (DimensionRef(spec.entity),), (Filter(spec.entity, "in", tuple(sorted(keys))),))
@@ -233,6 +241,37 @@ def online_values(service, view: str, keys: Sequence[Any], model=None) -> dict:
         source, freshness = "query", {"computed_at": now.isoformat(sep=" ") + "Z"}
     return {"view": view, "entity": spec.entity, "metrics": list(spec.metrics), "source": source,
             "freshness": freshness, "rows": rows, "sql": result.sql}
+
+
+ONLINE_TABLE_ROWS = 100_000  # a view's rows kept in memory per refresh, at most
+
+
+def _refreshed_table(service, model, spec) -> tuple[str, dict, dict] | None:
+    """(SQL, freshness, values by key) of the whole view, when it is read from a materialization
+    refreshed in batch (DuckDB, PostgreSQL) and holds at most ONLINE_TABLE_ROWS keys.
+
+    Such a materialization changes only when it is refreshed, so its rows by key, read once per
+    refresh through the same compiled query (all keys, no filter), answer every lookup until the
+    next one exactly: a dictionary lookup instead of a query per request. The entry is checked
+    on each request against the current route (the same SQL, the same refreshed_at), so a
+    refresh, a redeploy, a stale materialization or a reloaded model reads afresh.
+    """
+    from .query import DimensionRef, SemanticQuery
+
+    query = SemanticQuery(spec.metrics, (DimensionRef(spec.entity),))
+    explained = service.explain(query, model=model)
+    freshness = explained.freshness
+    if freshness is None or freshness["maintained_by"] != "refresh" or freshness["refreshed_at"] is None:
+        return None
+    signature = (id(model), spec.name)
+    entry = service.online_tables.get(signature)
+    if entry is not None and entry[0] is model and entry[1] == (explained.sql, freshness["refreshed_at"]):
+        values = entry[2]
+    else:
+        result = service.run(query, model=model)
+        values = {str(row[0]): tuple(row[1:]) for row in result.rows} if len(result.rows) <= ONLINE_TABLE_ROWS else None
+        service.online_tables[signature] = (model, (explained.sql, freshness["refreshed_at"]), values)
+    return (explained.sql, freshness, values) if values is not None else None
 
 
 def _values_over_no_rows(service, model, spec, keys: list[str]) -> tuple:

@@ -184,6 +184,24 @@ def test_online_values_equal_as_of_now_then_from_a_materialization(service):
         assert _close(row["values"]["merchant_fraud_rate_7d"], expected[row["key"]]), row
         assert _close(row["values"]["merchant_fraud_rate_7d"], _as_of_now(service, row["key"])), row
 
+    # Keys the refreshed materialization holds are looked up in its rows, read once per refresh.
+    held = ["3", "1", "2"]
+    for _ in range(2):
+        looked_up = online_values(service, "merchant_features", held)
+        assert looked_up["source"] == "materialization merchant_fraud_now"
+        assert [r["key"] for r in looked_up["rows"]] == held
+        for row in looked_up["rows"]:
+            assert _close(row["values"]["merchant_fraud_rate_7d"], expected[row["key"]]), row
+    (model, (_, refreshed_at), values), = service.online_tables.values()
+    assert model is service.model and set(values) == {"1", "2", "3"}
+    assert refreshed_at == looked_up["freshness"]["refreshed_at"]
+    deploy.refresh(service.engine, SCHEMA)
+    service.forget_routes()
+    again = online_values(service, "merchant_features", held)
+    (_, (_, reread_at), _), = service.online_tables.values()
+    assert reread_at == again["freshness"]["refreshed_at"] != refreshed_at  # read afresh after the refresh
+    assert [r["values"] for r in again["rows"]] == [r["values"] for r in looked_up["rows"]]
+
     # The same document over REST and GraphQL, from a real server on a loopback port.
     server = LiveServer(create_app(service), service).start()
     try:
