@@ -36,6 +36,13 @@ pytestmark = pytest.mark.superset
 
 SUPERSET_VERSION = "6.1.0"
 PSYCOPG2_VERSION = "2.9.13"
+# Superset's driver for PostgreSQL, and three fixes to what 6.1.0 declares on PyPI: rich
+# (superset/cli/test_db.py imports it, undeclared: `superset` fails without it), cachetools
+# (db_engine_specs/aws_iam.py imports it, undeclared: no engine spec loads, every database call is
+# a 500) and flask-caching 2.3.1, the release Superset's own requirements pin (2.5 changed
+# `_memoize_make_cache_key`, which superset/utils/cache_manager.py overrides: the app does not start).
+PACKAGES = [f"apache-superset=={SUPERSET_VERSION}", f"psycopg2-binary=={PSYCOPG2_VERSION}", "rich==15.0.0",
+            "cachetools==6.2.1", "flask-caching==2.3.1"]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metrics-layer" / f"superset-{SUPERSET_VERSION}"
 INSTALL_TIMEOUT = 900  # against a hang only
 PASSWORD = "superset-pw"
@@ -107,20 +114,18 @@ def superset_venv() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once: one installs, the other waits
-        if marker.exists() and (venv / "bin" / "superset").exists():
+        if marker.exists() and marker.read_text().split(" installed")[0] == " ".join(PACKAGES):
             return venv
         shutil.rmtree(venv, ignore_errors=True)
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         result = subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"apache-superset=={SUPERSET_VERSION}",
-             f"psycopg2-binary=={PSYCOPG2_VERSION}"],
+            [str(venv / "bin" / "pip"), "install", "-q", *PACKAGES],
             capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
         if result.returncode != 0:
             pytest.fail(f"pip could not install apache-superset=={SUPERSET_VERSION}:\n{result.stderr[-4000:]}")
         seconds = time.monotonic() - started
-        marker.write_text(f"apache-superset=={SUPERSET_VERSION} psycopg2-binary=={PSYCOPG2_VERSION} "
-                          f"installed in {seconds:.0f} s\n")
+        marker.write_text(f"{' '.join(PACKAGES)} installed in {seconds:.0f} s\n")  # last: the venv is complete
         return venv
 
 
@@ -176,7 +181,8 @@ class Superset:
     def post(self, path: str, payload: dict, expect: int = 200) -> dict:
         r = self.http.post(path, json=payload)
         assert r.status_code == expect, (f"POST {path}: {r.status_code} {r.text[:3000]}\n"
-                                         f"last statements the endpoint was sent:\n{self.sent()}")
+                                         f"last statements the endpoint was sent:\n{self.sent()}\n"
+                                         f"Superset's log:\n{self.tail()}")
         return r.json()
 
     def sent(self) -> str:
