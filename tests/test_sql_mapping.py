@@ -236,6 +236,28 @@ def test_wrappers(model):
     assert q.metrics == ("leads.lead_count",) and q.dimensions == ()
 
 
+SUPERSET_VIRTUAL_DATASET = (  # captured from Superset 6.1.0 (tests/test_superset.py, virtual dataset bar chart)
+    'SELECT utm_source AS utm_source, sum(lead_count) AS "SUM(lead_count)" \n'
+    'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring\n'
+    ') AS virtual_table GROUP BY utm_source ORDER BY "SUM(lead_count)" DESC \n LIMIT 10000')
+
+
+def test_quoted_labels_and_aliases_over_a_subquery_keep_their_case(model):
+    """An outer "SUM(x)" label is ordered by as written (Superset's virtual datasets); quoted
+    subquery and CTE names are exact, as in PostgreSQL."""
+    t, q = mapped(model, SUPERSET_VIRTUAL_DATASET)
+    assert [c.name for c in t.columns] == ["utm_source", "SUM(lead_count)"]
+    assert q.dimensions == (DimensionRef("leads.utm_source"),) and q.order_by == (OrderBy("leads.lead_count", True),)
+    assert q.limit == 10000
+    t, _ = mapped(model, 'SELECT "T".utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) AS "T"')
+    assert [c.name for c in t.columns] == ["utm_source"]
+    t, _ = mapped(model, 'WITH "Q" AS (SELECT utm_source, lead_count FROM conversion_monitoring) SELECT * FROM "Q"')
+    assert [c.name for c in t.columns] == ["utm_source", "lead_count"]
+    t, _ = mapped(model, 'SELECT count(*) AS "Rows" FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t')
+    assert t.count_rows and t.count_name == "Rows"
+    assert "missing FROM-clause entry" in refused(model, 'SELECT "T".utm_source FROM (SELECT utm_source FROM conversion_monitoring) AS t', "42P01")
+
+
 TABLEAU_REAGG = ('SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
                  'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1')
 

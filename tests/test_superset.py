@@ -368,3 +368,46 @@ def test_sql_lab(superset, datasets, truth):  # noqa: F811
     rows = [(r["model_version"], r["accuracy"]) for r in body["data"]]
     expected = [(r[0], r[1]) for r in truth(reference.conversion_metrics_by_model_version())]
     assert_rows(rows, expected, "SQL Lab")
+
+
+def test_time_series_broken_down_by_a_dimension(superset, datasets, truth):  # noqa: F811
+    x_axis = {"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "created_at",
+              "label": "created_at", "expressionType": "SQL"}
+    rows, sql = chart_data(superset, datasets["conversion_monitoring"], {
+        "columns": [x_axis, "utm_source"], "metrics": [simple_metric("lead_count", "SUM")],
+        "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE", "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}],
+        "orderby": [[simple_metric("lead_count", "SUM"), False]], "row_limit": 10000})
+    expected = {(int(d.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
+        "SELECT date_trunc('day', created_at), utm_source, count(DISTINCT id) FROM leads "
+        "WHERE created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-12' GROUP BY 1, 2")}
+    assert {(r["created_at"], r["utm_source"]): r["SUM(lead_count)"] for r in rows} == expected, sql
+
+
+def test_virtual_dataset(superset, datasets, truth):  # noqa: F811
+    """A dataset defined by SQL: Superset wraps it as a subquery (FROM (<sql>) AS virtual_table)."""
+    created = superset.post("/api/v1/dataset/", {
+        "database": datasets["database"], "schema": "public", "table_name": "leads_by_channel_and_version",
+        "sql": "SELECT utm_source, model_version, lead_count FROM conversion_monitoring"}, expect=201)
+    rows, sql = chart_data(superset, created["id"], {
+        "columns": ["utm_source"], "metrics": [simple_metric("lead_count", "SUM")],
+        "orderby": [[simple_metric("lead_count", "SUM"), False]], "row_limit": 10000})
+    assert "virtual_table" in sql, sql
+    expected = dict(truth("SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1"))
+    assert {r["utm_source"]: r["SUM(lead_count)"] for r in rows} == expected, sql
+
+
+def test_series_limit_is_refused_with_the_reason(superset, datasets):
+    """A time series limited to its top N series: Superset joins the query with a subquery of the
+    top N groups, which is two metrics queries: refused (0A000), and Superset shows why."""
+    x_axis = {"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "created_at",
+              "label": "created_at", "expressionType": "SQL"}
+    payload = {"datasource": {"id": datasets["conversion_monitoring"], "type": "table"}, "force": True,
+               "result_format": "json", "result_type": "full", "queries": [{
+                   "columns": [x_axis, "utm_source"], "series_columns": ["utm_source"], "series_limit": 2,
+                   "series_limit_metric": simple_metric("lead_count", "SUM"),
+                   "metrics": [simple_metric("lead_count", "SUM")], "row_limit": 10000,
+                   "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE",
+                                "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]}]}
+    r = superset.http.post("/api/v1/chart/data", json=payload)
+    print(r.status_code, r.text[:3000])
+    assert r.status_code == 400, r.text[:3000]
