@@ -409,5 +409,8 @@ def test_series_limit_is_refused_with_the_reason(superset, datasets):
                    "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE",
                                 "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]}]}
     r = superset.http.post("/api/v1/chart/data", json=payload)
-    print(r.status_code, r.text[:3000])
     assert r.status_code == 400, r.text[:3000]
+    assert "JOIN cannot be mapped onto a metrics query" in r.json()["message"], r.text[:3000]
+    assert superset.post("/api/v1/sqllab/execute/", {  # the endpoint's connection is still usable
+        "database_id": datasets["database"], "schema": "public", "runAsync": False, "select_as_cta": False,
+        "client_id": "mlsqllab2", "tab": "metrics", "queryLimit": 10, "sql": "SELECT 1 AS one"})["data"] == [{"one": 1}]
