@@ -14,6 +14,7 @@ printed when a test fails.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -318,7 +319,7 @@ def test_time_series_by_day_with_a_time_range(superset, datasets, truth):  # noq
                      "WHERE created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-17' GROUP BY 1")
     # Superset returns timestamps as epoch milliseconds
     got = sorted((r["created_at"], r["SUM(lead_count)"]) for r in rows)
-    want = sorted((int(d.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1000), n) for d, n in expected)
+    want = sorted((int(d.replace(tzinfo=dt.timezone.utc).timestamp() * 1000), n) for d, n in expected)
     assert len(got) == 7 and got == want, sql
 
 
@@ -377,7 +378,7 @@ def test_time_series_broken_down_by_a_dimension(superset, datasets, truth):  # n
         "columns": [x_axis, "utm_source"], "metrics": [simple_metric("lead_count", "SUM")],
         "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE", "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}],
         "orderby": [[simple_metric("lead_count", "SUM"), False]], "row_limit": 10000})
-    expected = {(int(d.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
+    expected = {(int(d.replace(tzinfo=dt.timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
         "SELECT date_trunc('day', created_at), utm_source, count(DISTINCT id) FROM leads "
         "WHERE created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-12' GROUP BY 1, 2")}
     assert {(r["created_at"], r["utm_source"]): r["SUM(lead_count)"] for r in rows} == expected, sql
@@ -414,3 +415,39 @@ def test_series_limit_is_refused_with_the_reason(superset, datasets):
     assert superset.post("/api/v1/sqllab/execute/", {  # the endpoint's connection is still usable
         "database_id": datasets["database"], "schema": "public", "runAsync": False, "select_as_cta": False,
         "client_id": "mlsqllab2", "tab": "metrics", "queryLimit": 10, "sql": "SELECT 1 AS one"})["data"] == [{"one": 1}]
+
+
+def test_dashboard_filter_values_and_column_refresh(superset, datasets, truth):  # noqa: F811
+    """A dashboard's select filter asks for a column's distinct values; "Sync columns from source"
+    re-reads the view's columns through the catalog."""
+    rows, sql = chart_data(superset, datasets["conversion_monitoring"], {
+        "columns": ["utm_source"], "metrics": [], "orderby": [["utm_source", True]], "row_limit": 1000})
+    expected = [r[0] for r in truth("SELECT DISTINCT utm_source FROM leads ORDER BY 1 NULLS LAST")]
+    assert [r["utm_source"] for r in rows] == expected, sql
+    r = superset.http.put(f"/api/v1/dataset/{datasets['fraud_monitoring']}/refresh")
+    assert r.status_code == 200, r.text[:2000]
+
+
+def test_samples_pane(superset, datasets, truth):  # noqa: F811
+    """Explore's "Samples" pane selects every column of the dataset with a LIMIT and no GROUP BY:
+    each row is one group of all the dimensions. Over conversion_monitoring it includes the
+    trailing-window accuracy_3h at the raw created_at, which has no exact meaning: refused, and
+    Superset shows the reason."""
+    def samples(view: str):
+        return superset.http.post("/api/v1/chart/data", json={
+            "datasource": {"id": datasets[view], "type": "table"}, "force": True,
+            "queries": [{"row_limit": 10}], "result_format": "json", "result_type": "samples"})
+
+    r = samples("fraud_monitoring")
+    assert r.status_code == 200, r.text[:2000]
+    result = r.json()["result"][0]
+    assert len(result["data"]) == 10 and "LIMIT 10" in result["query"], result["query"]
+    counts = {(r[0], r[1], r[2]): r[3] for r in truth(
+        f"{reference._fraud_ctes(None, None)} SELECT model_version, merchant_category, created_at, count(*) "
+        "FROM joined GROUP BY 1, 2, 3")}
+    for row in result["data"]:  # each sample row is its group's numbers; created_at in epoch ms
+        created = dt.datetime.fromtimestamp(row["created_at"] / 1000, dt.timezone.utc)
+        key = (row["model_version"], row["merchant_category"], created.replace(tzinfo=None))
+        assert counts[key] == row["transaction_count"], (row, result["query"])
+    r = samples("conversion_monitoring")
+    assert r.status_code == 400 and "trailing window" in r.json()["message"], r.text[:2000]
