@@ -412,6 +412,7 @@ def test_series_limit_is_refused_with_the_reason(superset, datasets):
     r = superset.http.post("/api/v1/chart/data", json=payload)
     assert r.status_code == 400, r.text[:3000]
     assert "JOIN cannot be mapped onto a metrics query" in r.json()["message"], r.text[:3000]
+    assert "series limit" in r.json()["message"], r.text[:3000]
     assert superset.post("/api/v1/sqllab/execute/", {  # the endpoint's connection is still usable
         "database_id": datasets["database"], "schema": "public", "runAsync": False, "select_as_cta": False,
         "client_id": "mlsqllab2", "tab": "metrics", "queryLimit": 10, "sql": "SELECT 1 AS one"})["data"] == [{"one": 1}]

@@ -562,6 +562,11 @@ class _Mapper:
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
                            ("with_", "WITH"), ("into", "SELECT INTO"), ("locks", "FOR UPDATE / FOR SHARE")):
             if select.args.get(part):
+                if part == "joins" and _top_n_join(select):
+                    raise QueryError(
+                        "JOIN cannot be mapped onto a metrics query: a join with a subquery that picks the top N groups "
+                        "(ORDER BY ... LIMIT n; Superset's series limit) is two metrics queries; leave the series limit "
+                        "empty, or filter the series with IN (...)", UNSUPPORTED)
                 raise QueryError(f"{what} cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
         distinct = select.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
@@ -1229,6 +1234,14 @@ class _Mapper:
                     raise QueryError(f"{what} must not be negative", "2201W")
                 return value
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _top_n_join(select: exp.Select) -> bool:
+    """A join with a subquery that orders and limits its groups: the top-N series of a chart
+    (Superset's `JOIN (SELECT d AS d__, ... GROUP BY d ORDER BY ... LIMIT n) AS series_limit`)."""
+    return any(isinstance(j.this, exp.Subquery) and isinstance(j.this.this, exp.Select)
+               and j.this.this.args.get("limit") is not None and j.this.this.args.get("group") is not None
+               for j in select.args.get("joins") or [])
 
 
 def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
