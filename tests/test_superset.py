@@ -7,7 +7,7 @@ serves the demo DuckDB data on another. Superset connects with psycopg2 (its Pos
 syncs datasets for the views and answers chart-data and SQL Lab requests; every number it returns
 is compared with hand-written SQL run directly on a copy of the same DuckDB file.
 
-Run just this test: `pytest -m superset`. Under CI=true a failed install or start fails the test.
+Run just this test: `pytest -m superset`. A failed install or start fails the test (never a skip).
 The statements Superset sent are written to <tmp>/statements.jsonl (the endpoint's log), and
 printed when a test fails.
 """
@@ -25,13 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import reference
 from conftest import make_project
 from test_sql_endpoint import assert_rows, data_path, truth  # noqa: F401
-
-httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.superset
 
