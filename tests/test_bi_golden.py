@@ -4,7 +4,10 @@ compared with hand-written SQL on the same data.
 Each statement is the SQL a tool generates for an everyday chart, written over the demo's
 views in the form the tool's own source produces. Where each form comes from:
 
-* Superset: apache/superset, superset/db_engine_specs/postgres.py: `convert_dttm` writes
+* Superset: SUPERSET_CAPTURED below holds the statements a real Superset 6.1.0 sent
+  (tests/test_superset.py, from the endpoint's log; its catalog statements are
+  tests/golden/catalog/superset_*.sql). The GOLDEN entries follow
+  apache/superset, superset/db_engine_specs/postgres.py: `convert_dttm` writes
   datetime bounds as TO_TIMESTAMP('<iso, microseconds>', 'YYYY-MM-DD HH24:MI:SS.US') and dates as
   TO_DATE('<date>', 'YYYY-MM-DD'); `_time_grain_expressions` groups by DATE_TRUNC('day', {col}).
   Metric labels are "SUM(x)"-style quoted aliases, row limits LIMIT 10000.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import pytest
 
+import reference
 from test_sql_endpoint import AS_OF, Endpoint, assert_rows, data_path, endpoint, expected_accuracy, psycopg, truth  # noqa: F401
 
 LEADS_BY_SOURCE = "SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1 ORDER BY 1"
@@ -106,6 +110,64 @@ GOLDEN = {
         "SELECT * FROM (SELECT utm_source, lead_count FROM conversion_monitoring ORDER BY utm_source) AS t LIMIT 1000",
         LEADS_BY_SOURCE),
 }
+
+# Captured: the statements a real Superset 6.1.0 sent the endpoint for the charts of
+# tests/test_superset.py (from the endpoint's log, text as sent). Ordered by a metric, so rows are
+# compared as sets (ties).
+JOINED = reference._conversion_ctes(None, None)
+RANGE_10_17 = "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-17'"
+SUPERSET_TS = "TO_TIMESTAMP('{} 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')"
+SUPERSET_RANGE = (f"WHERE\n  created_at >= {SUPERSET_TS.format('2026-02-10')}\n"
+                  f"  AND created_at < {SUPERSET_TS.format('2026-02-17')}\n")
+SUPERSET_CAPTURED = {
+    "bar chart": (
+        'SELECT\n  utm_source AS utm_source,\n  SUM(lead_count) AS "SUM(lead_count)"\nFROM public.conversion_monitoring\n'
+        'GROUP BY\n  utm_source\nORDER BY\n  "SUM(lead_count)" DESC\nLIMIT 10000',
+        "SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1"),
+    "filtered chart": (
+        'SELECT\n  model_version AS model_version,\n  SUM(lead_count) AS "SUM(lead_count)",\n  MAX(accuracy) AS "MAX(accuracy)"\n'
+        "FROM public.conversion_monitoring\nWHERE\n  utm_source IN ('google', 'bing')\nGROUP BY\n  model_version\n"
+        'ORDER BY\n  "SUM(lead_count)" DESC\nLIMIT 10000',
+        f"{JOINED} SELECT model_version, {reference.N_LEADS}, {reference.ACCURACY} FROM joined "
+        "WHERE utm_source IN ('google', 'bing') GROUP BY 1"),
+    "time series by day with a time range": (
+        "SELECT\n  DATE_TRUNC('DAY', created_at) AS created_at,\n  SUM(lead_count) AS \"SUM(lead_count)\"\n"
+        f"FROM public.conversion_monitoring\n{SUPERSET_RANGE}GROUP BY\n  DATE_TRUNC('DAY', created_at)\n"
+        'ORDER BY\n  "SUM(lead_count)" DESC\nLIMIT 10000',
+        f"SELECT date_trunc('day', created_at), count(DISTINCT id) FROM leads WHERE {RANGE_10_17} GROUP BY 1"),
+    "big number of a ratio": (
+        'SELECT\n  MAX(accuracy) AS "MAX(accuracy)"\nFROM public.conversion_monitoring\nLIMIT 10000',
+        f"{JOINED} SELECT {reference.ACCURACY} FROM joined"),
+    "big number of a ratio over a time range": (
+        f'SELECT\n  MAX(accuracy) AS "MAX(accuracy)"\nFROM public.conversion_monitoring\n{SUPERSET_RANGE}LIMIT 10000',
+        f"{JOINED} SELECT {reference.ACCURACY} FROM joined WHERE {RANGE_10_17}"),
+    "fraud chart": (
+        'SELECT\n  merchant_category AS merchant_category,\n  MAX(fraud_loss) AS "MAX(fraud_loss)"\n'
+        'FROM public.fraud_monitoring\nGROUP BY\n  merchant_category\nORDER BY\n  "MAX(fraud_loss)" DESC\nLIMIT 10000',
+        "SELECT merchant_category, fraud_loss FROM (" + reference.fraud_by_merchant_category() + ") r"),
+    "virtual dataset": (
+        'SELECT\n  utm_source AS utm_source,\n  SUM(lead_count) AS "SUM(lead_count)"\nFROM (\n  SELECT\n    utm_source,\n'
+        '    model_version,\n    lead_count\n  FROM conversion_monitoring\n) AS virtual_table\nGROUP BY\n  utm_source\n'
+        'ORDER BY\n  "SUM(lead_count)" DESC\nLIMIT 10000',
+        "SELECT utm_source, count(DISTINCT id) FROM leads GROUP BY 1"),
+    "SQL Lab": (
+        "SELECT\n  model_version,\n  accuracy\nFROM conversion_monitoring\nGROUP BY\n  1\nORDER BY\n  1\nLIMIT 1001",
+        f"{JOINED} SELECT model_version, {reference.ACCURACY} FROM joined GROUP BY 1"),
+}
+
+
+def _key(row):
+    return tuple((v is None, str(v)) for v in row)
+
+
+@pytest.mark.parametrize("name", list(SUPERSET_CAPTURED))
+def test_superset_captured_statement(endpoint, truth, name):  # noqa: F811
+    sql, reference_sql = SUPERSET_CAPTURED[name]
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        rows = conn.execute(sql).fetchall()
+    assert rows, name
+    assert_rows(sorted(rows, key=_key), sorted(truth(reference_sql), key=_key), name)
+
 
 REFUSED = {
     "grafana $__timeGroupAlias": (

@@ -236,6 +236,44 @@ def test_wrappers(model):
     assert q.metrics == ("leads.lead_count",) and q.dimensions == ()
 
 
+SUPERSET_VIRTUAL_DATASET = (  # captured from Superset 6.1.0 (tests/test_superset.py, virtual dataset bar chart)
+    'SELECT utm_source AS utm_source, sum(lead_count) AS "SUM(lead_count)" \n'
+    'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring\n'
+    ') AS virtual_table GROUP BY utm_source ORDER BY "SUM(lead_count)" DESC \n LIMIT 10000')
+
+
+def test_quoted_labels_and_aliases_over_a_subquery_keep_their_case(model):
+    """An outer "SUM(x)" label is ordered by as written (Superset's virtual datasets); quoted
+    subquery and CTE names are exact, as in PostgreSQL."""
+    t, q = mapped(model, SUPERSET_VIRTUAL_DATASET)
+    assert [c.name for c in t.columns] == ["utm_source", "SUM(lead_count)"]
+    assert q.dimensions == (DimensionRef("leads.utm_source"),) and q.order_by == (OrderBy("leads.lead_count", True),)
+    assert q.limit == 10000
+    t, _ = mapped(model, 'SELECT "T".utm_source FROM (SELECT utm_source, lead_count FROM conversion_monitoring) AS "T"')
+    assert [c.name for c in t.columns] == ["utm_source"]
+    t, _ = mapped(model, 'WITH "Q" AS (SELECT utm_source, lead_count FROM conversion_monitoring) SELECT * FROM "Q"')
+    assert [c.name for c in t.columns] == ["utm_source", "lead_count"]
+    t, _ = mapped(model, 'SELECT count(*) AS "Rows" FROM (SELECT utm_source, lead_count FROM conversion_monitoring) t')
+    assert t.count_rows and t.count_name == "Rows"
+    assert "missing FROM-clause entry" in refused(model, 'SELECT "T".utm_source FROM (SELECT utm_source FROM conversion_monitoring) AS t', "42P01")
+
+
+SUPERSET_SERIES_LIMIT = (  # captured from Superset 6.1.0: a time series limited to its top 2 series
+    "SELECT DATE_TRUNC('DAY', created_at) AS created_at, utm_source AS utm_source, SUM(lead_count) AS \"SUM(lead_count)\" "
+    "FROM public.conversion_monitoring JOIN (SELECT utm_source AS utm_source__, SUM(lead_count) AS mme_inner__ "
+    "FROM public.conversion_monitoring WHERE created_at >= TO_TIMESTAMP('2026-02-10 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+    "GROUP BY utm_source ORDER BY SUM(lead_count) DESC LIMIT 2) AS series_limit ON utm_source = utm_source__ "
+    "WHERE created_at >= TO_TIMESTAMP('2026-02-10 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US') "
+    "GROUP BY DATE_TRUNC('DAY', created_at), utm_source LIMIT 10000")
+
+
+def test_top_n_series_join_is_refused_with_the_reason(model):
+    message = refused(model, SUPERSET_SERIES_LIMIT)
+    assert "JOIN cannot be mapped" in message and "series limit" in message and "IN (...)" in message
+    message = refused(model, "SELECT v.utm_source FROM conversion_monitoring v JOIN conversion_monitoring w ON true")
+    assert "JOIN cannot be mapped" in message and "series limit" not in message
+
+
 TABLEAU_REAGG = ('SELECT "t"."utm_source" AS "utm_source", SUM("t"."lead_count") AS "sum:lead_count:ok" '
                  'FROM (SELECT utm_source, model_version, lead_count FROM conversion_monitoring) "t" GROUP BY 1')
 

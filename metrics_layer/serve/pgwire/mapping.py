@@ -356,7 +356,7 @@ class _Mapper:
             return inner
         if simple and len(projections) == 1:
             node = projections[0]
-            name = ident(node.alias) if isinstance(node, exp.Alias) else "count"
+            name = ident(node.args.get("alias")) if isinstance(node, exp.Alias) else "count"
             target = node.this if isinstance(node, exp.Alias) else node
             if isinstance(target, exp.Count) and isinstance(target.this, exp.Star):
                 inner = self._select(sub.this)
@@ -379,7 +379,7 @@ class _Mapper:
         or LIMIT inside (they would pick groups before they are added up)."""
         inner_sql = sub.this
         inner = self._select(inner_sql.copy())
-        alias = ident(sub.alias) if sub.alias else None
+        alias = ident(sub.args["alias"].this) if sub.alias else None  # "Quoted" keeps its case
         names: dict[str, tuple[exp.Expression, OutputColumn]] = {}
         for column, node in zip(inner.columns, self._projections(inner_sql, inner)):
             names.setdefault(column.name, (node, column))
@@ -416,7 +416,7 @@ class _Mapper:
                 for name, (expr, _) in names.items():
                     merged.select(exp.alias_(expr.copy(), exp.to_identifier(name, quoted=True)), copy=False)
                 continue
-            label = ident(node.alias) if isinstance(node, exp.Alias) else None
+            label = ident(node.args.get("alias")) if isinstance(node, exp.Alias) else None  # "SUM(x)" keeps its case
             body = _strip_parens(node.this if isinstance(node, exp.Alias) else node)
             agg = self._aggregate_name(body)
             if agg is not None:
@@ -545,7 +545,7 @@ class _Mapper:
             raise QueryError(f"WITH is supported with one common table expression: WITH t AS (<query>) SELECT ... FROM t; {SHAPE_HINT}",
                              UNSUPPORTED)
         cte = ctes[0]
-        name = ident(cte.alias)
+        name = ident(cte.args["alias"].this)
         source = tree.args.get("from_")
         table = source.this if source is not None else None
         if not (isinstance(table, exp.Table) and ident(table.this) == name and table.args.get("db") is None) or tree.args.get("joins"):
@@ -562,6 +562,11 @@ class _Mapper:
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
                            ("with_", "WITH"), ("into", "SELECT INTO"), ("locks", "FOR UPDATE / FOR SHARE")):
             if select.args.get(part):
+                if part == "joins" and _top_n_join(select):
+                    raise QueryError(
+                        "JOIN cannot be mapped onto a metrics query: a join with a subquery that picks the top N groups "
+                        "(ORDER BY ... LIMIT n; Superset's series limit) is two metrics queries; leave the series limit "
+                        "empty, or filter the series with IN (...)", UNSUPPORTED)
                 raise QueryError(f"{what} cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
         distinct = select.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
@@ -1229,6 +1234,14 @@ class _Mapper:
                     raise QueryError(f"{what} must not be negative", "2201W")
                 return value
         raise QueryError(f"{what} takes a non-negative integer or a $n parameter", UNSUPPORTED)
+
+
+def _top_n_join(select: exp.Select) -> bool:
+    """A join with a subquery that orders and limits its groups: the top-N series of a chart
+    (Superset's `JOIN (SELECT d AS d__, ... GROUP BY d ORDER BY ... LIMIT n) AS series_limit`)."""
+    return any(isinstance(j.this, exp.Subquery) and isinstance(j.this.this, exp.Select)
+               and j.this.this.args.get("limit") is not None and j.this.this.args.get("group") is not None
+               for j in select.args.get("joins") or [])
 
 
 def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
