@@ -338,7 +338,7 @@ def _load(data: Dataset) -> MetricsService:
         engine.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t, _ in columns)})")
         rows = data.tables[table]
         if rows:
-            values = ", ".join("(" + ", ".join(_literal(r[c]) for c, _, _ in columns) + ")" for r in rows)
+            values = ", ".join("(" + ", ".join(_literal(r.get(c)) for c, _, _ in columns) + ")" for r in rows)  # columns the generator leaves out are NULL
             engine.execute(f"INSERT INTO {table} VALUES {values}")
     return MetricsService(PROJECT, engine=engine, model=MODEL)
 
