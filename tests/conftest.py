@@ -83,3 +83,16 @@ def demo_postgres_url() -> str:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the browser tests: skipped when missing, except in CI, where it must be there."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is required in CI (apt-get install -y chromium)")
+        pytest.skip(f"{CHROMIUM} not installed")
+    return CHROMIUM

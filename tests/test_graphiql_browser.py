@@ -17,7 +17,6 @@ import pytest
 from http_server import project_over, serve_project
 from metrics_layer.query import SemanticQuery
 
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent
 
 QUERY = """{
@@ -28,15 +27,6 @@ QUERY = """{
   }
 }
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is required in CI (apt-get install -y chromium)")
-        pytest.skip(f"{CHROMIUM} not installed")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")

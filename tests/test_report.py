@@ -34,7 +34,6 @@ from metrics_layer.query import DimensionRef, QueryError, SemanticQuery
 from metrics_layer.report import collect, render
 from metrics_layer.service import MetricsService
 
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent
 START = dt.datetime(2026, 5, 1)
 WINDOW, DELAY = dt.timedelta(hours=3), dt.timedelta(hours=6)
@@ -320,15 +319,6 @@ def test_collect_refuses_bad_input_without_a_query(project):
 
 
 # ---- in a real browser ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is required in CI (apt-get install -y chromium)")
-        pytest.skip(f"{CHROMIUM} not installed")
-    return CHROMIUM
-
 
 def _screenshot(chromium: str, page: Path, shot: Path, profile: Path, height: int = 1500) -> None:
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
