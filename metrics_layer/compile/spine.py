@@ -28,17 +28,21 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from ..model.joins import JoinError, join_plan
 from ..model.load import qualify
 from ..model.types import Model, SemanticModel
 from ..query import Filter, QueryError, SemanticQuery
 from . import dialects
-from .compiler import _Compiler, _Dimension, _left_join, model_source
+from .compiler import _aggregate, _Compiler, _condition, _Dimension, _is_count, _left_join, model_source
 
 ROW, POINT, AT, KEY = "ml_row", "ml_point", "ml_at", "ml_key"  # the spine table's columns
 _POINTS = "ml_points"  # CTE: the spine's distinct points
 _SPINE = "ml_spine"  # alias of the points in each group's rows
 _UNTIL = "ml_until"  # column: when a deduplicated row stops being the latest of its key
 _CUT_AT = "ml_cut_at"  # column: the point a row was deduplicated for (the general form)
+# The cumulative form's columns: a base row's id, a segment's start and end, the end of the
+# row's window, the partition key, the event time and kind (0: a change of counts, 1: a point).
+_ID, _START, _END, _HI, _K, _T, _KIND, _SIGN = "ml_id", "ml_s", "ml_e", "ml_hi", "ml_k", "ml_t", "ml_kind", "ml_sign"
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,159 @@ class _SpineCompiler(_Compiler):
                        exp.EQ(this=exp.column(POINT, table="p"), expression=exp.column("d0", table=name)))
         return combined
 
+    def _group_select(self, group, row_filters) -> exp.Select:
+        cumulative = self._cumulative(group, row_filters)
+        return cumulative if cumulative is not None else super()._group_select(group, row_filters)
+
+    def _cumulative(self, group, row_filters) -> exp.Select | None:
+        """The group's counts at every point as running sums over time, or None where that form
+        does not apply (the range join of `_from_rows` is used then).
+
+        A base row counts at T while T is in [time + delay, time + delay + window) (the trailing
+        window, or [time, forever) without one: the cut), and its conditions read the joined
+        models as cut at T. Those change only when a joined row of the same key appears, so the
+        row's window splits into segments at those times; each segment's conditions are
+        evaluated once, at its start, with the joined models cut there (`_cut`, as for a point).
+        A segment adds +1 to each count whose condition holds at its start and -1 at its end;
+        the running sum of these changes in time order, read at each point (changes at a time
+        before a point at that time), is the count there. Exact for counts (and count distinct
+        of a unique key); the rows are the base model's times its segments (a few per row),
+        not points x rows in their windows.
+
+        Applies when the base model has a time, no dedupe and a primary key (a segment's row),
+        every joined model is joined to the base model directly, and every measure is a count.
+        """
+        base = self.model.models[group.base]
+        time = base.time_expr
+        primary = next((e for e in base.entities.values() if e.type == "primary"), None)
+        if time is None or base.dedupe is not None or primary is None:
+            return None
+        needed = group.models | {d.model for d, _ in row_filters}
+        try:
+            steps = join_plan(self.model.models, base.name, needed)
+        except JoinError:
+            return None
+        if any(step.left != base.name for step in steps):
+            return None
+        unique_keys = {qualify(e.expr, base.name) for e in base.entities.values() if e.type in ("primary", "unique")}
+        counted = []  # (m index, value, condition)
+        for (measure_name, _), index in group.uses.items():
+            measure = self.model.measure(measure_name)
+            if not _is_count(_aggregate(measure, measure.expr, unique_keys)):
+                return None
+            counted.append((index, measure.expr, group.conditions.get(index)))
+        key = self._key_of(base) if self.keyed else None
+
+        window = group.window
+        lo = time.copy() if window is None else dialects.shift(time.copy(), window.delay, +1)
+        hi = None
+        if window is not None:
+            hi = dialects.shift(time.copy(), window.length + window.delay if window.delay else window.length, +1)
+        row_id = qualify(primary.expr, base.name)
+
+        # Segment starts: the window's start, and each joined row's time inside the window
+        # (with the window's end, ml_hi, when there is a window: the last segment ends there).
+        def ends() -> list[exp.Expression]:
+            return [exp.alias_(hi.copy(), _HI, copy=False)] if hi is not None else []
+
+        starts = exp.select(exp.alias_(row_id.copy(), _ID, copy=False), exp.alias_(lo.copy(), _START, copy=False),
+                            *ends(), copy=False)
+        starts.from_(model_source(base, self.sql_dialect), copy=False).where(
+            exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null())), copy=False)
+        for step in steps:
+            right = self.model.models[step.right]
+            if right.time_expr is None:
+                continue
+            later = exp.select(row_id.copy(), right.time_expr.copy(), *ends(), copy=False)
+            later.from_(model_source(base, self.sql_dialect), copy=False)
+            later.join(_raw_rows(right), on=self._join_on(step), copy=False)
+            later.where(exp.GT(this=right.time_expr.copy(), expression=lo.copy()), copy=False)
+            if hi is not None:
+                later.where(exp.LT(this=right.time_expr.copy(), expression=hi.copy()), copy=False)
+            starts = exp.union(starts, later, distinct=True, copy=False)
+        start = exp.column(_START, table="st")
+        following = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[start.copy()]),
+                               partition_by=[exp.column(_ID, table="st")], order=exp.Order(expressions=[exp.Ordered(this=start.copy())]))
+        if hi is not None:
+            following = exp.Coalesce(this=following, expressions=[exp.column(_HI, table="st")])
+        segments = exp.select(exp.column(_ID, table="st"), exp.alias_(start.copy(), AT, copy=False),
+                              exp.alias_(following, _END, copy=False), copy=False).from_(starts.subquery("st", copy=False), copy=False)
+
+        # Each segment's conditions, with the joined models cut at its start (alias ml_spine, column ml_at).
+        rows = exp.select(copy=False)
+        if key is not None:
+            rows.select(exp.alias_(key.copy(), _K, copy=False), copy=False)
+        rows.select(exp.alias_(exp.column(AT, table=_SPINE), _START, copy=False),
+                    exp.alias_(exp.column(_END, table=_SPINE), _END, copy=False), copy=False)
+        for index, value, condition in counted:
+            holds = exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
+            if condition is not None:
+                holds = exp.and_(holds, exp.Paren(this=condition.copy()))
+            rows.select(exp.alias_(exp.Case(ifs=[exp.If(this=holds, true=exp.Literal.number(1))],
+                                            default=exp.Literal.number(0)), f"m{index}", copy=False), copy=False)
+        rows.from_(segments.subquery(_SPINE, copy=False), copy=False)
+        rows.join(model_source(base, self.sql_dialect), on=exp.EQ(this=row_id.copy(), expression=exp.column(_ID, table=_SPINE)),
+                  copy=False)
+        for step in steps:
+            source, conditions = self._cut(self.model.models[step.right])
+            _left_join(rows, source, exp.and_(self._join_on(step), *conditions))
+        for dim, flt in row_filters:
+            rows.where(_condition(dim.expr, flt, dim.type, self.dialect), copy=False)
+        if key is not None:
+            rows.where(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())), copy=False)
+
+        # +1 at each segment's start, -1 at its end; then the points, after the changes at their time.
+        sign = exp.column(_SIGN, table="k")
+        signs = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(1)]),
+                                        exp.Tuple(expressions=[exp.Literal.number(-1)])],
+                           alias=exp.TableAlias(this=exp.to_identifier("k"), columns=[exp.to_identifier(_SIGN)]))
+        at = exp.Case(ifs=[exp.If(this=exp.EQ(this=sign.copy(), expression=exp.Literal.number(1)),
+                                  true=exp.column(_START, table="r"))], default=exp.column(_END, table="r"))
+        changes = exp.select(copy=False)
+        points = exp.select(copy=False)
+        if key is not None:
+            changes.select(exp.column(_K, table="r"), copy=False)
+            points.select(exp.alias_(exp.column(KEY), _K, copy=False), copy=False)
+        changes.select(exp.alias_(at, _T, copy=False), exp.alias_(exp.Literal.number(0), _KIND, copy=False),
+                       exp.alias_(exp.Cast(this=exp.Null(), to=exp.DataType.build("BIGINT")), POINT, copy=False), copy=False)
+        points.select(exp.alias_(exp.column(AT), _T, copy=False), exp.alias_(exp.Literal.number(1), _KIND, copy=False),
+                      exp.column(POINT), copy=False)
+        for index, _, _ in counted:
+            changes.select(exp.alias_(exp.Mul(this=sign.copy(), expression=exp.column(f"m{index}", table="r")), f"m{index}",
+                                      copy=False), copy=False)
+            points.select(exp.alias_(exp.Literal.number(0), f"m{index}", copy=False), copy=False)
+        changes.from_(rows.subquery("r", copy=False), copy=False).join(signs, copy=False)
+        changes.where(exp.or_(exp.EQ(this=sign.copy(), expression=exp.Literal.number(1)),
+                              exp.Not(this=exp.Is(this=exp.column(_END, table="r"), expression=exp.Null()))), copy=False)
+        points.from_(_POINTS, copy=False)
+        events = exp.union(changes, points, distinct=False, copy=False)
+
+        order = exp.Order(expressions=[exp.Ordered(this=exp.column(_T)), exp.Ordered(this=exp.column(_KIND))])
+        frame = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
+        running = exp.select(exp.column(POINT), exp.column(_KIND), copy=False)
+        for index, _, _ in counted:
+            total = exp.Window(this=exp.Sum(this=exp.column(f"m{index}")), partition_by=[exp.column(_K)] if key is not None else None,
+                               order=order.copy(), spec=frame.copy())
+            running.select(exp.alias_(total, f"m{index}", copy=False), copy=False)
+        running.from_(events.subquery("e", copy=False), copy=False)
+        select = exp.select(exp.alias_(exp.column(POINT, table="c"), "d0", copy=False), copy=False)
+        for index, _, _ in counted:
+            select.select(exp.alias_(exp.Cast(this=exp.column(f"m{index}", table="c"), to=exp.DataType.build("BIGINT")),
+                                     f"m{index}", copy=False), copy=False)
+        select.from_(running.subquery("c", copy=False), copy=False)
+        return select.where(exp.EQ(this=exp.column(_KIND, table="c"), expression=exp.Literal.number(1)), copy=False)
+
+    def _key_of(self, base: Model) -> exp.Expression:
+        """The base model's value of the spine's entity (refused where the model has no such entity)."""
+        entity = base.entities.get(self.entity)
+        if entity is None:
+            measures = ", ".join(sorted(self.groups_of(base)))
+            raise QueryError(
+                f"{measures} over model '{base.name}' cannot be keyed by entity '{self.entity}': '{base.name}' has "
+                f"entities {', '.join(base.entities) or '(none)'}; ask for these metrics in a training set without "
+                "that entity, or key the spine by one of those", "0A000")
+        return qualify(entity.expr, base.name)
+
     def _from_rows(self, rows: exp.Select, base: Model, own_time: list[exp.Expression], steps) -> None:
         source, conditions = self._cut(base)
         if own_time and conditions and not base.dedupe:
@@ -149,14 +306,7 @@ class _SpineCompiler(_Compiler):
             conditions = []
         conditions += own_time
         if self.keyed:
-            entity = base.entities.get(self.entity)
-            if entity is None:
-                measures = ", ".join(sorted(self.groups_of(base)))
-                raise QueryError(
-                    f"{measures} over model '{base.name}' cannot be keyed by entity '{self.entity}': '{base.name}' has "
-                    f"entities {', '.join(base.entities) or '(none)'}; ask for these metrics in a training set without "
-                    "that entity, or key the spine by one of those", "0A000")
-            conditions.append(exp.EQ(this=qualify(entity.expr, base.name), expression=exp.column(KEY, table=_SPINE)))
+            conditions.append(exp.EQ(this=self._key_of(base), expression=exp.column(KEY, table=_SPINE)))
         rows.from_(exp.to_table(_POINTS, alias=_SPINE), copy=False)
         rows.join(source, on=exp.and_(*conditions) if conditions else exp.true(), copy=False)
         for step in steps:
@@ -182,9 +332,7 @@ class _SpineCompiler(_Compiler):
         if time == by and dedupe.keep == "earliest":
             # The earliest row with time <= T is the earliest row overall, once its time is <= T.
             return model_source(model, self.sql_dialect), [at_or_before]
-        table = model.source.copy()
-        table = table if isinstance(table, exp.Table) else table.subquery()
-        table.set("alias", exp.TableAlias(this=alias.copy()))
+        table = _raw_rows(model)
         if time == by:  # latest: a row is the key's latest from its time until the next row's
             until = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[by.copy()]),
                                partition_by=keys, order=exp.Order(expressions=[exp.Ordered(this=by.copy(), nulls_first=False)]))
@@ -203,3 +351,11 @@ class _SpineCompiler(_Compiler):
         deduped = self.sql_dialect.deduplicated(joined.subquery(alias.copy(), copy=False), keys + [cut_at],
                                                 by.copy(), dedupe.keep == "latest", None)
         return deduped.subquery(alias.copy(), copy=False), [exp.EQ(this=cut_at.copy(), expression=self.at.copy())]
+
+
+def _raw_rows(model: Model) -> exp.Expression:
+    """The model's table (or SQL) as it is, before any dedupe, aliased by the model's name."""
+    table = model.source.copy()
+    table = table if isinstance(table, exp.Table) else table.subquery()
+    table.set("alias", exp.TableAlias(this=exp.to_identifier(model.name, quoted=True)))
+    return table
