@@ -7,9 +7,9 @@ late labels (conversions and chargebacks a day or more after the row), events of
 not in the base table, and rows with no time. Spine times sit exactly on data times, on window
 bounds (a lead's time + the 1-day label delay, + delay + 3 hours) and a second either side of
 them, before all data, and repeat (equal spine times); keyed spines add keys with no rows and
-NULL keys. Both forms of compile/spine.py are exercised: the cumulative form (counts over a base
-model with a primary key: leads, transactions) and the range join (deduplicated base models:
-predictions, conversions; sums).
+NULL keys. Both forms of compile/spine.py are exercised: the cumulative form (counts and sums,
+over base models with a primary key and over deduplicated ones: predictions `latest`,
+conversions `earliest`) and the range join (an avg).
 
 Runs on DuckDB (HYPOTHESIS_PROFILE "ci": 80 examples per property) and, with fewer examples,
 on the local PostgreSQL (in CI a missing server fails the test).
@@ -97,7 +97,8 @@ def data_sets(draw) -> Data:
     for lead_id, created in parents:
         for delay in draw(_events(PREDICTION_DELAYS)):
             predictions.append({"event_id": len(predictions) + 1, "lead_id": lead_id, "predicted_at": created + delay * SECOND,
-                                "model_version": "v1", "label": draw(st.sampled_from([0, 1])), "score": 0.5})
+                                "model_version": "v1", "label": draw(st.sampled_from([0, 1])),
+                                "score": draw(st.sampled_from([0.25, 0.5, 0.75]))})
         for delay in draw(_events(CONVERSION_DELAYS)):
             conversions.append({"id": len(conversions) + 1, "lead_id": lead_id, "converted_at": created + delay * SECOND,
                                 "revenue": draw(cents)})
@@ -163,7 +164,8 @@ def reference(data: Data, at: dt.datetime, metric: str, key="all"):
     def mine(value) -> bool:
         return key == "all" or (key is not None and value == key)
 
-    if metric in ("accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count"):
+    if metric in ("accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count",
+                  "predictions.avg_score"):
         preds = _dedupe(_visible(t["prediction_events"], "predicted_at", at), "lead_id", "predicted_at", latest=True)
         convs = _dedupe(_visible(t["conversions"], "converted_at", at), "lead_id", "converted_at", latest=False)
         leads = [r for r in _visible(t["leads"], "created_at", at) if mine(r["id"])]
@@ -172,6 +174,9 @@ def reference(data: Data, at: dt.datetime, metric: str, key="all"):
             return len({r["id"] for r in leads})
         if metric == "predictions.prediction_count":
             return len([k for k in preds if mine(k)])
+        if metric == "predictions.avg_score":
+            scores = [r["score"] for k, r in preds.items() if mine(k)]
+            return sum(scores) / len(scores) if scores else None
         if metric == "conversion_rate":
             return _ratio(len([r for r in leads if r["id"] in convs]), len(leads))
         if metric == "conversion_rate_fb_3h":
@@ -195,11 +200,16 @@ def reference(data: Data, at: dt.datetime, metric: str, key="all"):
     raise AssertionError(metric)
 
 
-GLOBAL = ["accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count",
-          "conversions.revenue", "fraud_precision", "transactions.amount"]
-BY_LEAD = ["accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count",
-           "conversions.revenue"]
-BY_TRANSACTION = ["fraud_precision", "transactions.amount"]
+# Each list is one training set. Counts and sums take the cumulative form; a group (the measures
+# of one base model and window) with an avg takes the range join, so the last list has
+# prediction_count both ways in one run.
+GLOBAL = (["accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count",
+           "conversions.revenue", "fraud_precision", "transactions.amount"],
+          ["predictions.avg_score", "predictions.prediction_count", "accuracy_3h"])
+BY_LEAD = (["accuracy_3h", "conversion_rate_fb_3h", "conversion_rate", "leads.lead_count", "predictions.prediction_count",
+            "conversions.revenue"],
+           ["predictions.avg_score", "predictions.prediction_count", "conversion_rate"])
+BY_TRANSACTION = (["fraud_precision", "transactions.amount"],)
 
 
 def _same(a, b) -> bool:
@@ -287,22 +297,24 @@ def postgres():
 
 def _check_global(service: MetricsService, data: Data, times: list) -> None:
     spine = pa.table({"at": pa.array(times, pa.timestamp("us")), "n": list(range(len(times)))})
-    out = training_set(service, spine, GLOBAL)
-    assert out.column("n").to_pylist() == list(range(len(times)))  # the spine's order and columns
-    for row in out.to_pylist():
-        for metric in GLOBAL:
-            expected = reference(data, row["at"], metric)
-            assert _same(row[metric], expected), (row["at"], metric, row[metric], expected)
+    for metrics in GLOBAL:
+        out = training_set(service, spine, metrics)
+        assert out.column("n").to_pylist() == list(range(len(times)))  # the spine's order and columns
+        for row in out.to_pylist():
+            for metric in metrics:
+                expected = reference(data, row["at"], metric)
+                assert _same(row[metric], expected), (row["at"], metric, row[metric], expected)
 
 
-def _check_keyed(service: MetricsService, data: Data, times: list, keys: list, entity: str, metrics: list) -> None:
+def _check_keyed(service: MetricsService, data: Data, times: list, keys: list, entity: str, lists) -> None:
     spine = pa.table({"at": pa.array(times, pa.timestamp("us")), "k": pa.array(keys, pa.int64())})
-    out = training_set(service, spine, metrics, entity=entity, key="k")
-    assert out.column("k").to_pylist() == keys
-    for row in out.to_pylist():
-        for metric in metrics:
-            expected = reference(data, row["at"], metric, key=row["k"])
-            assert _same(row[metric], expected), (row["at"], row["k"], metric, row[metric], expected)
+    for metrics in lists:
+        out = training_set(service, spine, metrics, entity=entity, key="k")
+        assert out.column("k").to_pylist() == keys
+        for row in out.to_pylist():
+            for metric in metrics:
+                expected = reference(data, row["at"], metric, key=row["k"])
+                assert _same(row[metric], expected), (row["at"], row["k"], metric, row[metric], expected)
 
 
 @st.composite

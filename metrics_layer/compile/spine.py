@@ -150,28 +150,54 @@ class _SpineCompiler(_Compiler):
         return cumulative if cumulative is not None else super()._group_select(group, row_filters)
 
     def _cumulative(self, group, row_filters) -> exp.Select | None:
-        """The group's counts at every point as running sums over time, or None where that form
+        """The group's measures at every point as running sums over time, or None where that form
         does not apply (the range join of `_from_rows` is used then).
 
         A base row counts at T while T is in [time + delay, time + delay + window) (the trailing
-        window, or [time, forever) without one: the cut), and its conditions read the joined
-        models as cut at T. Those change only when a joined row of the same key appears, so the
-        row's window splits into segments at those times; each segment's conditions are
-        evaluated once, at its start, with the joined models cut there (`_cut`, as for a point).
-        A segment adds +1 to each count whose condition holds at its start and -1 at its end;
-        the running sum of these changes in time order, read at each point (changes at a time
-        before a point at that time), is the count there. Exact for counts (and count distinct
-        of a unique key); the rows are the base model's times its segments (a few per row),
-        not points x rows in their windows.
+        window, or [time, forever) without one: the cut; for a `latest` dedupe also only until
+        the key's next row). Its conditions read the joined models as cut at T, which change
+        only when a joined row of the same key appears; so the row's interval splits into
+        segments at those times, and each segment's conditions are evaluated once, at its start,
+        with the joined models cut there (`_cut`, as for a point). A segment adds its value to
+        each measure whose condition holds at its start and subtracts it at its end; the running
+        sum of these changes in time order, read at each point (the changes at a time before a
+        point at that time), is the measure there. Exact for counts (count distinct of a unique
+        key is a count) and for sums of integers and decimals (a float sum is exact to rounding);
+        a sum over no rows reads NULL (a count of its rows rides along). The rows are the base
+        model's rows times their segments (a few each), not points times the rows of their windows.
 
-        Applies when the base model has a time, no dedupe and a primary key (a segment's row),
-        every joined model is joined to the base model directly, and every measure is a count.
+        Applies when every measure is a count or a sum, the base model has a time and either a
+        primary key (no dedupe) or a dedupe by its time (a segment's row is then its dedupe key,
+        and its time for `latest`), and every joined model is joined to the base model directly.
         """
         base = self.model.models[group.base]
         time = base.time_expr
-        primary = next((e for e in base.entities.values() if e.type == "primary"), None)
-        if time is None or base.dedupe is not None or primary is None:
+        if time is None:
             return None
+        dedupe = base.dedupe
+        alias = exp.to_identifier(base.name, quoted=True)
+        until = None
+        if dedupe is None:
+            primary = next((e for e in base.entities.values() if e.type == "primary"), None)
+            if primary is None:
+                return None
+            ids = [qualify(primary.expr, base.name)]
+
+            def source() -> exp.Expression:
+                return model_source(base, self.sql_dialect)
+        else:
+            if exp.column(dedupe.by, table=alias.copy()) != time:
+                return None
+            ids = [exp.column(k, table=alias.copy()) for k in dedupe.key]
+            if dedupe.keep == "earliest":  # the earliest row overall, once its time is <= T
+                def source() -> exp.Expression:
+                    return model_source(base, self.sql_dialect)
+            else:  # each row is its key's latest from its time until the key's next row
+                ids.append(time.copy())
+                until = exp.column(_UNTIL, table=alias.copy())
+
+                def source() -> exp.Expression:
+                    return self._versions(base)
         needed = group.models | {d.model for d, _ in row_filters}
         try:
             steps = join_plan(self.model.models, base.name, needed)
@@ -180,12 +206,13 @@ class _SpineCompiler(_Compiler):
         if any(step.left != base.name for step in steps):
             return None
         unique_keys = {qualify(e.expr, base.name) for e in base.entities.values() if e.type in ("primary", "unique")}
-        counted = []  # (m index, value, condition)
+        measures = []  # (m index, value, condition, is a sum)
         for (measure_name, _), index in group.uses.items():
             measure = self.model.measure(measure_name)
-            if not _is_count(_aggregate(measure, measure.expr, unique_keys)):
+            aggregate = _aggregate(measure, measure.expr, unique_keys)
+            if not _is_count(aggregate) and not isinstance(aggregate, exp.Sum):
                 return None
-            counted.append((index, measure.expr, group.conditions.get(index)))
+            measures.append((index, measure.expr, group.conditions.get(index), isinstance(aggregate, exp.Sum)))
         key = self._key_of(base) if self.keyed else None
 
         window = group.window
@@ -193,23 +220,31 @@ class _SpineCompiler(_Compiler):
         hi = None
         if window is not None:
             hi = dialects.shift(time.copy(), window.length + window.delay if window.delay else window.length, +1)
-        row_id = qualify(primary.expr, base.name)
+        if until is not None:  # the row stops counting at its window's end or when the key's next row comes
+            hi = until.copy() if hi is None else exp.Case(
+                ifs=[exp.If(this=exp.or_(exp.Is(this=until.copy(), expression=exp.Null()), exp.GT(this=until.copy(), expression=hi)),
+                            true=hi.copy())], default=until.copy())
+        # A row counts at all: it has a time, and (latest) it is still its key's latest at its window's start.
+        counts = [exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null()))]
+        if until is not None:
+            counts.append(exp.Paren(this=exp.or_(exp.Is(this=until.copy(), expression=exp.Null()),
+                                                 exp.GT(this=until.copy(), expression=lo.copy()))))
+        id_names = [f"{_ID}{i}" for i in range(len(ids))]
 
-        # Segment starts: the window's start, and each joined row's time inside the window
-        # (with the window's end, ml_hi, when there is a window: the last segment ends there).
+        # Segment starts: the window's start, and each joined row's time inside the row's interval
+        # (with the interval's end, ml_hi, where it has one: the last segment ends there).
         def ends() -> list[exp.Expression]:
             return [exp.alias_(hi.copy(), _HI, copy=False)] if hi is not None else []
 
-        starts = exp.select(exp.alias_(row_id.copy(), _ID, copy=False), exp.alias_(lo.copy(), _START, copy=False),
-                            *ends(), copy=False)
-        starts.from_(model_source(base, self.sql_dialect), copy=False).where(
-            exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null())), copy=False)
+        starts = exp.select(*[exp.alias_(i.copy(), n, copy=False) for i, n in zip(ids, id_names)],
+                            exp.alias_(lo.copy(), _START, copy=False), *ends(), copy=False)
+        starts.from_(source(), copy=False).where(exp.and_(*[c.copy() for c in counts]), copy=False)
         for step in steps:
             right = self.model.models[step.right]
             if right.time_expr is None:
                 continue
-            later = exp.select(row_id.copy(), right.time_expr.copy(), *ends(), copy=False)
-            later.from_(model_source(base, self.sql_dialect), copy=False)
+            later = exp.select(*[i.copy() for i in ids], right.time_expr.copy(), *ends(), copy=False)
+            later.from_(source(), copy=False)
             later.join(_raw_rows(right), on=self._join_on(step), copy=False)
             later.where(exp.GT(this=right.time_expr.copy(), expression=lo.copy()), copy=False)
             if hi is not None:
@@ -217,36 +252,42 @@ class _SpineCompiler(_Compiler):
             starts = exp.union(starts, later, distinct=True, copy=False)
         start = exp.column(_START, table="st")
         following = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[start.copy()]),
-                               partition_by=[exp.column(_ID, table="st")], order=exp.Order(expressions=[exp.Ordered(this=start.copy())]))
+                               partition_by=[exp.column(n, table="st") for n in id_names],
+                               order=exp.Order(expressions=[exp.Ordered(this=start.copy())]))
         if hi is not None:
             following = exp.Coalesce(this=following, expressions=[exp.column(_HI, table="st")])
-        segments = exp.select(exp.column(_ID, table="st"), exp.alias_(start.copy(), AT, copy=False),
+        segments = exp.select(*[exp.column(n, table="st") for n in id_names], exp.alias_(start.copy(), AT, copy=False),
                               exp.alias_(following, _END, copy=False), copy=False).from_(starts.subquery("st", copy=False), copy=False)
 
-        # Each segment's conditions, with the joined models cut at its start (alias ml_spine, column ml_at).
+        # Each segment's values, with the joined models cut at its start (alias ml_spine, column ml_at).
         rows = exp.select(copy=False)
         if key is not None:
             rows.select(exp.alias_(key.copy(), _K, copy=False), copy=False)
         rows.select(exp.alias_(exp.column(AT, table=_SPINE), _START, copy=False),
                     exp.alias_(exp.column(_END, table=_SPINE), _END, copy=False), copy=False)
-        for index, value, condition in counted:
+        for index, value, condition, is_sum in measures:
             holds = exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))
             if condition is not None:
                 holds = exp.and_(holds, exp.Paren(this=condition.copy()))
-            rows.select(exp.alias_(exp.Case(ifs=[exp.If(this=holds, true=exp.Literal.number(1))],
-                                            default=exp.Literal.number(0)), f"m{index}", copy=False), copy=False)
+            one = exp.Case(ifs=[exp.If(this=holds, true=exp.Literal.number(1))], default=exp.Literal.number(0))
+            if is_sum:
+                rows.select(exp.alias_(one, f"n{index}", copy=False), copy=False)
+                one = exp.Case(ifs=[exp.If(this=holds.copy(), true=value.copy())], default=exp.Literal.number(0))
+            rows.select(exp.alias_(one, f"m{index}", copy=False), copy=False)
         rows.from_(segments.subquery(_SPINE, copy=False), copy=False)
-        rows.join(model_source(base, self.sql_dialect), on=exp.EQ(this=row_id.copy(), expression=exp.column(_ID, table=_SPINE)),
-                  copy=False)
+        rows.join(source(), on=exp.and_(*[exp.EQ(this=i.copy(), expression=exp.column(n, table=_SPINE)) for i, n in zip(ids, id_names)],
+                                        *[c.copy() for c in counts]), copy=False)
         for step in steps:
-            source, conditions = self._cut(self.model.models[step.right])
-            _left_join(rows, source, exp.and_(self._join_on(step), *conditions))
+            joined, conditions = self._cut(self.model.models[step.right])
+            _left_join(rows, joined, exp.and_(self._join_on(step), *conditions))
         for dim, flt in row_filters:
             rows.where(_condition(dim.expr, flt, dim.type, self.dialect), copy=False)
         if key is not None:
             rows.where(exp.Not(this=exp.Is(this=key.copy(), expression=exp.Null())), copy=False)
 
-        # +1 at each segment's start, -1 at its end; then the points, after the changes at their time.
+        # + at each segment's start, - at its end; then the points, after the changes at their time.
+        columns = [(f"m{index}", f"n{index}" if is_sum else None) for index, _, _, is_sum in measures]
+        summed = [name for pair in columns for name in pair if name]
         sign = exp.column(_SIGN, table="k")
         signs = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(1)]),
                                         exp.Tuple(expressions=[exp.Literal.number(-1)])],
@@ -262,10 +303,9 @@ class _SpineCompiler(_Compiler):
                        exp.alias_(exp.Cast(this=exp.Null(), to=exp.DataType.build("BIGINT")), POINT, copy=False), copy=False)
         points.select(exp.alias_(exp.column(AT), _T, copy=False), exp.alias_(exp.Literal.number(1), _KIND, copy=False),
                       exp.column(POINT), copy=False)
-        for index, _, _ in counted:
-            changes.select(exp.alias_(exp.Mul(this=sign.copy(), expression=exp.column(f"m{index}", table="r")), f"m{index}",
-                                      copy=False), copy=False)
-            points.select(exp.alias_(exp.Literal.number(0), f"m{index}", copy=False), copy=False)
+        for name in summed:
+            changes.select(exp.alias_(exp.Mul(this=sign.copy(), expression=exp.column(name, table="r")), name, copy=False), copy=False)
+            points.select(exp.alias_(exp.Literal.number(0), name, copy=False), copy=False)
         changes.from_(rows.subquery("r", copy=False), copy=False).join(signs, copy=False)
         changes.where(exp.or_(exp.EQ(this=sign.copy(), expression=exp.Literal.number(1)),
                               exp.Not(this=exp.Is(this=exp.column(_END, table="r"), expression=exp.Null()))), copy=False)
@@ -275,17 +315,33 @@ class _SpineCompiler(_Compiler):
         order = exp.Order(expressions=[exp.Ordered(this=exp.column(_T)), exp.Ordered(this=exp.column(_KIND))])
         frame = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
         running = exp.select(exp.column(POINT), exp.column(_KIND), copy=False)
-        for index, _, _ in counted:
-            total = exp.Window(this=exp.Sum(this=exp.column(f"m{index}")), partition_by=[exp.column(_K)] if key is not None else None,
+        for name in summed:
+            total = exp.Window(this=exp.Sum(this=exp.column(name)), partition_by=[exp.column(_K)] if key is not None else None,
                                order=order.copy(), spec=frame.copy())
-            running.select(exp.alias_(total, f"m{index}", copy=False), copy=False)
+            running.select(exp.alias_(total, name, copy=False), copy=False)
         running.from_(events.subquery("e", copy=False), copy=False)
         select = exp.select(exp.alias_(exp.column(POINT, table="c"), "d0", copy=False), copy=False)
-        for index, _, _ in counted:
-            select.select(exp.alias_(exp.Cast(this=exp.column(f"m{index}", table="c"), to=exp.DataType.build("BIGINT")),
-                                     f"m{index}", copy=False), copy=False)
+        for total, rows_counted in columns:
+            value = exp.column(total, table="c")
+            if rows_counted is None:  # a count: BIGINT, as COUNT is (the running SUM widens it)
+                value = exp.Cast(this=value, to=exp.DataType.build("BIGINT"))
+            else:  # a sum over no rows is NULL
+                value = exp.Case(ifs=[exp.If(this=exp.EQ(this=exp.column(rows_counted, table="c"), expression=exp.Literal.number(0)),
+                                             true=exp.Null())], default=value)
+            select.select(exp.alias_(value, total, copy=False), copy=False)
         select.from_(running.subquery("c", copy=False), copy=False)
         return select.where(exp.EQ(this=exp.column(_KIND, table="c"), expression=exp.Literal.number(1)), copy=False)
+
+    def _versions(self, model: Model) -> exp.Expression:
+        """A `latest`-deduplicated model's rows, each with when it stops being its key's latest (ml_until)."""
+        alias = exp.to_identifier(model.name, quoted=True)
+        by = exp.column(model.dedupe.by, table=alias.copy())
+        keys = [exp.column(k, table=alias.copy()) for k in model.dedupe.key]
+        until = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[by.copy()]),
+                           partition_by=keys, order=exp.Order(expressions=[exp.Ordered(this=by.copy(), nulls_first=False)]))
+        versions = exp.select(exp.Column(this=exp.Star(), table=alias.copy()), exp.alias_(until, _UNTIL, copy=False), copy=False)
+        versions.from_(_raw_rows(model), copy=False)
+        return versions.subquery(alias.copy(), copy=False)
 
     def _key_of(self, base: Model) -> exp.Expression:
         """The base model's value of the spine's entity (refused where the model has no such entity)."""
@@ -332,15 +388,11 @@ class _SpineCompiler(_Compiler):
         if time == by and dedupe.keep == "earliest":
             # The earliest row with time <= T is the earliest row overall, once its time is <= T.
             return model_source(model, self.sql_dialect), [at_or_before]
-        table = _raw_rows(model)
         if time == by:  # latest: a row is the key's latest from its time until the next row's
-            until = exp.Window(this=exp.Anonymous(this="LEAD", expressions=[by.copy()]),
-                               partition_by=keys, order=exp.Order(expressions=[exp.Ordered(this=by.copy(), nulls_first=False)]))
-            versions = exp.select(exp.Column(this=exp.Star(), table=alias.copy()), exp.alias_(until, _UNTIL, copy=False), copy=False)
-            versions.from_(table, copy=False)
             until_col = exp.column(_UNTIL, table=alias.copy())
             still = exp.or_(exp.Is(this=until_col, expression=exp.Null()), exp.GT(this=until_col.copy(), expression=self.at.copy()))
-            return versions.subquery(alias.copy(), copy=False), [at_or_before, exp.Paren(this=still)]
+            return self._versions(model), [at_or_before, exp.Paren(this=still)]
+        table = _raw_rows(model)
         # General form: the rows joined to every point at or after them, deduplicated per (key, point).
         point = exp.column(AT, table="c")
         joined = exp.select(exp.Column(this=exp.Star(), table=alias.copy()), exp.alias_(point, _CUT_AT, copy=False), copy=False)
