@@ -9,7 +9,7 @@ on DuckDB and PostgreSQL, as ratios to baselines measured in the same run:
                  the leads of its window, the predictions and conversions cut at the point;
   cumulative:    hand-written set-based SQL of the plan compile/spine.py uses: each lead's window
                  split where its prediction or conversion changes, +1/-1 per segment, running sums
-                 read at every point;
+                 read at every point (only the leads whose window can hold a spine time);
   loop:          one `as_of` query per spine row through MetricsService; a sample of --loop-sample
                  rows is timed and extrapolated to the whole spine (said so in the output).
 
@@ -91,7 +91,9 @@ WITH p AS (SELECT lead_id, label, predicted_at,
                   LEAD(predicted_at) OVER (PARTITION BY lead_id ORDER BY predicted_at) AS until
            FROM prediction_events),
 c AS (SELECT lead_id, MIN(converted_at) AS converted_at FROM conversions GROUP BY lead_id),
-w AS (SELECT id, utm_source, created_at + INTERVAL '24 hours' AS lo, created_at + INTERVAL '27 hours' AS hi FROM leads),
+w AS (SELECT id, utm_source, created_at + INTERVAL '24 hours' AS lo, created_at + INTERVAL '27 hours' AS hi FROM leads
+      WHERE created_at <= (SELECT MAX(ml_at) FROM spine) - INTERVAL '24 hours'
+        AND created_at > (SELECT MIN(ml_at) FROM spine) - INTERVAL '27 hours'),
 starts AS (SELECT id, lo AS s, hi FROM w
            UNION SELECT w.id, p.predicted_at, w.hi FROM w JOIN p ON p.lead_id = w.id AND p.predicted_at > w.lo AND p.predicted_at < w.hi
            UNION SELECT w.id, c.converted_at, w.hi FROM w JOIN c ON c.lead_id = w.id AND c.converted_at > w.lo AND c.converted_at < w.hi),
@@ -177,6 +179,16 @@ def _engine_run(name: str, service: MetricsService, spine, hand, args) -> dict:
     return figures
 
 
+def _fallback(service: MetricsService, hand, spine_rows: int) -> None:
+    """The range-join form against the cumulative form (DuckDB): a count and an avg over the
+    deduplicated predictions, 3-hour window, at the spine's rows (the avg takes the range join)."""
+    for metrics in (("predictions.prediction_count",), ("predictions.avg_score",)):
+        sql = compile_spine(service.model, SpineQuery(metrics, "spine", window="3 hours"), service.dialect)
+        form = "cumulative" if "ml_kind" in sql else "range join"
+        t, _ = _timed(lambda: hand(sql), 1)
+        print(f"fallback check: {metrics[0]} over a 3-hour window, {spine_rows:,} spine rows: {form} {t:.2f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=1_000_000)
@@ -190,6 +202,8 @@ def main() -> int:
     parser.add_argument("--range-join-timeout", type=int, default=900,
                         help="seconds after which the hand-written range join is given up on PostgreSQL")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--fallback", action="store_true",
+                        help="also time the range-join form (an avg) beside the cumulative form (a count), DuckDB")
     args = parser.parse_args()
     if args.quick:
         args.leads, args.spine, args.loop_sample, args.runs = 100_000, 10_000, 20, 1
@@ -213,6 +227,8 @@ def main() -> int:
         cursor = con.cursor()
         cursor.register("spine", shaped)
         result["duckdb"] = _engine_run("DuckDB", service, spine, lambda sql, timeout=None: cursor.execute(sql).fetchall(), args)
+        if args.fallback:
+            _fallback(service, lambda sql: cursor.execute(sql).fetchall(), spine.num_rows)
 
     if not args.no_postgres:
         import psycopg

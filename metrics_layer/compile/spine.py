@@ -225,10 +225,21 @@ class _SpineCompiler(_Compiler):
                 ifs=[exp.If(this=exp.or_(exp.Is(this=until.copy(), expression=exp.Null()), exp.GT(this=until.copy(), expression=hi)),
                             true=hi.copy())], default=until.copy())
         # A row counts at all: it has a time, and (latest) it is still its key's latest at its window's start.
+        # And only rows whose window can hold a point: time in (first point - delay - window,
+        # last point - delay] (on the time column itself, so that zone maps and indexes apply).
         counts = [exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null()))]
         if until is not None:
             counts.append(exp.Paren(this=exp.or_(exp.Is(this=until.copy(), expression=exp.Null()),
                                                  exp.GT(this=until.copy(), expression=lo.copy()))))
+
+        def bound(agg) -> exp.Expression:
+            return exp.select(agg(this=exp.column(AT)), copy=False).from_(_POINTS, copy=False).subquery(copy=False)
+
+        delay = window.delay if window is not None else None
+        counts.append(exp.LTE(this=time.copy(), expression=dialects.shift(bound(exp.Max), delay, -1)))
+        if window is not None:
+            reach = window.length + window.delay if window.delay else window.length
+            counts.append(exp.GT(this=time.copy(), expression=dialects.shift(bound(exp.Min), reach, -1)))
         id_names = [f"{_ID}{i}" for i in range(len(ids))]
 
         # Segment starts: the window's start, and each joined row's time inside the row's interval
@@ -246,6 +257,7 @@ class _SpineCompiler(_Compiler):
             later = exp.select(*[i.copy() for i in ids], right.time_expr.copy(), *ends(), copy=False)
             later.from_(source(), copy=False)
             later.join(_raw_rows(right), on=self._join_on(step), copy=False)
+            later.where(exp.and_(*[c.copy() for c in counts]), copy=False)
             later.where(exp.GT(this=right.time_expr.copy(), expression=lo.copy()), copy=False)
             if hi is not None:
                 later.where(exp.LT(this=right.time_expr.copy(), expression=hi.copy()), copy=False)
