@@ -18,8 +18,9 @@ on DuckDB and PostgreSQL, as ratios to baselines measured in the same run:
     .venv/bin/python bench/bench_features.py --no-postgres --data /tmp/demo_1m.duckdb
 
 Data: the demo generator (metrics_layer.demo_data), in a DuckDB file (kept with --data) and in
-the schema `ml_bench_spine` (`ml_bench_spine_quick` for --quick) of the local PostgreSQL (METRICS_LAYER_TEST_PG). The spine is the
-first --spine prediction events (lead_id, predicted_at). All values are checked equal first
+the schema `ml_bench_spine` (`ml_bench_spine_quick` for --quick) of the local PostgreSQL
+(METRICS_LAYER_TEST_PG). The spine is every k-th prediction event (lead_id, predicted_at), --spine
+of them over the whole history (--first: the first --spine events, a short span). All values are checked equal first
 (features against both hand-written forms; the loop's sample against features); each of
 features and the hand-written SQL runs once as a warm-up, then --runs times (the median is
 reported). The hand-written SQL reads the spine from a table loaded before it is timed, so
@@ -202,6 +203,8 @@ def main() -> int:
     parser.add_argument("--range-join-timeout", type=int, default=900,
                         help="seconds after which the hand-written range join is given up on PostgreSQL")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--first", action="store_true",
+                        help="the spine is the first --spine events (a short span) instead of every k-th event")
     parser.add_argument("--fallback", action="store_true",
                         help="also time the range-join form (an avg) beside the cumulative form (a count), DuckDB")
     args = parser.parse_args()
@@ -215,13 +218,19 @@ def main() -> int:
         print(f"data: {args.leads:,} leads in {time.perf_counter() - started:.1f} s", flush=True)
     con = duckdb.connect(str(path), read_only=True)
     leads = con.execute("SELECT count(*) FROM leads").fetchall()[0][0]
-    spine = con.sql(f"SELECT lead_id, predicted_at AS at FROM prediction_events ORDER BY event_id LIMIT {args.spine}").to_arrow_table()
+    if args.first:
+        picked = f"SELECT lead_id, predicted_at AS at FROM prediction_events ORDER BY event_id LIMIT {args.spine}"
+    else:  # every k-th event: a spine over the whole history
+        events = con.execute("SELECT count(*) FROM prediction_events").fetchall()[0][0]
+        picked = (f"SELECT lead_id, predicted_at AS at FROM prediction_events WHERE event_id % {max(1, events // args.spine)} = 0 "
+                  f"ORDER BY event_id LIMIT {args.spine}")
+    spine = con.sql(picked).to_arrow_table()
     shaped = engine_spine(spine, "at", None)
     load_before = os.getloadavg()[0]
     result = {"spine_rows": spine.num_rows, "leads": leads, "metrics": METRICS, "versions": {
         "sqlglot": sqlglot.__version__, "duckdb": duckdb.__version__, "python": platform.python_version()}}
 
-    print(f"spine {spine.num_rows:,} rows x {len(METRICS)} metrics ({', '.join(METRICS)}) at {leads:,} leads", flush=True)
+    print(f"spine ({'first events' if args.first else 'every k-th event'}) {spine.num_rows:,} rows x {len(METRICS)} metrics ({', '.join(METRICS)}) at {leads:,} leads", flush=True)
     if not args.no_duckdb:
         service = MetricsService(Project(root=REPO, metrics_dir=REPO / "metrics", engine_url=f"duckdb:///{path}"))
         cursor = con.cursor()
