@@ -5,7 +5,14 @@ A spine is a table of rows (time[, entity key]) in the engine, prepared by the c
 timestamp) and optionally `ml_key`. The value of a metric at a point T is what
 `SemanticQuery(metrics, as_of=T)` returns (for a key: restricted to the base model's rows of
 that entity value), so the spine reuses the compiler's three levels with the spine's distinct
-points as one more dimension (`ml_point`):
+points as one more dimension (`ml_point`). Each group (one base model and window) takes one
+of two forms:
+
+- cumulative (`_SpineCompiler._cumulative`; counts and sums over a base model with a time and a
+  primary key or a dedupe by its time, whose joined models join it directly): running sums of
+  +/- changes at the start and end of each base row's window segments, read at every point;
+  the rows are the base rows' segments, not points x window rows (see that method).
+- range join (everything else), as follows.
 
 - rows: each group's base model is joined to the points whose cut and trailing window hold the
   row (`time <= T`, and `(T - delay - window, T - delay]`), by range conditions, plus the key;
