@@ -17,6 +17,10 @@ Checks (each runs the benchmark script that owns the figure, in quick mode):
   execution  bench_execution.py --runs 3: compiled / hand-tuned <= 1.2 for every mission query,
              and <= 1.0 for the rolling series with as_of (d)
   stream     bench_pgwire_stream.py: SQL endpoint streaming >= 0.5x PostgreSQL (same run)
+  features   bench_features.py --quick (10k spine rows x 3 metrics at 100k leads, DuckDB and
+             PostgreSQL): the compiled training-set SQL <= 1.5x the faster hand-written SQL, and
+             the loop of as_of queries >= 100x slower than the training set (the full-size figures,
+             100k x 1M, are in docs/benchmarks.md)
 
 Exit status 1 when anything is MISSED.
 """
@@ -116,7 +120,18 @@ def check_stream() -> None:
                float(ratio) >= STREAM_RATIO, f">= {STREAM_RATIO}x")
 
 
-CHECKS = {"compile": check_compile, "cli": check_cli, "execution": check_execution, "stream": check_stream}
+def check_features() -> None:
+    done = run([PY, str(BENCH / "bench_features.py"), "--quick"])
+    found = re.findall(r"^(met   |MISSED) (\w+) (.+) = ([\d.]+)x \(target (.+)\)$", done.stdout, re.M)
+    if not found:
+        tail = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if "DIFFER" in line]
+        report("training sets", tail[0].strip() if tail else "no figures printed", False, "equal values, ratios")
+    for status, engine, what, value, target in found:
+        report(f"training set ({engine}) {what}", f"{value}x", status == "met   ", target)
+
+
+CHECKS = {"compile": check_compile, "cli": check_cli, "execution": check_execution, "stream": check_stream,
+          "features": check_features}
 
 
 def main() -> int:
