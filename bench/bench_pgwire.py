@@ -78,9 +78,9 @@ asyncio.run(main())
 
 STREAM_SQL = "SELECT id, utm_source, created_at FROM leads_view"
 SMALL_SQL = "SELECT utm_source, lead_count FROM channel_view WHERE utm_source = %s"
-PG_STREAM_SQL = f"SELECT id, utm_source, created_at FROM {SCHEMA}.leads"
+PG_STREAM_SQL = "SELECT id, utm_source, created_at FROM {schema}.leads"
 PG_SMALL_SQL = (
-    f"SELECT utm_source, count(DISTINCT id) AS lead_count FROM {SCHEMA}.leads_small WHERE utm_source = %s GROUP BY 1"
+    "SELECT utm_source, count(DISTINCT id) AS lead_count FROM {schema}.leads_small WHERE utm_source = %s GROUP BY 1"
 )
 SOURCES = ["google", "facebook", "newsletter", "direct", "bing"]
 
@@ -158,12 +158,16 @@ def round_trips(dsn: str, sql: str, seconds: float) -> tuple[float, list]:
 
 
 def main() -> int:
+    global SCHEMA, PG_STREAM_SQL, PG_SMALL_SQL
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--pg", default=os.environ.get("METRICS_LAYER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the bench schema in PostgreSQL")
+    parser.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema for the bench's copy of the rows")
     args = parser.parse_args()
+    SCHEMA = args.schema
+    PG_STREAM_SQL, PG_SMALL_SQL = PG_STREAM_SQL.format(schema=SCHEMA), PG_SMALL_SQL.format(schema=SCHEMA)
 
     folder = Path(tempfile.mkdtemp(prefix="metrics-layer-bench-"))
     processes = []

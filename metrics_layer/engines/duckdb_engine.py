@@ -254,6 +254,93 @@ class DuckDBEngine(Engine):
 
         return columns, batches()
 
+    # DuckDB types whose Arrow form the SQL endpoint encodes column-wise (values.ColumnarEncoder),
+    # and whose Python values from Arrow equal a cursor's (for the rows it still converts).
+    _ARROW_TYPES = frozenset({
+        "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "HUGEINT",
+        "FLOAT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
+
+    def stream_arrow(self, sql: str, cancel: Cancel | None = None, batch_size: int = 16_384):
+        """A large result as Arrow: (columns, Arrow schema, iterator of RecordBatches), or None when
+        `stream` should run it instead (a result cache hit, a statement that is not a plain
+        SELECT, or a column type without a columnar encoding).
+
+        DuckDB streams the batches from a relation's record batch reader: the result is never
+        materialized, whatever its size (a DB-API result's Arrow output and prepared statements
+        would be). The rows skip the result cache (a small result is still kept: converted at
+        the end) and prepared statements (they save a parse, nothing for a large result).
+        """
+        cache = self.result_cache
+        if not _preparable(sql) or (cache is not None and cache.peek(sql)):
+            return None
+        pooled = self._take()
+        cursor = pooled.cursor
+        if cancel is not None:
+            cancel.bind(cursor.interrupt)
+        signature = None
+        try:
+            if cache is not None and cache.cacheable(sql, cursor):
+                signature = cache.signature()
+            relation = cursor.sql(sql)
+            types = [str(t) for t in relation.types]
+            if not all(t in self._ARROW_TYPES or t.startswith("DECIMAL") for t in types):
+                if cancel is not None:
+                    cancel.bind(None)
+                self._give_back(pooled)
+                return None
+            columns = [Column(name, column_type(t)) for name, t in zip(relation.columns, types)]
+            if any(t in ("HUGEINT", "TIMESTAMP WITH TIME ZONE") for t in types):
+                signature = None  # their Python values from Arrow differ in type from a cursor's
+            reader = relation.to_arrow_reader(batch_size)
+        except self._duckdb.Error as e:
+            if cancel is not None:
+                cancel.bind(None)
+            _close_quietly(cursor)
+            if cancel is not None and cancel.cancelled:
+                raise EngineError(cancel.reason, "57014") from None
+            raise EngineError(f"DuckDB: {e}") from None
+        except BaseException:
+            if cancel is not None:
+                cancel.bind(None)
+            _close_quietly(cursor)
+            raise
+
+        def batches():
+            exhausted = False
+            kept: list | None = [] if signature is not None else None  # batches for the cache
+            count = 0
+            try:
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        exhausted = True
+                        if kept is not None:
+                            from ..serve.pgwire.values import arrow_rows
+
+                            cache.put(sql, signature, columns, [row for b in kept for row in arrow_rows(b)])
+                        return
+                    except Exception as e:  # duckdb.Error, or pyarrow's wrapping of it
+                        if cancel is not None and cancel.cancelled:
+                            raise EngineError(cancel.reason, "57014") from None
+                        message = str(e)
+                        raise EngineError(message if message.startswith("DuckDB") else f"DuckDB: {message}") from None
+                    if kept is not None:
+                        count += batch.num_rows
+                        kept = kept + [batch] if count <= cache.max_rows else None
+                    yield batch
+            finally:
+                if cancel is not None:
+                    cancel.bind(None)
+                with _suppress():
+                    reader.close()
+                if exhausted:
+                    self._give_back(pooled)
+                else:
+                    _close_quietly(cursor)
+
+        return columns, reader.schema, batches()
+
     def execute_with_table(self, name, table, sql, cancel=None, timeout=None) -> Result:
         """The Arrow table is registered on a cursor of its own (a view of that connection only,
         read in place: nothing is copied, and a read-only database stays unwritten)."""
@@ -318,6 +405,12 @@ class DuckDBEngine(Engine):
         for pooled in idle:
             _close_quietly(pooled.cursor)
         self._connection.close()
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(Exception)
 
 
 def _close_quietly(cursor) -> None:
