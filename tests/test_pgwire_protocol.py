@@ -1098,10 +1098,13 @@ def _edge_table(con):
     con.execute(f"CREATE OR REPLACE TABLE edge AS SELECT * FROM (VALUES {', '.join(rows)}) v({names})")
 
 
-def test_columnar_encoders_match_the_row_encoders():
+def test_columnar_encoders_match_the_row_encoders(monkeypatch):
     """The Arrow path (ColumnarEncoder) sends exactly the bytes of the row path (RowEncoder over
     the rows a DuckDB cursor gives) for every column type, in text and binary, NULLs included."""
+    from metrics_layer.serve.pgwire import values
     from metrics_layer.serve.pgwire.values import columnar_encoder, row_encoder
+
+    monkeypatch.setattr(values, "_COLUMNAR_MIN_ROWS", 0)  # columnar even for these few rows
 
     con = duckdb.connect()
     _edge_table(con)

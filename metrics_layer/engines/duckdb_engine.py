@@ -75,6 +75,7 @@ class DuckDBEngine(Engine):
     prepared_per_cursor = 64  # prepared statements kept per cursor (least recently used go)
     _seen_limit = 4096  # SQL texts counted towards prepare_threshold
     _NEVER = -1  # in _seen: the SQL failed as a prepared statement; run it plainly
+    small_rows = 2048  # a result up to this size streams as rows the next time its SQL runs
 
     def __init__(self, path: str = ":memory:", read_only: bool = False, result_cache: bool = True):
         import duckdb
@@ -97,6 +98,7 @@ class DuckDBEngine(Engine):
         self._names = itertools.count(1)
         self._seen: OrderedDict[str, int] = OrderedDict()  # SQL text -> runs (up to the threshold) or _NEVER
         self._seen_lock = threading.Lock()
+        self._small: OrderedDict[str, None] = OrderedDict()  # SQL texts whose last result was small
         self._closed = False
         self.result_cache = ResultCache(path) if result_cache else None
 
@@ -131,6 +133,23 @@ class DuckDBEngine(Engine):
             if len(self._seen) > self._seen_limit:
                 self._seen.popitem(last=False)
         return runs >= self.prepare_threshold
+
+    def _small_result(self, sql: str) -> bool:
+        """Whether the last complete run of `sql` returned at most `small_rows` rows."""
+        with self._seen_lock:
+            return sql in self._small
+
+    def _note_size(self, sql: str, rows: int) -> None:
+        """Remember whether `sql` returned a small result (it then streams as rows: prepared,
+        cached, without the Arrow set-up) or a large one (Arrow)."""
+        with self._seen_lock:
+            if rows <= self.small_rows:
+                self._small[sql] = None
+                self._small.move_to_end(sql)
+                if len(self._small) > self._seen_limit:
+                    self._small.popitem(last=False)
+            else:
+                self._small.pop(sql, None)
 
     def _never_prepare(self, sql: str) -> None:
         with self._seen_lock:
@@ -224,6 +243,7 @@ class DuckDBEngine(Engine):
         def batches() -> Iterator[list[tuple]]:
             exhausted = False
             kept: list[tuple] | None = [] if signature is not None else None  # rows for the cache
+            count = 0
             try:
                 while True:
                     try:
@@ -234,9 +254,11 @@ class DuckDBEngine(Engine):
                         raise EngineError(f"DuckDB: {e}") from None
                     if not batch:
                         exhausted = True
+                        self._note_size(sql, count)
                         if kept is not None:
                             cache.put(sql, signature, columns, kept)
                         return
+                    count += len(batch)
                     if kept is not None:
                         kept.extend(batch)
                         if len(kept) > cache.max_rows:
@@ -262,8 +284,11 @@ class DuckDBEngine(Engine):
 
     def stream_arrow(self, sql: str, cancel: Cancel | None = None, batch_size: int = 16_384):
         """A large result as Arrow: (columns, Arrow schema, iterator of RecordBatches), or None when
-        `stream` should run it instead (a result cache hit, a statement that is not a plain
-        SELECT, or a column type without a columnar encoding).
+        `stream` should run it instead: a result cache hit, a statement that is not a plain
+        SELECT, a column type without a columnar encoding, or SQL whose last run returned a
+        small result (at most `small_rows`: rows then cost less than setting up Arrow, ~0.5 ms,
+        and hot SQL is prepared). The first run of any SQL, and SQL whose results are large,
+        stream as Arrow.
 
         DuckDB streams the batches from a relation's record batch reader: the result is never
         materialized, whatever its size (a DB-API result's Arrow output and prepared statements
@@ -271,7 +296,7 @@ class DuckDBEngine(Engine):
         the end) and prepared statements (they save a parse, nothing for a large result).
         """
         cache = self.result_cache
-        if not _preparable(sql) or (cache is not None and cache.peek(sql)):
+        if not _preparable(sql) or self._small_result(sql) or (cache is not None and cache.peek(sql)):
             return None
         pooled = self._take()
         cursor = pooled.cursor
@@ -315,6 +340,7 @@ class DuckDBEngine(Engine):
                         batch = reader.read_next_batch()
                     except StopIteration:
                         exhausted = True
+                        self._note_size(sql, count)
                         if kept is not None:
                             from ..serve.pgwire.values import arrow_rows
 
@@ -325,8 +351,8 @@ class DuckDBEngine(Engine):
                             raise EngineError(cancel.reason, "57014") from None
                         message = str(e)
                         raise EngineError(message if message.startswith("DuckDB") else f"DuckDB: {message}") from None
+                    count += batch.num_rows
                     if kept is not None:
-                        count += batch.num_rows
                         kept = kept + [batch] if count <= cache.max_rows else None
                     yield batch
             finally:

@@ -722,6 +722,7 @@ def row_encoder(oids: tuple[int, ...], formats: tuple[int, ...], text_values: tu
 
 _PG_EPOCH_DAYS = 10_957  # 2000-01-01 - 1970-01-01
 _PG_EPOCH_MICROS = _PG_EPOCH_DAYS * 86_400 * _US
+_COLUMNAR_MIN_ROWS = 64  # smaller batches go through the row encoder
 _BINARY_INTS = {OID.INT2: "int16", OID.INT4: "int32", OID.INT8: "int64", OID.OID: "uint32"}
 
 
@@ -1027,8 +1028,8 @@ class ColumnarEncoder:
         if not n:
             return b""
         plan = self.plan(batch.schema)
-        if plan is None:
-            return self.rows.encode(arrow_rows(batch))
+        if plan is None or n < _COLUMNAR_MIN_ROWS:
+            return self.rows.encode(arrow_rows(batch))  # (a few rows: converting them costs less)
         pieces = []
         size = np.full(n, 6, dtype=np.int64)  # the length field itself and the column count
         for convert, column in zip(plan, batch.columns):
