@@ -208,7 +208,7 @@ def test_clients_that_do_not_read_hold_bounded_memory_duckdb(tmp_path):
     engine = _engine_alone(path, 10)
     process, port = _start(tmp_path / "project", f"duckdb:///{path}")
     try:
-        _check(port, process.pid, clients=10, bound=engine + 150_000_000)
+        _check(port, process.pid, clients=10, bound=engine + 250_000_000)
     finally:
         _stop(process)
 
