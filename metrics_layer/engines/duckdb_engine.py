@@ -285,7 +285,7 @@ class DuckDBEngine(Engine):
     def stream_arrow(self, sql: str, cancel: Cancel | None = None, batch_size: int = 16_384):
         """A large result as Arrow: (columns, Arrow schema, iterator of RecordBatches), or None when
         `stream` should run it instead: a result cache hit, a statement that is not a plain
-        SELECT, a column type without a columnar encoding, or SQL whose last run returned a
+        SELECT, pyarrow not installed, a column type without a columnar encoding, or SQL whose last run returned a
         small result (at most `small_rows`: rows then cost less than setting up Arrow, ~0.5 ms,
         and hot SQL is prepared). The first run of any SQL, and SQL whose results are large,
         stream as Arrow.
@@ -296,7 +296,7 @@ class DuckDBEngine(Engine):
         the end) and prepared statements (they save a parse, nothing for a large result).
         """
         cache = self.result_cache
-        if not _preparable(sql) or self._small_result(sql) or (cache is not None and cache.peek(sql)):
+        if not _have_pyarrow() or not _preparable(sql) or self._small_result(sql) or (cache is not None and cache.peek(sql)):
             return None
         pooled = self._take()
         cursor = pooled.cursor
@@ -431,6 +431,22 @@ class DuckDBEngine(Engine):
         for pooled in idle:
             _close_quietly(pooled.cursor)
         self._connection.close()
+
+
+_PYARROW: list[bool] = []
+
+
+def _have_pyarrow() -> bool:
+    """pyarrow is optional (the `features` extra): without it every result streams as rows."""
+    if not _PYARROW:
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.compute  # noqa: F401
+        except ImportError:
+            _PYARROW.append(False)
+        else:
+            _PYARROW.append(True)
+    return _PYARROW[0]
 
 
 def _suppress():

@@ -15,6 +15,7 @@ request and, if the statement has not returned within a short grace, abandons th
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import select
@@ -267,7 +268,7 @@ class PostgresEngine(Engine):
             cursor = lease.connection.cursor()
             rows = stream = None
             try:
-                if attempts == 2:
+                if attempts == 2 and _chunked_rows():
                     # A read streams (libpq chunked rows): the rows come off the socket as they
                     # are consumed, so a client that stops reading stops PostgreSQL too, and the
                     # server never holds the whole result. An empty result tells no columns to
@@ -372,6 +373,18 @@ class PostgresEngine(Engine):
 
     def close(self) -> None:
         self.pool.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _chunked_rows() -> bool:
+    """libpq 17+ streams rows in chunks (cursor.stream(size=...)); older ones fetch whole results."""
+    try:
+        import psycopg
+
+        return psycopg.pq.version() >= 170000
+    except Exception:
+        return False
+
 
 
 class _Batches:

@@ -3,8 +3,10 @@
 A `Connection` owns the protocol state of its client (prepared statements, portals and
 cursors, transaction status) and calls the backend `Session` through the server's thread pool,
 so the event loop never blocks on a query. Rows are fetched and encoded in the worker thread in
-batches (~256 KiB) and written with flow control; a cursor or a suspended portal simply keeps
-the backend's row iterator.
+batches (~256 KiB) and written with flow control (the next batch is fetched only once the socket
+has drained: a client that does not read holds about one batch here); a cursor or a suspended
+portal simply keeps the backend's row iterator. A backend that returns `values.ArrowRows`
+(the semantic backend over DuckDB) has its batches encoded column-wise (`ColumnarEncoder`).
 """
 
 from __future__ import annotations

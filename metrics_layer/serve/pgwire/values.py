@@ -4,7 +4,8 @@ Results are encoded in batches of DataRow messages by `RowEncoder`, whose hot lo
 generated per list of column kinds (unrolled, no per-row attribute lookups, integers and
 timestamps in text encoded inline): it is the throughput bottleneck of the server. Per-column encoders are chosen once per result from the column's
 type OID and format code; a value of an unexpected Python type drops the batch to a slower
-path that converts it to the declared type (or fails with a clear error).
+path that converts it to the declared type (or fails with a clear error). Arrow results
+(`ArrowRows`) are encoded per column by `ColumnarEncoder`, to the same bytes (see below).
 """
 
 from __future__ import annotations
@@ -843,7 +844,7 @@ def arrow_rows(batch) -> list[tuple]:
     return list(zip(*(column.to_pylist() for column in batch.columns)))
 
 
-def _binary_of(arrays, n: int, width: int, data):
+def _binary_of(n: int, width: int, data):
     """A binary array of n values of `width` bytes each from a numpy buffer."""
     pa, _ = _pa()
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(data)]).cast(pa.binary())
@@ -894,7 +895,8 @@ def _columnar_converter(oid: int, fmt: int, text_values: bool, arrow_type, safe:
 
     pa, pc = _pa()
     t = pa.types
-    is_string = t.is_string(arrow_type) or t.is_large_string(arrow_type) or t.is_string_view(arrow_type)
+    is_string = (t.is_string(arrow_type) or t.is_large_string(arrow_type)
+                 or getattr(t, "is_string_view", lambda _: False)(arrow_type))
     if is_string and (oid in _TEXT_LIKE or (not fmt and (text_values or oid == OID.JSONB))):
         return lambda c: c.cast(pa.binary())  # UTF-8 as it is
     if t.is_dictionary(arrow_type) or t.is_nested(arrow_type):
@@ -944,25 +946,25 @@ def _columnar_converter(oid: int, fmt: int, text_values: bool, arrow_type, safe:
             except pa.ArrowInvalid:
                 return _per_value(safe)(c)
             data = _numbers(cast).astype(np.dtype(_BINARY_INTS[oid]).newbyteorder(">"))
-            return _with_nulls(_binary_of(None, len(c), width, data), c)
+            return _with_nulls(_binary_of(len(c), width, data), c)
         return binary_int
     if oid in (OID.FLOAT8, OID.FLOAT4) and (t.is_float64(arrow_type) or t.is_float32(arrow_type)):
         if oid == OID.FLOAT4 and not t.is_float32(arrow_type):
             return _per_value(safe)  # struct rounds (and refuses overflows) as it does
         dtype = ">f8" if oid == OID.FLOAT8 else ">f4"
         width = 8 if oid == OID.FLOAT8 else 4
-        return lambda c: _with_nulls(_binary_of(None, len(c), width, _numbers(c).astype(dtype)), c)
+        return lambda c: _with_nulls(_binary_of(len(c), width, _numbers(c).astype(dtype)), c)
     if t.is_boolean(arrow_type) and oid == OID.BOOL:
-        return lambda c: _with_nulls(_binary_of(None, len(c), 1, _numbers(c).astype(np.uint8)), c)
+        return lambda c: _with_nulls(_binary_of(len(c), 1, _numbers(c).astype(np.uint8)), c)
     if t.is_date32(arrow_type) and oid == OID.DATE:
         def date(c):
             days = _numbers(c, pa.int32()).astype(np.int64) - _PG_EPOCH_DAYS
-            return _with_nulls(_binary_of(None, len(c), 4, days.astype(">i4")), c)
+            return _with_nulls(_binary_of(len(c), 4, days.astype(">i4")), c)
         return date
     if t.is_timestamp(arrow_type) and arrow_type.unit == "us" and oid in (OID.TIMESTAMP, OID.TIMESTAMPTZ):
         def timestamp_binary(c):
             micros = _numbers(c, pa.int64()) - _PG_EPOCH_MICROS
-            return _with_nulls(_binary_of(None, len(c), 8, micros.astype(">i8")), c)
+            return _with_nulls(_binary_of(len(c), 8, micros.astype(">i8")), c)
         return timestamp_binary
     return _per_value(safe) if _PER_VALUE_OK(arrow_type) else None
 
@@ -1039,11 +1041,11 @@ class ColumnarEncoder:
                 lengths = pc.fill_null(lengths, -1)
             lengths = lengths.to_numpy(zero_copy_only=False).astype(np.int64)
             size += 4 + np.maximum(lengths, 0)
-            pieces.append(_binary_of(None, n, 4, lengths.astype(">i4")))
+            pieces.append(_binary_of(n, 4, lengths.astype(">i4")))
             pieces.append(values)
         header = np.empty(n, dtype=[("t", "S1"), ("size", ">i4"), ("ncols", ">i2")])
         header["t"], header["size"], header["ncols"] = b"D", size, len(plan)
-        pieces.insert(0, _binary_of(None, n, 7, header.view(np.uint8)))
+        pieces.insert(0, _binary_of(n, 7, header.view(np.uint8)))
         joined = pc.take(pa.concat_arrays(pieces), self._interleave(n, len(pieces)))
         _, offsets, data = joined.buffers()
         start, end = np.frombuffer(offsets, dtype=np.int32, count=n * len(pieces) + 1, offset=4 * joined.offset)[[0, -1]]
