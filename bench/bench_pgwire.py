@@ -22,7 +22,7 @@
 
 The endpoint runs in a server process of its own over DuckDB (demo data, `--leads` leads); the
 same rows go into PostgreSQL (demo_data.generate_postgres into schema `ml_bench`). Targets:
->= 400,000 rows/s (>= 0.35x PostgreSQL) and >= 2,000 queries/s. Prints a Markdown table.
+>= 400,000 rows/s (>= 0.5x PostgreSQL) and >= 2,000 queries/s. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ asyncio.run(main())
 
 STREAM_SQL = "SELECT id, utm_source, created_at FROM leads_view"
 SMALL_SQL = "SELECT utm_source, lead_count FROM channel_view WHERE utm_source = %s"
-PG_STREAM_SQL = f"SELECT id, utm_source, created_at FROM {SCHEMA}.leads"
+PG_STREAM_SQL = "SELECT id, utm_source, created_at FROM {schema}.leads"
 PG_SMALL_SQL = (
-    f"SELECT utm_source, count(DISTINCT id) AS lead_count FROM {SCHEMA}.leads_small WHERE utm_source = %s GROUP BY 1"
+    "SELECT utm_source, count(DISTINCT id) AS lead_count FROM {schema}.leads_small WHERE utm_source = %s GROUP BY 1"
 )
 SOURCES = ["google", "facebook", "newsletter", "direct", "bing"]
 
@@ -246,12 +246,16 @@ def folding_cost(metrics_dir: Path, start: dt.datetime, end: dt.datetime, runs: 
 
 
 def main() -> int:
+    global SCHEMA, PG_STREAM_SQL, PG_SMALL_SQL
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--pg", default=os.environ.get("METRICS_LAYER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the bench schema in PostgreSQL")
+    parser.add_argument("--schema", default=SCHEMA, help="PostgreSQL schema for the bench's copy of the rows")
     args = parser.parse_args()
+    SCHEMA = args.schema
+    PG_STREAM_SQL, PG_SMALL_SQL = PG_STREAM_SQL.format(schema=SCHEMA), PG_SMALL_SQL.format(schema=SCHEMA)
 
     folder = Path(tempfile.mkdtemp(prefix="metrics-layer-bench-"))
     processes = []
@@ -299,7 +303,7 @@ def main() -> int:
         print(f"| measure ({args.leads:,} leads, psycopg {__import__('psycopg').__version__}) | SQL endpoint | PostgreSQL | ratio | target |")
         print("|---|---:|---:|---:|---|")
         print(f"| streaming `{STREAM_SQL}` | {ours_rows:,.0f} rows/s | {pg_rows:,.0f} rows/s | "
-              f"{ours_rows / pg_rows:.2f}x | >= 400,000 rows/s, >= 0.35x |")
+              f"{ours_rows / pg_rows:.2f}x | >= 400,000 rows/s, >= 0.5x |")
         print(f"| round trips `{SMALL_SQL}` | {ours_qps:,.0f} q/s | {pg_qps:,.0f} q/s | "
               f"{ours_qps / pg_qps:.2f}x | >= 2,000 q/s |")
         print(f"| round trips, result cache off (`result_cache: false`) | {nocache_qps:,.0f} q/s | {pg_qps:,.0f} q/s | "
@@ -325,7 +329,7 @@ def main() -> int:
               f"{map_extra_s * ts_fresh['literal'] * 100:+.1f} % of a new-range round trip | <= 5 % |")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end of the run")
-        ok = (ours_rows >= 400_000 and ours_rows >= 0.35 * pg_rows and ours_qps >= 2_000
+        ok = (ours_rows >= 400_000 and ours_rows >= 0.5 * pg_rows and ours_qps >= 2_000
               and map_extra_s * ts_fresh["literal"] <= 0.05 and overhead(ts_same) <= 5)
         print(f"\ntargets {'met' if ok else 'NOT met'}")
         return 0

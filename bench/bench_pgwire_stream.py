@@ -27,13 +27,13 @@ QUERY = "SELECT i, i * 2, 'row ' || i FROM range({n}) t(i)"
 PG_QUERY = "SELECT i, i * 2, 'row ' || i FROM generate_series(0, {last}) i"
 
 
-def _serve(port_queue: mp.Queue, cpu: int | None) -> None:
+def _serve(port_queue: mp.Queue, cpu: int | None, arrow: bool = False) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})  # the whole server process (loop, workers, DuckDB) on one core
     import duckdb
 
     from metrics_layer.serve.pgwire import BackgroundServer, ColumnDesc, Described, Outcome
-    from metrics_layer.serve.pgwire.values import OID
+    from metrics_layer.serve.pgwire.values import OID, ArrowRows
 
     class Session:
         def __init__(self):
@@ -44,6 +44,24 @@ def _serve(port_queue: mp.Queue, cpu: int | None) -> None:
 
         def execute(self, sql, params, param_oids, result_formats):
             cur = self.con.cursor()
+            if arrow:  # record batches, encoded column-wise by the server (as the DuckDB engine does)
+                relation = cur.sql(sql)
+                columns = [ColumnDesc(n, OID.INT8 if str(t) == "BIGINT" else OID.TEXT)
+                           for n, t in zip(relation.columns, relation.types)]
+                reader = relation.to_arrow_reader(16384)
+
+                def batches():
+                    try:
+                        while True:
+                            try:
+                                yield reader.read_next_batch()
+                            except StopIteration:
+                                return
+                    finally:
+                        reader.close()
+                        cur.close()
+
+                return Outcome(columns, ArrowRows(reader.schema, batches()))
             cur.execute(sql)
 
             def rows():
@@ -120,37 +138,51 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=test")
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, this client on CPU 1")
+    ap.add_argument("--path", choices=["rows", "arrow", "both"], default="both",
+                    help="the backend hands out rows (fetchmany) or Arrow batches (columnar encoding)")
     args = ap.parse_args()
     if args.pin:
         os.sched_setaffinity(0, {1})
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(queue, 0 if args.pin else None), daemon=True)
-    proc.start()
-    port = queue.get(timeout=60)
-    ours = f"host=127.0.0.1 port={port} user=bench dbname=bench"
     query, pg_query = QUERY.format(n=args.rows), PG_QUERY.format(last=args.rows - 1)
+    paths = ["rows", "arrow"] if args.path == "both" else [args.path]
+    servers = {}
+    for path in paths:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_serve, args=(queue, 0 if args.pin else None, path == "arrow"), daemon=True)
+        proc.start()
+        servers[path] = (queue, proc, queue.get(timeout=60))
     try:
-        results = {}
+        results, raw = {}, {}
         for binary in (False, True):
             fmt = "binary" if binary else "text"
-            t_ours, n1 = best(lambda: _fetch_psycopg(ours, query, binary), args.repeat)
             t_pg, n2 = best(lambda: _fetch_psycopg(args.pg, pg_query, binary), args.repeat)
-            assert n1 == n2 == args.rows, (n1, n2)
-            results[fmt] = (args.rows / t_ours, args.rows / t_pg)
-        t_raw, n = best(lambda: _fetch_raw(port, query), args.repeat)
-        assert n == args.rows
+            for path, (_, _, port) in servers.items():
+                ours = f"host=127.0.0.1 port={port} user=bench dbname=bench"
+                t_ours, n1 = best(lambda: _fetch_psycopg(ours, query, binary), args.repeat)
+                assert n1 == n2 == args.rows, (n1, n2)
+                results[path, fmt] = (args.rows / t_ours, args.rows / t_pg)
+        for path, (_, _, port) in servers.items():
+            t_raw, n = best(lambda: _fetch_raw(port, query), args.repeat)
+            assert n == args.rows
+            raw[path] = args.rows / t_raw
     finally:
-        queue.put("stop")
-        proc.join(30)
+        for queue, proc, _ in servers.values():
+            queue.put("stop")
+            proc.join(30)
+
+    import duckdb
 
     pinned = " (server pinned to one core)" if args.pin else ""
-    print(f"{args.rows:,} rows x 3 columns (int8, int8, text), best of {args.repeat}{pinned}")
-    for fmt, (ours_rate, pg_rate) in results.items():
-        print(f"  psycopg {fmt:6}: pgwire {ours_rate:>12,.0f} rows/s   postgresql {pg_rate:>12,.0f} rows/s"
+    print(f"{args.rows:,} rows x 3 columns (int8, int8, text), best of {args.repeat}{pinned}, "
+          f"psycopg {psycopg.__version__}, DuckDB {duckdb.__version__}")
+    for (path, fmt), (ours_rate, pg_rate) in results.items():
+        print(f"  {path:5} psycopg {fmt:6}: pgwire {ours_rate:>12,.0f} rows/s   postgresql {pg_rate:>12,.0f} rows/s"
               f"   ratio {ours_rate / pg_rate:.2f}")
-    print(f"  server alone (raw reader, text): pgwire {args.rows / t_raw:,.0f} rows/s")
+    for path, rate in raw.items():
+        print(f"  {path:5} server alone (raw reader, text): pgwire {rate:,.0f} rows/s")
+    print(f"  load average {os.getloadavg()[0]:.1f} at the end of the run")
 
 
 if __name__ == "__main__":

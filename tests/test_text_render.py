@@ -316,7 +316,20 @@ def server(tmp_path_factory):
 
         return columns, watched()
 
+    stream_arrow = service.engine.stream_arrow
+
+    def recording_stream_arrow(sql, *args, **kwargs):
+        # large or first-run results come as Arrow batches: a string column is ready text
+        arrow = stream_arrow(sql, *args, **kwargs)
+        if arrow is not None:
+            import pyarrow as pa
+
+            calls.append({"sql": sql, "types": {tuple("str" if pa.types.is_string(f.type) else str(f.type)
+                                                      for f in arrow[1])}})
+        return arrow
+
     service.engine.stream = recording_stream  # instance attribute: what the endpoint calls
+    service.engine.stream_arrow = recording_stream_arrow
     srv = BackgroundServer(SemanticBackend(service), host="127.0.0.1", port=0, auth_method="trust").start()
     yield srv.port, expected, calls, service
     srv.stop()

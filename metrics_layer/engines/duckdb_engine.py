@@ -75,6 +75,7 @@ class DuckDBEngine(Engine):
     prepared_per_cursor = 64  # prepared statements kept per cursor (least recently used go)
     _seen_limit = 4096  # SQL texts counted towards prepare_threshold
     _NEVER = -1  # in _seen: the SQL failed as a prepared statement; run it plainly
+    small_rows = 2048  # a result up to this size streams as rows the next time its SQL runs
 
     def __init__(self, path: str = ":memory:", read_only: bool = False, result_cache: bool = True):
         import duckdb
@@ -107,6 +108,7 @@ class DuckDBEngine(Engine):
         self._names = itertools.count(1)
         self._seen: OrderedDict[str, int] = OrderedDict()  # SQL text -> runs (up to the threshold) or _NEVER
         self._seen_lock = threading.Lock()
+        self._small: OrderedDict[str, None] = OrderedDict()  # SQL texts whose last result was small
         self._closed = False
         self.result_cache = ResultCache(path) if result_cache else None
 
@@ -141,6 +143,23 @@ class DuckDBEngine(Engine):
             if len(self._seen) > self._seen_limit:
                 self._seen.popitem(last=False)
         return runs >= self.prepare_threshold
+
+    def _small_result(self, sql: str) -> bool:
+        """Whether the last complete run of `sql` returned at most `small_rows` rows."""
+        with self._seen_lock:
+            return sql in self._small
+
+    def _note_size(self, sql: str, rows: int) -> None:
+        """Remember whether `sql` returned a small result (it then streams as rows: prepared,
+        cached, without the Arrow set-up) or a large one (Arrow)."""
+        with self._seen_lock:
+            if rows <= self.small_rows:
+                self._small[sql] = None
+                self._small.move_to_end(sql)
+                if len(self._small) > self._seen_limit:
+                    self._small.popitem(last=False)
+            else:
+                self._small.pop(sql, None)
 
     def _never_prepare(self, sql: str) -> None:
         with self._seen_lock:
@@ -234,6 +253,7 @@ class DuckDBEngine(Engine):
         def batches() -> Iterator[list[tuple]]:
             exhausted = False
             kept: list[tuple] | None = [] if signature is not None else None  # rows for the cache
+            count = 0
             try:
                 while True:
                     try:
@@ -244,9 +264,11 @@ class DuckDBEngine(Engine):
                         raise EngineError(f"DuckDB: {e}") from None
                     if not batch:
                         exhausted = True
+                        self._note_size(sql, count)
                         if kept is not None:
                             cache.put(sql, signature, columns, kept)
                         return
+                    count += len(batch)
                     if kept is not None:
                         kept.extend(batch)
                         if len(kept) > cache.max_rows:
@@ -263,6 +285,97 @@ class DuckDBEngine(Engine):
                     _close_quietly(cursor)  # closed early or failed: a fresh cursor next time
 
         return columns, batches()
+
+    # DuckDB types whose Arrow form the SQL endpoint encodes column-wise (values.ColumnarEncoder),
+    # and whose Python values from Arrow equal a cursor's (for the rows it still converts).
+    _ARROW_TYPES = frozenset({
+        "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "HUGEINT",
+        "FLOAT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"})
+
+    def stream_arrow(self, sql: str, cancel: Cancel | None = None, batch_size: int = 16_384):
+        """A large result as Arrow: (columns, Arrow schema, iterator of RecordBatches), or None when
+        `stream` should run it instead: a result cache hit, a statement that is not a plain
+        SELECT, pyarrow not installed, a column type without a columnar encoding, or SQL whose last run returned a
+        small result (at most `small_rows`: rows then cost less than setting up Arrow, ~0.5 ms,
+        and hot SQL is prepared). The first run of any SQL, and SQL whose results are large,
+        stream as Arrow.
+
+        DuckDB streams the batches from a relation's record batch reader: the result is never
+        materialized, whatever its size (a DB-API result's Arrow output and prepared statements
+        would be). The rows skip the result cache (a small result is still kept: converted at
+        the end) and prepared statements (they save a parse, nothing for a large result).
+        """
+        cache = self.result_cache
+        if not _have_pyarrow() or not _preparable(sql) or self._small_result(sql) or (cache is not None and cache.peek(sql)):
+            return None
+        pooled = self._take()
+        cursor = pooled.cursor
+        if cancel is not None:
+            cancel.bind(cursor.interrupt)
+        signature = None
+        try:
+            if cache is not None and cache.cacheable(sql, cursor):
+                signature = cache.signature()
+            relation = cursor.sql(sql)
+            types = [str(t) for t in relation.types]
+            if not all(t in self._ARROW_TYPES or t.startswith("DECIMAL") for t in types):
+                if cancel is not None:
+                    cancel.bind(None)
+                self._give_back(pooled)
+                return None
+            columns = [Column(name, column_type(t)) for name, t in zip(relation.columns, types)]
+            if any(t in ("HUGEINT", "TIMESTAMP WITH TIME ZONE") for t in types):
+                signature = None  # their Python values from Arrow differ in type from a cursor's
+            reader = relation.to_arrow_reader(batch_size)
+        except self._duckdb.Error as e:
+            if cancel is not None:
+                cancel.bind(None)
+            _close_quietly(cursor)
+            if cancel is not None and cancel.cancelled:
+                raise EngineError(cancel.reason, "57014") from None
+            raise EngineError(f"DuckDB: {e}") from None
+        except BaseException:
+            if cancel is not None:
+                cancel.bind(None)
+            _close_quietly(cursor)
+            raise
+
+        def batches():
+            exhausted = False
+            kept: list | None = [] if signature is not None else None  # batches for the cache
+            count = 0
+            try:
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        exhausted = True
+                        self._note_size(sql, count)
+                        if kept is not None:
+                            from ..serve.pgwire.values import arrow_rows
+
+                            cache.put(sql, signature, columns, [row for b in kept for row in arrow_rows(b)])
+                        return
+                    except Exception as e:  # duckdb.Error, or pyarrow's wrapping of it
+                        if cancel is not None and cancel.cancelled:
+                            raise EngineError(cancel.reason, "57014") from None
+                        message = str(e)
+                        raise EngineError(message if message.startswith("DuckDB") else f"DuckDB: {message}") from None
+                    count += batch.num_rows
+                    if kept is not None:
+                        kept = kept + [batch] if count <= cache.max_rows else None
+                    yield batch
+            finally:
+                if cancel is not None:
+                    cancel.bind(None)
+                with _suppress():
+                    reader.close()
+                if exhausted:
+                    self._give_back(pooled)
+                else:
+                    _close_quietly(cursor)
+
+        return columns, reader.schema, batches()
 
     def execute_with_table(self, name, table, sql, cancel=None, timeout=None) -> Result:
         """The Arrow table is registered on a cursor of its own (a view of that connection only,
@@ -328,6 +441,28 @@ class DuckDBEngine(Engine):
         for pooled in idle:
             _close_quietly(pooled.cursor)
         self._connection.close()
+
+
+_PYARROW: list[bool] = []
+
+
+def _have_pyarrow() -> bool:
+    """pyarrow is optional (the `features` extra): without it every result streams as rows."""
+    if not _PYARROW:
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.compute  # noqa: F401
+        except ImportError:
+            _PYARROW.append(False)
+        else:
+            _PYARROW.append(True)
+    return _PYARROW[0]
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(Exception)
 
 
 def _close_quietly(cursor) -> None:

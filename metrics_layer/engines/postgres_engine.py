@@ -15,6 +15,8 @@ request and, if the statement has not returned within a short grace, abandons th
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import select
 import socket
@@ -264,8 +266,22 @@ class PostgresEngine(Engine):
             if cancel is not None:
                 cancel.bind(lease.interrupt)
             cursor = lease.connection.cursor()
+            rows = stream = None
             try:
-                cursor.execute(sql)
+                if attempts == 2 and _chunked_rows():
+                    # A read streams (libpq chunked rows): the rows come off the socket as they
+                    # are consumed, so a client that stops reading stops PostgreSQL too, and the
+                    # server never holds the whole result. An empty result tells no columns to
+                    # a stream: it is asked again plainly (cheap, it is empty).
+                    stream = cursor.stream(sql, size=batch_size)
+                    first = next(stream, None)
+                    if first is None:
+                        stream = None
+                        cursor.execute(sql)
+                    else:
+                        rows = itertools.chain((first,), stream)
+                else:
+                    cursor.execute(sql)
                 columns = [Column(d.name, _TYPES.get(d.type_code, "unknown")) for d in cursor.description or []]
             except self._psycopg.Error as e:
                 if cancel is not None:
@@ -279,7 +295,7 @@ class PostgresEngine(Engine):
                     cancel.bind(None)
                 self.pool.release(lease)
                 raise
-            return columns, _Batches(self, lease, cursor, cancel, batch_size)
+            return columns, _Batches(self, lease, cursor, cancel, batch_size, rows, stream)
         raise AssertionError("unreachable")
 
     def _closed_by_engine(self, error, lease: _Lease, cancel: Cancel | None) -> bool:
@@ -359,12 +375,27 @@ class PostgresEngine(Engine):
         self.pool.close()
 
 
+@functools.lru_cache(maxsize=1)
+def _chunked_rows() -> bool:
+    """libpq 17+ streams rows in chunks (cursor.stream(size=...)); older ones fetch whole results."""
+    try:
+        import psycopg
+
+        return psycopg.pq.version() >= 170000
+    except Exception:
+        return False
+
+
+
 class _Batches:
     """Row batches of one statement; the connection goes back to the pool when they are read,
     fail, or the iterator is closed or dropped (even before its first batch)."""
 
-    def __init__(self, engine: PostgresEngine, lease: _Lease, cursor, cancel: Cancel | None, batch_size: int):
+    def __init__(self, engine: PostgresEngine, lease: _Lease, cursor, cancel: Cancel | None, batch_size: int,
+                 rows: Iterator[tuple] | None = None, stream=None):
         self._engine = engine
+        self._rows = rows  # a streaming read's rows (cursor.stream), else fetched from the cursor
+        self._stream = stream  # the cursor.stream generator, closed (its query cancelled) if left early
         self._lease: _Lease | None = lease
         self._cursor = cursor
         self._cancel = cancel
@@ -377,7 +408,10 @@ class _Batches:
         if self._lease is None:
             raise StopIteration
         try:
-            batch = self._cursor.fetchmany(self._batch_size)
+            if self._rows is not None:
+                batch = list(itertools.islice(self._rows, self._batch_size))
+            else:
+                batch = self._cursor.fetchmany(self._batch_size)
         except self._engine._psycopg.Error as e:
             lease = self._lease
             self.close()
@@ -394,6 +428,12 @@ class _Batches:
         lease, self._lease = self._lease, None
         if lease is None:
             return
+        stream, self._rows, self._stream = self._stream, None, None
+        try:
+            if stream is not None:
+                stream.close()  # a stream left early cancels its query and drains what came
+        except Exception:
+            pass
         try:
             self._cursor.close()
         except Exception:

@@ -95,6 +95,13 @@ class ResultCache:
             self.hits += 1
             return entry
 
+    def peek(self, sql: str) -> bool:
+        """Whether `get(sql)` would answer now (not counted as a hit)."""
+        signature = self.signature()
+        with self._lock:
+            self._renew(signature)
+            return sql in self._entries
+
     def put(self, sql: str, signature: tuple, columns: list[Column], rows: list[tuple]) -> None:
         """Keep a result computed when the database had `signature` (taken before the query ran)."""
         if len(rows) > self.max_rows:

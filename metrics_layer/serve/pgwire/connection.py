@@ -3,8 +3,10 @@
 A `Connection` owns the protocol state of its client (prepared statements, portals and
 cursors, transaction status) and calls the backend `Session` through the server's thread pool,
 so the event loop never blocks on a query. Rows are fetched and encoded in the worker thread in
-batches (~256 KiB) and written with flow control; a cursor or a suspended portal simply keeps
-the backend's row iterator.
+batches (~256 KiB) and written with flow control (the next batch is fetched only once the socket
+has drained: a client that does not read holds about one batch here); a cursor or a suspended
+portal simply keeps the backend's row iterator. A backend that returns `values.ArrowRows`
+(the semantic backend over DuckDB) has its batches encoded column-wise (`ColumnarEncoder`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from . import protocol as p
 from .auth import authenticate
 from .backend import BackendError, ColumnDesc, Outcome, Session
 from .sql import Command, CommandSyntaxError, Statement, Unterminated, parse_command, split_statements
-from .values import RowEncoder, decode_param, row_encoder, type_size
+from .values import ArrowRows, RowEncoder, decode_param, row_encoder, type_size
 
 if TYPE_CHECKING:
     from .server import PgWireServer
@@ -54,7 +56,16 @@ def _tag_with_count(tag: str, count: int) -> str:
 
 
 def _fetch_encoded(rows: Iterator, encoder: RowEncoder, want: int) -> tuple[bytes, int]:
-    """Worker-thread side of streaming: pull up to `want` rows and encode them."""
+    """Worker-thread side of streaming: pull up to `want` rows and encode them.
+
+    Arrow results (values.ArrowRows) are encoded column-wise when every column has a columnar
+    encoding (the same bytes), else converted to rows."""
+    if isinstance(rows, ArrowRows):
+        columnar = encoder.columnar()
+        if columnar.accepts(rows.schema):
+            pieces = rows.take(want)
+            return (b"".join(encoder.encode(p) if isinstance(p, list) else columnar.encode(p) for p in pieces),
+                    sum(len(p) if isinstance(p, list) else p.num_rows for p in pieces))
     batch = list(itertools.islice(rows, want))
     return encoder.encode(batch), len(batch)
 

@@ -41,6 +41,7 @@ from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, refer
 from .mapping import Template, parse_sql, template_for
 from .pg_parameters import PG_PARAMETERS
 from .protocol import clip_name
+from .values import ArrowRows
 
 # Logical column types (query.COLUMN_TYPES) -> PostgreSQL type OIDs.
 TYPE_OIDS = {
@@ -671,6 +672,24 @@ class SemanticSession:
                 projected: bool = False) -> Iterator:
         service = self.backend.service
         cancel, timer = self._cancellable()
+        stream_arrow = None if template.count_rows else getattr(service.engine, "stream_arrow", None)
+        if stream_arrow is not None:
+            # Arrow batches, encoded column-wise by the server (values.ArrowRows); None: rows.
+            try:
+                arrow = stream_arrow(sql, cancel)
+            except EngineError as e:
+                self._finish(cancel, timer)
+                raise BackendError(service.explain_engine_error(e.message), e.code) from None
+            except BaseException:
+                self._finish(cancel, timer)
+                raise
+            if arrow is not None:
+                _, schema, batches = arrow
+                return ArrowRows(
+                    schema, batches, None if template.identity or projected else [c.source for c in template.columns],
+                    post_offset, post_limit,
+                    on_error=lambda e: BackendError(e.message, e.code) if isinstance(e, EngineError) else None,
+                    on_close=lambda: self._finish(cancel, timer))
         try:
             _, batches = service.engine.stream(sql, cancel)
         except EngineError as e:

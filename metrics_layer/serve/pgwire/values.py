@@ -4,7 +4,8 @@ Results are encoded in batches of DataRow messages by `RowEncoder`, whose hot lo
 generated per list of column kinds (unrolled, no per-row attribute lookups, integers and
 timestamps in text encoded inline): it is the throughput bottleneck of the server. Per-column encoders are chosen once per result from the column's
 type OID and format code; a value of an unexpected Python type drops the batch to a slower
-path that converts it to the declared type (or fails with a clear error).
+path that converts it to the declared type (or fails with a clear error). Arrow results
+(`ArrowRows`) are encoded per column by `ColumnarEncoder`, to the same bytes (see below).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import functools
+import itertools
 import json
 import math
 import re
 import struct
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .backend import BackendError
 
@@ -683,6 +685,11 @@ class RowEncoder:
             for oid, fmt, ready_text in zip(oids, formats, ready)
         )
         self._safe = tuple(_safe_encoder(oid, fmt) for oid, fmt in zip(oids, formats))
+        self._key = (tuple(oids), tuple(formats), ready)
+
+    def columnar(self) -> ColumnarEncoder:
+        """The ColumnarEncoder of these columns (for Arrow results)."""
+        return columnar_encoder(*self._key)
 
     def encode(self, rows: list) -> bytes:
         try:
@@ -699,3 +706,353 @@ class RowEncoder:
 def row_encoder(oids: tuple[int, ...], formats: tuple[int, ...], text_values: tuple[bool, ...] = ()) -> RowEncoder:
     """A shared RowEncoder for these column types and formats (encoders hold no state)."""
     return RowEncoder(oids, formats, text_values)
+
+
+# ---------------------------------------------------------------------------------------
+# Columnar results: Arrow record batches encoded column by column
+#
+# A backend whose engine hands out Arrow record batches (DuckDB) returns them as `ArrowRows`.
+# Each column is turned into one Arrow binary array of its wire form, vectorised (pyarrow
+# casts for integers, decimals, dates, text; numpy byte swaps for binary fixed-width types),
+# the 4-byte length prefixes and the 7-byte DataRow headers are computed with numpy, and one
+# `take` over all pieces interleaves them row by row: Python runs per batch, not per row.
+# Values whose vectorised form could differ from the row encoders' (floats outside the range
+# where Arrow's and PostgreSQL's layouts agree, timestamps with fractions...) are encoded by the
+# row encoders themselves, so the bytes are identical to `RowEncoder`'s. A column type with no
+# columnar form makes the whole batch go through `RowEncoder` (rows converted from Arrow).
+
+_PG_EPOCH_DAYS = 10_957  # 2000-01-01 - 1970-01-01
+_PG_EPOCH_MICROS = _PG_EPOCH_DAYS * 86_400 * _US
+_COLUMNAR_MIN_ROWS = 64  # smaller batches go through the row encoder
+_BINARY_INTS = {OID.INT2: "int16", OID.INT4: "int32", OID.INT8: "int64", OID.OID: "uint32"}
+
+
+def _pa():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa, pc
+
+
+class ArrowRows:
+    """A result as Arrow record batches, iterable as rows too (tuples, as a DB-API cursor gives).
+
+    `batches` yields `pyarrow.RecordBatch`es of `schema`; `columns` optionally selects and
+    orders their columns (indexes, repeats allowed); `offset`/`limit` keep a slice of the rows.
+    `on_error(exc)` may map an exception raised while reading to another (raised instead);
+    `on_close()` runs once when the rows are exhausted, fail or are closed.
+    """
+
+    def __init__(self, schema, batches, columns: Sequence[int] | None = None, offset: int = 0,
+                 limit: int | None = None, on_error: Callable[[BaseException], BaseException | None] | None = None,
+                 on_close: Callable[[], None] | None = None):
+        pa, _ = _pa()
+        self._columns = None if columns is None or list(columns) == list(range(len(schema))) else list(columns)
+        self.schema = schema if self._columns is None else pa.schema([schema.field(i) for i in self._columns])
+        self._batches = batches
+        self._skip, self._left = offset, limit
+        self._on_error, self._on_close = on_error, on_close
+        self._pending = None  # a RecordBatch not yet handed out
+        self._rows: Iterator | None = None  # rows of a batch converted for row iteration
+        self._done = False
+
+    def _next_batch(self):
+        """The next non-empty batch (projected, sliced), or None at the end."""
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch
+        while not self._done:
+            if self._left is not None and self._left <= 0:
+                self.close()
+                return None
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self.close()
+                return None
+            except BaseException as e:
+                self.close()
+                mapped = self._on_error(e) if self._on_error is not None else None
+                if mapped is not None:
+                    raise mapped from None
+                raise
+            if self._skip:
+                cut = min(self._skip, batch.num_rows)
+                self._skip -= cut
+                batch = batch.slice(cut)
+            if self._left is not None:
+                batch = batch.slice(0, self._left)
+                self._left -= batch.num_rows
+            if batch.num_rows:
+                if self._columns is not None:
+                    pa, _ = _pa()
+                    batch = pa.RecordBatch.from_arrays([batch.column(i) for i in self._columns], schema=self.schema)
+                return batch
+        return None
+
+    def take(self, want: int) -> list:
+        """Up to `want` rows as pieces: RecordBatches, or a list of row tuples (rows already
+        converted for row iteration come first). Fewer than `want` only at the end."""
+        pieces: list = []
+        if self._rows is not None:
+            rows = list(itertools.islice(self._rows, want))
+            if len(rows) < want:
+                self._rows = None
+            if rows:
+                pieces.append(rows)
+                want -= len(rows)
+        while want > 0:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            if batch.num_rows > want:
+                batch, self._pending = batch.slice(0, want), batch.slice(want)
+            pieces.append(batch)
+            want -= batch.num_rows
+        return pieces
+
+    def __iter__(self) -> ArrowRows:
+        return self
+
+    def __next__(self) -> tuple:
+        while True:
+            if self._rows is not None:
+                row = next(self._rows, None)
+                if row is not None:
+                    return row
+                self._rows = None
+            batch = self._next_batch()
+            if batch is None:
+                raise StopIteration
+            self._rows = iter(arrow_rows(batch))
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done, self._pending, self._rows = True, None, None
+        try:
+            close = getattr(self._batches, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+
+def arrow_rows(batch) -> list[tuple]:
+    """The rows of a RecordBatch as tuples of Python values."""
+    return list(zip(*(column.to_pylist() for column in batch.columns)))
+
+
+def _binary_of(n: int, width: int, data):
+    """A binary array of n values of `width` bytes each from a numpy buffer."""
+    pa, _ = _pa()
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(data)]).cast(pa.binary())
+
+
+def _with_nulls(values, column):
+    """`values` (binary) with the nulls of `column`."""
+    pa, pc = _pa()
+    if not column.null_count:
+        return values
+    return pc.if_else(pc.is_valid(column), values, pa.scalar(None, pa.binary()))
+
+
+def _numbers(column, arrow_type=None):
+    """A column as a numpy array (cast to `arrow_type` first), nulls as zeros."""
+    pa, pc = _pa()
+    if arrow_type is not None:
+        column = pc.cast(column, arrow_type)
+    if column.null_count:
+        column = pc.fill_null(column, pa.scalar(False if pa.types.is_boolean(column.type) else 0, column.type))
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _per_value(encode: Callable[[Any], bytes]):
+    """A column encoder that runs a row encoder on each non-null value."""
+    def convert(column):
+        pa, _ = _pa()
+        return pa.array([None if v is None else encode(v) for v in column.to_pylist()], pa.binary())
+    return convert
+
+
+def _replace_where(values, mask, column, encode: Callable[[Any], bytes]):
+    """`values` with the entries where `mask` (numpy bool) is set encoded by `encode` instead."""
+    import numpy as np
+
+    pa, pc = _pa()
+    where = np.flatnonzero(mask)
+    if not len(where):
+        return values
+    fixed = pa.array([encode(v) for v in column.take(pa.array(where)).to_pylist()], pa.binary())
+    return pc.replace_with_mask(values, pa.array(mask), fixed)
+
+
+def _columnar_converter(oid: int, fmt: int, text_values: bool, arrow_type, safe: Callable[[Any], bytes]):
+    """A function Arrow column -> binary array of the values' wire form (nulls stay null),
+    or None when this column takes the row path. `safe` is the row path's encoder."""
+    import numpy as np
+
+    pa, pc = _pa()
+    t = pa.types
+    is_string = (t.is_string(arrow_type) or t.is_large_string(arrow_type)
+                 or getattr(t, "is_string_view", lambda _: False)(arrow_type))
+    if is_string and (oid in _TEXT_LIKE or (not fmt and (text_values or oid == OID.JSONB))):
+        return lambda c: c.cast(pa.binary())  # UTF-8 as it is
+    if t.is_dictionary(arrow_type) or t.is_nested(arrow_type):
+        return None
+    if not fmt:
+        if t.is_integer(arrow_type) and oid in (OID.INT2, OID.INT4, OID.INT8, OID.OID, OID.NUMERIC):
+            return lambda c: pc.cast(c, pa.string()).cast(pa.binary())
+        if t.is_decimal(arrow_type) and oid == OID.NUMERIC:
+            return lambda c: pc.cast(c, pa.string()).cast(pa.binary())
+        if t.is_boolean(arrow_type) and oid == OID.BOOL:
+            return lambda c: pc.if_else(c, pa.scalar(b"t"), pa.scalar(b"f"))
+        if t.is_float64(arrow_type) and oid == OID.FLOAT8:
+            def float8(c):
+                # Arrow's shortest digits are laid out as PostgreSQL's in [1e-4, 1e13) and for
+                # zero; other values (and NaN, infinities) are laid out by _float_text.
+                values = pc.cast(c, pa.string()).cast(pa.binary())
+                v = np.abs(c.to_numpy(zero_copy_only=False))
+                with np.errstate(invalid="ignore"):
+                    odd = ~(((v >= 1e-4) & (v < 1e13)) | (v == 0))
+                if c.null_count:
+                    odd &= c.is_valid().to_numpy(zero_copy_only=False)
+                return _replace_where(values, odd, c, _float_text)
+            return float8
+        if t.is_date32(arrow_type) and oid == OID.DATE:
+            return lambda c: pc.cast(c, pa.string()).cast(pa.binary())
+        if t.is_timestamp(arrow_type) and arrow_type.unit == "us" and oid in (OID.TIMESTAMP, OID.TIMESTAMPTZ) \
+                and (arrow_type.tz is None) == (oid == OID.TIMESTAMP):
+            suffix = b"+00" if oid == OID.TIMESTAMPTZ else b""
+
+            def timestamp(c):
+                micros = _numbers(c, pa.int64())
+                if (micros % _US).any():
+                    return _per_value(safe)(c)  # fractions: trailing zeros trimmed per value
+                text = pc.utf8_slice_codeunits(pc.cast(c.cast(pa.timestamp("us")), pa.string()), 0, 19)
+                if suffix:
+                    text = pc.binary_join_element_wise(text, pa.scalar(suffix.decode()), "")
+                return text.cast(pa.binary())
+            return timestamp
+        return _per_value(safe) if _PER_VALUE_OK(arrow_type) else None
+    # binary format
+    if t.is_integer(arrow_type) and oid in _BINARY_INTS:
+        width = np.dtype(_BINARY_INTS[oid]).itemsize
+
+        def binary_int(c):
+            try:
+                cast = pc.cast(c, _BINARY_INTS[oid])  # raises on overflow: then per value (its error)
+            except pa.ArrowInvalid:
+                return _per_value(safe)(c)
+            data = _numbers(cast).astype(np.dtype(_BINARY_INTS[oid]).newbyteorder(">"))
+            return _with_nulls(_binary_of(len(c), width, data), c)
+        return binary_int
+    if oid in (OID.FLOAT8, OID.FLOAT4) and (t.is_float64(arrow_type) or t.is_float32(arrow_type)):
+        if oid == OID.FLOAT4 and not t.is_float32(arrow_type):
+            return _per_value(safe)  # struct rounds (and refuses overflows) as it does
+        dtype = ">f8" if oid == OID.FLOAT8 else ">f4"
+        width = 8 if oid == OID.FLOAT8 else 4
+        return lambda c: _with_nulls(_binary_of(len(c), width, _numbers(c).astype(dtype)), c)
+    if t.is_boolean(arrow_type) and oid == OID.BOOL:
+        return lambda c: _with_nulls(_binary_of(len(c), 1, _numbers(c).astype(np.uint8)), c)
+    if t.is_date32(arrow_type) and oid == OID.DATE:
+        def date(c):
+            days = _numbers(c, pa.int32()).astype(np.int64) - _PG_EPOCH_DAYS
+            return _with_nulls(_binary_of(len(c), 4, days.astype(">i4")), c)
+        return date
+    if t.is_timestamp(arrow_type) and arrow_type.unit == "us" and oid in (OID.TIMESTAMP, OID.TIMESTAMPTZ):
+        def timestamp_binary(c):
+            micros = _numbers(c, pa.int64()) - _PG_EPOCH_MICROS
+            return _with_nulls(_binary_of(len(c), 8, micros.astype(">i8")), c)
+        return timestamp_binary
+    return _per_value(safe) if _PER_VALUE_OK(arrow_type) else None
+
+
+def _PER_VALUE_OK(arrow_type) -> bool:
+    """Types whose Python values (to_pylist) are what a DB-API cursor gives, so that the row
+    encoders produce the same bytes from them."""
+    pa, _ = _pa()
+    t = pa.types
+    return (t.is_integer(arrow_type) or t.is_floating(arrow_type) or t.is_decimal(arrow_type)
+            or t.is_boolean(arrow_type) or t.is_string(arrow_type) or t.is_large_string(arrow_type)
+            or t.is_date32(arrow_type) or (t.is_timestamp(arrow_type) and arrow_type.unit == "us"))
+
+
+class ColumnarEncoder:
+    """Encodes Arrow record batches as DataRow messages, the same bytes as `RowEncoder`."""
+
+    def __init__(self, rows: RowEncoder, oids: Sequence[int], formats: Sequence[int], text_values: Sequence[bool]):
+        self.rows = rows
+        self._columns = tuple(zip(oids, formats, tuple(text_values) + (False,) * (len(oids) - len(text_values))))
+        self._plans: dict = {}  # schema -> per-column converters, or None (row path)
+        self._index_cache: dict = {}
+
+    def plan(self, schema):
+        """Converters for a schema, or None when some column has no columnar form."""
+        try:
+            return self._plans[schema]
+        except KeyError:
+            pass
+        plan = None
+        if len(schema) == len(self._columns) and self._columns:
+            converters = [
+                _columnar_converter(oid, fmt, ready, field.type, self.rows._safe[i])
+                for i, ((oid, fmt, ready), field) in enumerate(zip(self._columns, schema))]
+            plan = None if any(c is None for c in converters) else converters
+        if len(self._plans) > 64:
+            self._plans.clear()
+        self._plans[schema] = plan
+        return plan
+
+    def accepts(self, schema) -> bool:
+        return self.plan(schema) is not None
+
+    def _interleave(self, n: int, m: int):
+        """Indexes that take piece j of row r from position j * n + r: row-major order."""
+        import numpy as np
+
+        pa, _ = _pa()
+        key = (n, m)
+        index = self._index_cache.get(key)
+        if index is None:
+            if len(self._index_cache) > 16:
+                self._index_cache.clear()
+            index = self._index_cache[key] = pa.array(
+                ((np.arange(m, dtype=np.int64) * n)[None, :] + np.arange(n, dtype=np.int64)[:, None]).ravel())
+        return index
+
+    def encode(self, batch) -> bytes:
+        import numpy as np
+
+        pa, pc = _pa()
+        n = batch.num_rows
+        if not n:
+            return b""
+        plan = self.plan(batch.schema)
+        if plan is None or n < _COLUMNAR_MIN_ROWS:
+            return self.rows.encode(arrow_rows(batch))  # (a few rows: converting them costs less)
+        pieces = []
+        size = np.full(n, 6, dtype=np.int64)  # the length field itself and the column count
+        for convert, column in zip(plan, batch.columns):
+            values = convert(column)
+            lengths = pc.binary_length(values)
+            if values.null_count:
+                lengths = pc.fill_null(lengths, -1)
+            lengths = lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+            size += 4 + np.maximum(lengths, 0)
+            pieces.append(_binary_of(n, 4, lengths.astype(">i4")))
+            pieces.append(values)
+        header = np.empty(n, dtype=[("t", "S1"), ("size", ">i4"), ("ncols", ">i2")])
+        header["t"], header["size"], header["ncols"] = b"D", size, len(plan)
+        pieces.insert(0, _binary_of(n, 7, header.view(np.uint8)))
+        joined = pc.take(pa.concat_arrays(pieces), self._interleave(n, len(pieces)))
+        _, offsets, data = joined.buffers()
+        start, end = np.frombuffer(offsets, dtype=np.int32, count=n * len(pieces) + 1, offset=4 * joined.offset)[[0, -1]]
+        return data.slice(int(start), int(end - start)).to_pybytes()
+
+
+@functools.lru_cache(maxsize=512)
+def columnar_encoder(oids: tuple[int, ...], formats: tuple[int, ...], text_values: tuple[bool, ...] = ()) -> ColumnarEncoder:
+    """A shared ColumnarEncoder (its plans are per schema, the same for everyone)."""
+    return ColumnarEncoder(row_encoder(oids, formats, text_values), oids, formats, text_values)
