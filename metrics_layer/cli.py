@@ -237,7 +237,8 @@ def _list(args) -> int:
     model = _load_model(load_project(args.project))
     print("Metrics:")
     for metric in model.metrics.values():
-        window = f" [window {metric.window.text}" + (f", label delay {metric.label_delay.text}]" if metric.label_delay else "]") if metric.window else ""
+        window = (f" [window {metric.window.text}" + (f", label delay {metric.label_delay.text}]" if metric.label_delay else "]")
+                  if metric.window else f" [label delay {metric.label_delay.text}]" if metric.label_delay else "")
         print(f"  {metric.name} ({metric.type}){window}: {_one_line(metric.description)}")
     print("Measures (usable as metrics):")
     for m in model.models.values():

@@ -176,6 +176,29 @@ def test_label_coverage_equals_plain_python_at_several_moments(service, end):
     assert_same_rows(total.rows, [(len(mature), len(labelled), len(since), _div(len(mature), len(since)))], f"coverage at {end}")
 
 
+
+@pytest.mark.parametrize("end", [dt.datetime(2026, 2, 20, 12, 20), dt.datetime(2026, 2, 10, 7, 30)], ids=lambda d: d.isoformat())
+def test_matured_share_per_hour_and_version_as_labels_come_in(service, end):
+    """By hour of prediction and version, as of E: matured = that hour's predictions older than
+    the 1-day delay at E, predicted = all of them, the share between: the hours of the last day
+    are partly in (the hour E - 1 day falls in), older ones all in, newer ones not at all."""
+    delay = dt.timedelta(days=1)
+    predicted = [r for r in lead_rows(service, end) if r[2] is not None]
+    counts = defaultdict(lambda: [0, 0])
+    for r in predicted:
+        key = (_hour(r[0]), r[1])
+        counts[key][1] += 1
+        counts[key][0] += r[0] <= end - delay
+    want = sorted(((hour, version, m, n, _div(m, n)) for (hour, version), (m, n) in counts.items()),
+                  key=lambda r: (r[0], r[1] is None, r[1] or ""))
+    got = service.run(SemanticQuery(("conversion_3h.matured", "conversion_3h.predicted", "conversion_3h.matured_share"),
+                                    (HOUR, "predictions.model_version"), as_of=end))
+    rows = [(h, v, m, n, share) for h, v, m, n, share in got.rows if n]  # leads without a prediction: no share
+    assert_same_rows(rows, want, f"matured share at {end}")
+    shares = {share for *_, share in want}
+    assert {0.0, 1.0} <= shares  # hours all in and hours not yet in, both present
+
+
 def cbpe(rows):
     """Plain-Python CBPE: expected confusion cells as sums of the score over (label, score) rows."""
     scored = [(label, score) for label, score in rows if label is not None and score is not None]

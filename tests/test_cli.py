@@ -99,7 +99,7 @@ def test_demo_writes_deterministic_data(tmp_path):
 
 def test_validate_and_list(project):
     ok = run("validate", str(project))
-    assert ok.returncode == 0 and "58 metrics" in ok.stdout
+    assert ok.returncode == 0 and "61 metrics" in ok.stdout
     listing = run("list", "--project", str(project))
     assert "accuracy_3h (ratio) [window 3 hours, label delay 1 day]" in listing.stdout
 
@@ -131,7 +131,7 @@ def test_between_a_and_b_or_a_comma_b(project):
 
 def test_validate_a_yaml_folder_or_say_what_to_pass(project, tmp_path):
     ok = run("validate", str(project / "metrics"))
-    assert ok.returncode == 0 and "58 metrics" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "61 metrics" in ok.stdout, ok.stderr
     (tmp_path / "notes.txt").write_text("not a project")
     out = run("validate", str(tmp_path))
     assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -142,7 +142,7 @@ def test_malformed_json_body(server):
 def test_health(server):
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["engine"]["reachable"] is True
-    assert health["model"]["metrics"] == 58 and health["last_reload_errors"] == []
+    assert health["model"]["metrics"] == 61 and health["last_reload_errors"] == []
 
 
 def test_api_keys(tmp_path, demo_duckdb_path, monkeypatch):

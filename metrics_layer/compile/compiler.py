@@ -132,8 +132,14 @@ def materialization_query(mat: Materialization) -> SemanticQuery:
 
 @dataclass(frozen=True)
 class Window:
-    length: Interval
+    length: Interval | None  # None: no lower bound, every row older than the delay (no rolling)
     delay: Interval | None
+
+    @property
+    def text(self) -> str:
+        if self.length is None:
+            return f"older than {self.delay.text}"
+        return f"a trailing window of {self.length.text}" + (f" delayed {self.delay.text}" if self.delay else "")
 
 
 @dataclass
@@ -228,7 +234,7 @@ class _Compiler:
     def _window_for(self, metric: Metric | None, inherited: Window | None) -> Window | None:
         if self.window_override is not None:
             return Window(self.window_override, metric.label_delay if metric else None)
-        if metric is not None and metric.window is not None:
+        if metric is not None and (metric.window is not None or metric.label_delay is not None):
             return Window(metric.window, metric.label_delay)
         return inherited
 
@@ -343,7 +349,7 @@ class _Compiler:
         base = self.model.models[group.base]
         if group.window is not None and base.time_expr is None:
             raise QueryError(
-                f"a trailing window of {group.window.length.text} needs the time of model '{base.name}', which has "
+                f"{group.window.text} needs the time of model '{base.name}', which has "
                 f"none; query its measures without a window, or add `time: <timestamp column>` to model '{base.name}'",
                 "0A000",
             )
@@ -434,7 +440,7 @@ class _Compiler:
         if self.retention is None:
             return [], []
         dim, age = self.retention
-        if dim is rolling:
+        if dim is rolling:  # (a rolling window has a length)
             reach = age + window.length + window.delay if window.delay else age + window.length
             return [self.sql_dialect.newer_than(base.time_expr.copy(), reach)], []
         buckets = [self.sql_dialect.newer_than(dim.expr.copy(), age)]
@@ -468,8 +474,9 @@ class _Compiler:
         return f"dimensions of '{base.name}' cannot be combined with {asked}: {error}"
 
     def _rolling_dimension(self, group: _Group) -> _Dimension | None:
-        """The time dimension a windowed group rolls along, if the query slices by its model's time."""
-        if group.window is None:
+        """The time dimension a windowed group rolls along, if the query slices by its model's time
+        (a delay without a window does not roll: each bucket counts its rows older than the delay)."""
+        if group.window is None or group.window.length is None:
             return None
         for dim in self.dimensions:
             if dim.model == group.base and dim.is_time_of_model:

@@ -205,7 +205,7 @@ def _describe_use(measure: str, condition, window, rolling) -> str:
     if condition is not None:
         text += f" filtered by {condition.sql()}"
     if window is not None:
-        text += f" over {window.length.text}" + (f" delayed {window.delay.text}" if window.delay else "")
+        text += f" over {window.text}"
         text += f" rolling by {rolling[0]}:{rolling[1]}" if rolling else " ending now"
     return text
 

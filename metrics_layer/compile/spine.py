@@ -225,7 +225,7 @@ class _SpineCompiler(_Compiler):
         window = group.window
         lo = time.copy() if window is None else dialects.shift(time.copy(), window.delay, +1)
         hi = None
-        if window is not None:
+        if window is not None and window.length is not None:
             hi = dialects.shift(time.copy(), window.length + window.delay if window.delay else window.length, +1)
         if until is not None:  # the row stops counting at its window's end or when the key's next row comes
             hi = until.copy() if hi is None else exp.Case(
@@ -244,7 +244,7 @@ class _SpineCompiler(_Compiler):
 
         delay = window.delay if window is not None else None
         counts.append(exp.LTE(this=time.copy(), expression=dialects.shift(bound(exp.Max), delay, -1)))
-        if window is not None:
+        if window is not None and window.length is not None:
             reach = window.length + window.delay if window.delay else window.length
             counts.append(exp.GT(this=time.copy(), expression=dialects.shift(bound(exp.Min), reach, -1)))
         id_names = [f"{_ID}{i}" for i in range(len(ids))]

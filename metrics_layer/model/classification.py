@@ -55,6 +55,9 @@ PROVIDED = {
     "mature": "Predictions old enough for their label (older than the label delay): the ones the metrics count.",
     "labelled": "Mature predictions with a ground-truth row.",
     "coverage": "Share of the predictions since the window's start that are mature: mature / coverage_predictions.",
+    "matured": "Predictions older than the label delay as of now (or as_of), in each group: no window.",
+    "predicted": "Predictions up to now (or as_of), in each group: no window.",
+    "matured_share": "Share of the predictions whose label delay has passed, as of now (or as_of): by hour of prediction, how far that hour's labels are in (matured / predicted).",
     "estimated_accuracy": "Estimate (CBPE) over the predictions younger than the label delay: expected share correct, from the score.",
     "estimated_precision": "Estimate (CBPE) over the predictions younger than the label delay: mean score of those predicted positive.",
     "estimated_recall": "Estimate (CBPE) over the predictions younger than the label delay: expected TP / expected positives.",
@@ -130,13 +133,14 @@ def expand(loader: "_Loader", node: Node, name: str) -> None:
     def use(filter_text: str) -> MeasureInput | None:
         return loader.measure_input(count, at, f"{what}", filter_text, at)
 
-    def add(suffix: str, kind: str, fmt: str | None, inputs=None, expr=None) -> None:
+    def add(suffix: str, kind: str, fmt: str | None, inputs=None, expr=None, **timing) -> None:
+        """A provided metric `<name>.<suffix>`; `timing` (window=, label_delay=) overrides the classification's."""
         if inputs is not None and None in inputs.values():
             return  # reported by measure_input
         text = PROVIDED[suffix] + (f" Of: {description.strip()}" if description else "")
         loader.metrics[f"{name}.{suffix}"] = Metric(
             name=f"{name}.{suffix}", type=kind, format=fmt, inputs=inputs or {}, expr=expr,
-            **{**common, "description": text},
+            **{**common, **timing, "description": text},
         )
 
     for cell, condition in cells.items():
@@ -206,18 +210,21 @@ def _coverage(loader, node: Node, name: str, entity_model: str, label: str, wind
     entity = str(node["entity"]).partition(".")[2]
     has_row = (f"{truth.name}.{truth.entities[entity].expr.sql()} IS NOT NULL" if entity in truth.entities
                else f"COALESCE(({node.get('positive')}), FALSE)")
-    add("mature", "simple", "integer", {"measure": use(f"{label} IS NOT NULL")})
-    add("labelled", "simple", "integer", {"measure": use(f"{label} IS NOT NULL AND {has_row}")})
-    inputs = {"measure": use(f"{label} IS NOT NULL")}
-    if None not in inputs.values():
-        loader.metrics[f"{name}.coverage_predictions"] = Metric(
-            name=f"{name}.coverage_predictions", type="simple", format="integer", inputs=inputs, expr=None,
-            **{**common, "window": window + delay, "label_delay": None,
-               "description": PROVIDED["coverage_predictions"]})
+    predicted = f"{label} IS NOT NULL"
+    add("mature", "simple", "integer", {"measure": use(predicted)})
+    add("labelled", "simple", "integer", {"measure": use(f"{predicted} AND {has_row}")})
+    add("coverage_predictions", "simple", "integer", {"measure": use(predicted)}, window=window + delay, label_delay=None)
     double = exp.DataType(this=exp.DataType.Type.DOUBLE)
     add("coverage", "derived", "percent", expr=exp.Div(
         this=exp.Cast(this=_metric_ref(f"{name}.mature"), to=double),
         expression=_metric_ref(f"{name}.coverage_predictions")))
+    # Per bucket of prediction time, as of now (or as_of): no window, so no rolling. `matured`
+    # counts the predictions older than the delay (time <= E - delay), `predicted` all of them.
+    add("matured", "simple", "integer", {"measure": use(predicted)}, window=None)
+    add("predicted", "simple", "integer", {"measure": use(predicted)}, window=None, label_delay=None)
+    add("matured_share", "derived", "percent", expr=exp.Div(
+        this=exp.Cast(this=_metric_ref(f"{name}.matured"), to=double),
+        expression=_metric_ref(f"{name}.predicted")), window=None, label_delay=None)
 
 
 def _estimated(loader, name: str, entity_model: str, label: str, score_text: str, delay, at, what, use, common) -> None:

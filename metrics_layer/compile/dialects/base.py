@@ -57,12 +57,19 @@ class Dialect:
     def trailing_window(
         self, time: exp.Expression, window: Interval, delay: Interval | None, end: dt.datetime | exp.Expression | None
     ) -> list[exp.Expression]:
-        """Conditions keeping rows with time in (end - delay - window, end - delay].
+        """Conditions keeping rows with time in (end - delay - window, end - delay] (window None:
+        time <= end - delay, every row older than the delay).
 
         The window includes its end: a row at exactly `end` (which as_of keeps) is in the window
         ending there, as in `created_at > NOW() - INTERVAL '3 hours'`. `end` is the as_of moment,
         an expression (a spine row's time), or None for "now".
         """
+        if window is None:
+            if isinstance(end, exp.Expression):
+                return [exp.LTE(this=time.copy(), expression=shift(end.copy(), delay, -1))]
+            if end is not None:
+                return [exp.LTE(this=time.copy(), expression=timestamp(end - dt.timedelta(seconds=delay.seconds)))]
+            return [self.older_than(time.copy(), delay)]
         reach = window + delay if delay else window
         if isinstance(end, exp.Expression):  # a column: each spine row's own time (spine.py)
             return [exp.GT(this=time.copy(), expression=shift(end.copy(), reach, -1)),
@@ -75,10 +82,7 @@ class Dialect:
 
     def trailing_window_now(self, time: exp.Expression, reach: Interval, delay: Interval | None) -> list[exp.Expression]:
         """The window ending now: time > now - reach AND time <= now - delay."""
-        return [
-            exp.GT(this=time.copy(), expression=shift(self.now(), reach, -1)),
-            exp.LTE(this=time.copy(), expression=shift(self.now(), delay, -1)),
-        ]
+        return [self.newer_than(time.copy(), reach), self.older_than(time.copy(), delay)]
 
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         """moment <= now, as a filter the engine can maintain."""
@@ -87,6 +91,10 @@ class Dialect:
     def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
         """moment > now - age, as a filter the engine can maintain (a materialization's retention)."""
         return exp.GT(this=moment, expression=shift(self.now(), age, -1))
+
+    def older_than(self, moment: exp.Expression, age: Interval | None) -> exp.Expression:
+        """moment <= now - age (age None: moment <= now), as a filter the engine can maintain."""
+        return exp.LTE(this=moment, expression=shift(self.now(), age, -1))
 
     def aggregate_where(
         self, aggregate: Callable[[exp.Expression], exp.Expression], value: exp.Expression,

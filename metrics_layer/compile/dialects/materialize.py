@@ -17,18 +17,14 @@ class Materialize(Streaming):
     def now(self) -> exp.Expression:
         return exp.Anonymous(this="mz_now", expressions=[])
 
-    def trailing_window_now(self, time: exp.Expression, reach: Interval, delay: Interval | None) -> list[exp.Expression]:
-        # t > now - reach  <=>  mz_now() < t + reach;   t <= now - delay  <=>  mz_now() >= t + delay
-        return [
-            exp.LT(this=self.now(), expression=shift(time.copy(), reach, +1)),
-            exp.GTE(this=self.now(), expression=shift(time.copy(), delay, +1)),
-        ]
-
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         return exp.GTE(this=self.now(), expression=moment)
 
     def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
         return exp.LT(this=self.now(), expression=shift(moment, age, +1))  # moment > now - age
+
+    def older_than(self, moment: exp.Expression, age: Interval | None) -> exp.Expression:
+        return exp.GTE(this=self.now(), expression=shift(moment, age, +1))  # moment <= now - age
 
     def lag_query(self, schema: str, objects: list[str]) -> exp.Select:
         """The latest minute of each object's wallclock lag (how far its write frontier trails the

@@ -18,18 +18,14 @@ class RisingWave(Streaming):
     def now(self) -> exp.Expression:
         return exp.Anonymous(this="NOW", expressions=[])
 
-    def trailing_window_now(self, time: exp.Expression, reach: Interval, delay: Interval | None) -> list[exp.Expression]:
-        utc = _utc(time.copy())
-        return [
-            exp.GT(this=utc, expression=shift(self.now(), reach, -1)),
-            exp.LTE(this=utc.copy(), expression=shift(self.now(), delay, -1)),
-        ]
-
     def at_or_before_now(self, moment: exp.Expression) -> exp.Expression:
         return exp.LTE(this=_utc(moment), expression=self.now())
 
     def newer_than(self, moment: exp.Expression, age: Interval) -> exp.Expression:
         return exp.GT(this=_utc(moment), expression=shift(self.now(), age, -1))
+
+    def older_than(self, moment: exp.Expression, age: Interval | None) -> exp.Expression:
+        return exp.LTE(this=_utc(moment), expression=shift(self.now(), age, -1))
 
     def deduplicated(self, source, keys, order, descending, where):
         """ROW_NUMBER in a subquery with a rank filter: the form its streaming top-N recognises."""
