@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .model.errors import did_you_mean
 
 PROJECT_FILE = "metrics_layer.yml"
@@ -140,6 +138,8 @@ def _holds_yaml(folder: Path) -> bool:
 def _read_settings(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    import yaml  # only with a project file (a CLI start without one skips the parser)
+
     try:
         settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .model.errors import did_you_mean
-from .model.load import parse_interval
+from .model.types import parse_interval
 from .query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 
 DEFAULT_MIN_COVERAGE = 0.5

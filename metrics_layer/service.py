@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from .compile import explain_query
 from .compile.ddl import check_materializations
 from .engines import Cancel, Engine, EngineError, connect
-from .model import ModelError, SemanticModel, ValidationFailed, load_model
-from .model.schema_check import check_schema, engine_error_origin, first_line
+from .model import ModelError, SemanticModel, ValidationFailed
+from .model.errors import first_line
 from .project import Project
 from .query import QueryError, Result, SemanticQuery
 
@@ -54,7 +54,11 @@ class MetricsService:
 
     def __init__(self, project: Project, engine: Engine | None = None, model: SemanticModel | None = None):
         self.project = project
-        self._model = model if model is not None else load_model(project.metrics_dir)
+        if model is None:
+            from .model import load_model
+
+            model = load_model(project.metrics_dir)
+        self._model = model
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._routes = None  # (monotonic time, model, deploy.Routes): what is deployed, re-read every ROUTES_TTL s
@@ -77,6 +81,8 @@ class MetricsService:
         An engine that cannot be reached only logs a warning: the YAML was valid, and queries
         will say the engine is down. An in-memory DuckDB is not checked (it starts empty).
         """
+        from .model.schema_check import check_schema
+
         errors: list[ModelError] = []
         try:
             engine = self.engine
@@ -90,6 +96,8 @@ class MetricsService:
 
     def explain_engine_error(self, message: str, model: SemanticModel | None = None) -> str:
         """The engine's message, and where in the YAML a missing column or table it names is written."""
+        from .model.schema_check import engine_error_origin
+
         found = engine_error_origin(model if model is not None else self._model, message)
         return message + "".join(f"\n  from {location}: {what}" for location, what in found)
 

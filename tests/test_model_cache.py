@@ -154,3 +154,24 @@ def test_read_only_commands_import_no_server_stack(tmp_path, demo_duckdb_path, a
                          env={**os.environ, "METRICS_LAYER_HOME": str(tmp_path / "home")}, cwd=REPO, timeout=120)
     report = json.loads(out.stderr.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, out.stderr
+
+
+@pytest.mark.parametrize("args", [["compile", "-m", "accuracy_3h"], ["query", "-m", "accuracy", "--format", "json"]])
+def test_with_a_warm_cache_the_loader_is_not_imported(tmp_path, demo_duckdb_path, args):
+    """A cache hit needs neither the YAML loader and its validation nor the schema check."""
+    project = make_project(tmp_path / "p", f"duckdb:///{demo_duckdb_path}")
+    loader = ("metrics_layer.model.load", "metrics_layer.model.classification", "metrics_layer.model.schema_check",
+              "metrics_layer.model.yaml_source")
+    script = (
+        "import sys, json\n"
+        "import metrics_layer.cli as cli\n"
+        f"code = cli.main({json.dumps([*args, '--project', str(project)])})\n"
+        f"print(json.dumps({{'code': code, 'loaded': sorted(m for m in {loader!r} if m in sys.modules)}}), file=sys.stderr)\n"
+    )
+    reports = []
+    for _ in range(2):  # the first run fills the cache
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env={**os.environ, "METRICS_LAYER_HOME": str(tmp_path / "home")}, cwd=REPO, timeout=120)
+        reports.append(json.loads(out.stderr.strip().splitlines()[-1]))
+    assert reports[0]["code"] == 0 and "metrics_layer.model.load" in reports[0]["loaded"]
+    assert reports[1] == {"code": 0, "loaded": []}, reports

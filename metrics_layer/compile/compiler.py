@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from ..model.errors import did_you_mean
 from ..model.joins import JoinError, join_path, join_plan
-from ..model.load import parse_interval, qualify
+from ..model.types import parse_interval, qualify
 from ..model.types import Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
 from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
 from . import dialects

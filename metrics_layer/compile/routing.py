@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from ..model.load import qualify
+from ..model.types import qualify
 from . import dialects
 
 # Buckets of a grain lie inside one bucket of each of these grains.

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from ..model.joins import JoinError, join_plan
-from ..model.load import qualify
+from ..model.types import qualify
 from ..model.types import Model, SemanticModel
 from ..query import Filter, QueryError, SemanticQuery
 from . import dialects

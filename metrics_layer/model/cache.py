@@ -30,13 +30,13 @@ _KEEP = 16  # cache files kept per folder (oldest removed)
 
 def load_model_cached(directory: str | Path, cache_dir: str | Path) -> SemanticModel:
     """load_model(directory), from `cache_dir` when the same files were loaded before."""
-    from .load import _display_path, load_model, yaml_files
+    from .files import display_path, yaml_files
 
     directory = Path(directory)
     files = yaml_files(directory) if directory.is_dir() else []
     if not files:
-        return load_model(directory)  # its own clear error
-    path = Path(cache_dir) / f"model-{_key(files, _display_path):s}.pickle"
+        return _load(directory)  # its own clear error
+    path = Path(cache_dir) / f"model-{_key(files, display_path):s}.pickle"
     try:
         with open(path, "rb") as f:
             model = pickle.load(f)
@@ -49,9 +49,15 @@ def load_model_cached(directory: str | Path, cache_dir: str | Path) -> SemanticM
     except Exception:  # truncated, corrupt or from other code: load again and rewrite
         stats["unreadable"] += 1
     stats["miss"] += 1
-    model = load_model(directory)
+    model = _load(directory)
     _store(path, model)
     return model
+
+
+def _load(directory: Path) -> SemanticModel:
+    from .load import load_model  # the YAML parser and validation: only on a miss
+
+    return load_model(directory)
 
 
 def _key(files: list[Path], display) -> str:

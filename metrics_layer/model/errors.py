@@ -6,7 +6,17 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
-from .yaml_source import Location
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: a YAML file and line (here, not in yaml_source, so that
+    unpickling a cached model needs no YAML parser)."""
+    file: str
+    line: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
 
 
 @dataclass(frozen=True)
@@ -38,3 +48,8 @@ def did_you_mean(name: str, candidates: Iterable[str], what: str = "valid") -> s
         return ""
     shown = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
     return f"; {what}: {shown}"
+
+
+def first_line(message: str) -> str:
+    """An engine message's first line (DuckDB adds the SQL and a caret, psycopg hints)."""
+    return message.strip().splitlines()[0] if message.strip() else message

@@ -18,9 +18,10 @@ from .joins import JoinError, join_path
 from .types import (
     AGGREGATIONS, DIMENSION_TYPES, ENTITY_TYPES, FORMATS, METRIC_TYPES,
     Dedupe, Dimension, Entity, Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, View,
-    WrittenSql, qualify,
+    WrittenSql, parse_interval, qualify,
 )
 from ..query import GRAINS
+from .files import display_path as _display_path, yaml_files  # noqa: F401 (yaml_files: serve/reload.py)
 from .yaml_source import Location, Node, Seq, YamlSyntaxError, load_yaml_file
 
 TOP_LEVEL_KEYS = ("models", "metrics", "views", "materializations", "monitors")
@@ -38,17 +39,6 @@ VIEW_KEYS = ("name", "description", "metrics", "dimensions", "count", "entity")
 MATERIALIZATION_KEYS = ("name", "description", "metrics", "dimensions", "refresh", "retention")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-
-
-def parse_interval(text: Any) -> Interval | None:
-    """'3 hours' -> Interval; None when the text is not a duration."""
-    match = _INTERVAL.match(str(text))
-    if not match or int(match.group(1)) <= 0:
-        return None
-    count, unit = int(match.group(1)), match.group(2).lower()
-    return Interval(count * _UNIT_SECONDS[unit], f"{count} {unit}{'s' if count != 1 else ''}")
 
 
 def _sql_problem(error: Exception) -> str:
@@ -748,10 +738,6 @@ class _Loader:
                              self.materializations, tuple(self.written), monitors=monitors)
 
 
-def yaml_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
-
-
 def load_model(directory: str | Path) -> SemanticModel:
     """Load and validate every YAML file under `directory`. Raises ValidationFailed."""
     directory = Path(directory)
@@ -762,13 +748,6 @@ def load_model(directory: str | Path) -> SemanticModel:
         raise ValidationFailed([ModelError(Location(str(directory), 1), "no .yml or .yaml files here")])
     shown = [(p, _display_path(p)) for p in files]
     return _Loader().load(shown)
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _without_positions(parsed: exp.Expression) -> exp.Expression:

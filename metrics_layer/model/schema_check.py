@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from sqlglot import exp
 
-from .errors import ModelError, did_you_mean
+from .errors import ModelError, did_you_mean, first_line  # noqa: F401 (first_line: for callers)
 from .types import Model, SemanticModel, WrittenSql
-from .yaml_source import Location
+from .errors import Location
 
 if TYPE_CHECKING:
     from ..engines import Engine
@@ -252,11 +252,6 @@ def _relation(m: Model) -> str:
     if isinstance(m.source, exp.Table):
         return f"table {m.source.sql()}"
     return f"the rows of model '{m.name}' sql"
-
-
-def first_line(message: str) -> str:
-    """An engine message's first line (DuckDB adds the SQL and a caret, psycopg hints)."""
-    return message.strip().splitlines()[0] if message.strip() else message
 
 
 # ---- engine errors at query time -> the YAML that caused them ---------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from sqlglot import exp
 
-from .yaml_source import Location
+from .errors import Location
 
 
 def qualify(expression: exp.Expression, model: str) -> exp.Expression:
@@ -52,6 +53,19 @@ class Interval:
     def __add__(self, other: "Interval") -> "Interval":
         total = self.seconds + other.seconds
         return Interval(total, describe_seconds(total))
+
+
+_INTERVAL = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def parse_interval(text) -> Interval | None:
+    """'3 hours' -> Interval; None when the text is not a duration."""
+    match = _INTERVAL.match(str(text))
+    if not match or int(match.group(1)) <= 0:
+        return None
+    count, unit = int(match.group(1)), match.group(2).lower()
+    return Interval(count * _UNIT_SECONDS[unit], f"{count} {unit}{'s' if count != 1 else ''}")
 
 
 def describe_seconds(seconds: int) -> str:

@@ -9,14 +9,7 @@ from typing import Any
 
 import yaml
 
-
-@dataclass(frozen=True)
-class Location:
-    file: str
-    line: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+from .errors import Location
 
 
 class Node(dict):

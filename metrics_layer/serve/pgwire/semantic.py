@@ -32,7 +32,7 @@ from sqlglot import exp
 
 from ...compile.pg_text import RENDERED_OIDS, pg_text_select
 from ...engines import Cancel, EngineError
-from ...model.load import parse_interval
+from ...model.types import parse_interval
 from ...query import COLUMN_TYPES, DimensionRef, QueryError, SemanticQuery, parse_timestamp
 from ...views import PublicView, ViewField, public_views
 from ...service import describe_freshness
