@@ -238,16 +238,11 @@ class DuckDBEngine(Engine):
             self._run(pooled, sql, cancel)
             columns = [Column(d[0], column_type(d[1])) for d in cursor.description or []]
         except self._duckdb.Error as e:
-            if cancel is not None:
-                cancel.bind(None)
-            _close_quietly(cursor)
-            if cancel is not None and cancel.cancelled:
-                raise EngineError(cancel.reason, "57014") from None
-            raise EngineError(f"DuckDB: {e}") from None
+            _abandon(cursor, cancel)
+            raise (EngineError(cancel.reason, "57014") if cancel is not None and cancel.cancelled
+                   else EngineError(f"DuckDB: {e}")) from None
         except BaseException:
-            if cancel is not None:
-                cancel.bind(None)
-            _close_quietly(cursor)
+            _abandon(cursor, cancel)
             raise
 
         def batches() -> Iterator[list[tuple]]:
@@ -328,16 +323,11 @@ class DuckDBEngine(Engine):
                 signature = None  # their Python values from Arrow differ in type from a cursor's
             reader = relation.to_arrow_reader(batch_size)
         except self._duckdb.Error as e:
-            if cancel is not None:
-                cancel.bind(None)
-            _close_quietly(cursor)
-            if cancel is not None and cancel.cancelled:
-                raise EngineError(cancel.reason, "57014") from None
-            raise EngineError(f"DuckDB: {e}") from None
+            _abandon(cursor, cancel)
+            raise (EngineError(cancel.reason, "57014") if cancel is not None and cancel.cancelled
+                   else EngineError(f"DuckDB: {e}")) from None
         except BaseException:
-            if cancel is not None:
-                cancel.bind(None)
-            _close_quietly(cursor)
+            _abandon(cursor, cancel)
             raise
 
         def batches():
@@ -463,6 +453,13 @@ def _suppress():
     import contextlib
 
     return contextlib.suppress(Exception)
+
+
+def _abandon(cursor, cancel: Cancel | None) -> None:
+    """A statement that failed to start: unbind its cancel, close its cursor."""
+    if cancel is not None:
+        cancel.bind(None)
+    _close_quietly(cursor)
 
 
 def _close_quietly(cursor) -> None:
