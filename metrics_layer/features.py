@@ -263,14 +263,13 @@ def _refreshed_table(service, model, spec) -> tuple[str, dict, dict] | None:
     freshness = explained.freshness
     if freshness is None or freshness["maintained_by"] != "refresh" or freshness["refreshed_at"] is None:
         return None
-    signature = (id(model), spec.name)
-    entry = service.online_tables.get(signature)
+    entry = service.online_tables.get(spec.name)  # one per view: a reload replaces it, nothing piles up
     if entry is not None and entry[0] is model and entry[1] == (explained.sql, freshness["refreshed_at"]):
         values = entry[2]
     else:
         result = service.run(query, model=model)
         values = {str(row[0]): tuple(row[1:]) for row in result.rows} if len(result.rows) <= ONLINE_TABLE_ROWS else None
-        service.online_tables[signature] = (model, (explained.sql, freshness["refreshed_at"]), values)
+        service.online_tables[spec.name] = (model, (explained.sql, freshness["refreshed_at"]), values)
     return (explained.sql, freshness, values) if values is not None else None
 
 

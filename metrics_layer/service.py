@@ -64,7 +64,7 @@ class MetricsService:
         self._routes = None  # (monotonic time, model, deploy.Routes): what is deployed, re-read every ROUTES_TTL s
         self._routes_lock = threading.Lock()
         self._home: str | None = None  # the engine connection's schema, which deployed definitions read
-        self.online_tables: dict = {}  # (model id, view) -> a refreshed materialization's rows by key (features.py)
+        self.online_tables: dict = {}  # view -> (model, route, a refreshed materialization's rows by key): features.py
 
     ROUTES_TTL = 2.0  # seconds a read of the deploy metadata is trusted (deploy and refresh here reset it)
 
