@@ -73,21 +73,8 @@ views:
     metrics: [channel_leads.lead_count]
 """
 
-SERVER_SCRIPT = """
-import asyncio, sys
-from metrics_layer.project import load_project
-from metrics_layer.service import MetricsService
-from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
-
-async def main():
-    project = load_project(sys.argv[1])
-    endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
-    print(endpoint.port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await endpoint.close()
-
-asyncio.run(main())
-"""
+# The SQL endpoint alone, in a process of its own (serve_until_stdin_closes: prints its port).
+SERVER = [sys.executable, "-m", "metrics_layer.serve.pgwire.endpoint"]
 
 STREAM_SQL = "SELECT id, utm_source, created_at FROM leads_view"
 SMALL_SQL = "SELECT utm_source, lead_count FROM channel_view WHERE utm_source = %s"
@@ -146,7 +133,7 @@ def start_endpoint(folder: Path, engine_url: str, name: str, extra: str = "") ->
     (project / "metrics").mkdir(parents=True, exist_ok=True)
     (project / "metrics" / "bench.yml").write_text(BENCH_YAML)
     (project / "metrics_layer.yml").write_text(f"engine: {engine_url}\nusers:\n  bench: {{password: bench}}\n{extra}")
-    process = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(project)], stdin=subprocess.PIPE,
+    process = subprocess.Popen([*SERVER, str(project)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, cwd=str(REPO))
     port = int(process.stdout.readline())
     return process, port

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,21 +58,8 @@ users:
 """
 
 
-SERVER_SCRIPT = """
-import asyncio, sys
-from metrics_layer.project import load_project
-from metrics_layer.service import MetricsService
-from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
-
-async def main():
-    project = load_project(sys.argv[1])
-    endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
-    print(endpoint.port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
-    await endpoint.close()
-
-asyncio.run(main())
-"""
+# The SQL endpoint alone, in a process of its own (serve_until_stdin_closes: prints its port).
+SERVER = [sys.executable, "-m", "metrics_layer.serve.pgwire.endpoint"]
 
 
 class Endpoint:
@@ -81,10 +69,8 @@ class Endpoint:
         self.project_dir = project_dir
 
     def start(self) -> "Endpoint":
-        import sys
-
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(self.project_dir)],
+            [*SERVER, str(self.project_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(HERE.parent),
         )
         line = self.process.stdout.readline()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -58,11 +57,9 @@ users:
 # The SQL endpoint in a process of its own, logging every statement it is sent (simple Query
 # and Parse both go through connection.split_statements).
 SERVER_SCRIPT = """
-import asyncio, json, sys
+import json, sys
 import metrics_layer.serve.pgwire.connection as connection
-from metrics_layer.project import load_project
-from metrics_layer.service import MetricsService
-from metrics_layer.serve.pgwire.endpoint import start_sql_endpoint
+from metrics_layer.serve.pgwire.endpoint import serve_until_stdin_closes
 
 log = open(sys.argv[2], "a", buffering=1)
 split = connection.split_statements
@@ -72,15 +69,7 @@ def logged(sql):
     return split(sql)
 
 connection.split_statements = logged
-
-async def main():
-    project = load_project(sys.argv[1])
-    endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
-    print(endpoint.port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await endpoint.close()
-
-asyncio.run(main())
+serve_until_stdin_closes(sys.argv[1])
 """
 
 SUPERSET_CONFIG = """

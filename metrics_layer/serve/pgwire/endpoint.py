@@ -220,3 +220,27 @@ async def start_sql_endpoint(service, host: str, port: int, project: Project, **
         print("SQL endpoint: no users configured; any user name is accepted without a password on loopback (trust)",
               file=sys.stderr, flush=True)
     return SqlEndpoint(server, backend, auth, passwords or {})
+
+
+def serve_until_stdin_closes(project_dir: str) -> None:
+    """The SQL endpoint alone on a free loopback port: prints the port, stops when stdin closes.
+
+    What tests and benchmarks run in a process of their own
+    (`python -m metrics_layer.serve.pgwire.endpoint PROJECT`)."""
+    import asyncio
+
+    from ...project import load_project
+    from ...service import MetricsService
+
+    async def main() -> None:
+        project = load_project(project_dir)
+        endpoint = await start_sql_endpoint(MetricsService(project), "127.0.0.1", 0, project)
+        print(endpoint.port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await endpoint.close()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    serve_until_stdin_closes(sys.argv[1])
