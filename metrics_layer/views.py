@@ -29,6 +29,15 @@ class PublicView:
     description: str | None
     fields: tuple[ViewField, ...]
     count: str | None = None  # the count measure COUNT(*) over the view means (YAML `count:`)
+    entity: str | None = None  # `model.entity` the view is keyed by (YAML `entity:`): its first column
+
+    @property
+    def key(self) -> tuple[ViewField, ...]:
+        """The columns a row of `SELECT * FROM view` is unique on: the entity of a keyed view,
+        else every dimension (the query groups by them); none for a view of metrics only."""
+        if self.entity is not None:
+            return tuple(f for f in self.dimensions if f.ref == self.entity)
+        return self.dimensions
 
     def field(self, name: str) -> ViewField | None:
         for f in self.fields:
@@ -55,7 +64,8 @@ def public_views(model: SemanticModel) -> dict[str, PublicView]:
 
 def _build(model: SemanticModel) -> dict[str, PublicView]:
     if model.views:
-        return {v.name: _view(model, v.name, v.description, v.dimensions, v.metrics, v.count) for v in model.views.values()}
+        return {v.name: _view(model, v.name, v.description, _keyed(v.entity, v.dimensions), v.metrics, v.count, v.entity)
+                for v in model.views.values()}
     result = {}
     for m in model.models.values():
         own_metrics = [
@@ -70,7 +80,14 @@ def _build(model: SemanticModel) -> dict[str, PublicView]:
     return result
 
 
-def _view(model: SemanticModel, name: str, description, dimensions, metrics, count: str | None = None) -> PublicView:
+def _keyed(entity: str | None, dimensions: tuple[str, ...]) -> tuple[str, ...]:
+    """A keyed view shows its entity as its first column (an online lookup in SQL:
+    `SELECT * FROM merchant_features WHERE merchant = 17`)."""
+    return dimensions if entity is None or entity in dimensions else (entity, *dimensions)
+
+
+def _view(model: SemanticModel, name: str, description, dimensions, metrics, count: str | None = None,
+          entity: str | None = None) -> PublicView:
     refs = [("dimension", d) for d in dimensions] + [("metric", m) for m in metrics]
     short = [ref.split(".")[-1] for _, ref in refs]
     fields = []
@@ -78,11 +95,15 @@ def _view(model: SemanticModel, name: str, description, dimensions, metrics, cou
         field_name = bare if short.count(bare) == 1 else ref.replace(".", "_")
         if kind == "dimension":
             dim = model.dimension(ref)
-            fields.append(ViewField(field_name, kind, ref, dim.type, dim.description))
+            if dim is None:  # an entity without a dimension of its name
+                owner, _, key = ref.partition(".")
+                fields.append(ViewField(field_name, kind, ref, "categorical", f"The {key} key of {owner} (entity)."))
+            else:
+                fields.append(ViewField(field_name, kind, ref, dim.type, dim.description))
         elif ref in model.metrics:
             metric = model.metrics[ref]
             fields.append(ViewField(field_name, kind, ref, metric.type, metric.description, metric.format))
         else:
             measure = model.measure(ref)
             fields.append(ViewField(field_name, kind, ref, measure.agg, measure.description))
-    return PublicView(name, description, tuple(fields), count)
+    return PublicView(name, description, tuple(fields), count, entity)

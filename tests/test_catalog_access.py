@@ -84,6 +84,8 @@ PATHS = {
                               "generate_series(0, 40) h(k) WHERE col_description(o, k) IS NOT NULL"),
     "format_type(o, NULL)": "SELECT o, format_type(o, NULL) FROM generate_series(1, {n}) g(o)",
     "pg_get_viewdef(o)": "SELECT o, pg_get_viewdef(o) FROM generate_series(1, {n}) g(o)",
+    "pg_get_indexdef(o)": "SELECT o, pg_get_indexdef(o) FROM generate_series(1, {n}) g(o)",
+    "pg_get_constraintdef(o)": "SELECT o, pg_get_constraintdef(o) FROM generate_series(1, {n}) g(o)",
     "pg_class by OID": "SELECT g.o, c.* FROM generate_series(1, {n}) g(o) JOIN pg_class c ON c.oid = g.o",
     "pg_type by OID": "SELECT g.o, t.* FROM generate_series(1, {n}) g(o) JOIN pg_type t ON t.oid = g.o",
     "pg_attribute": "SELECT * FROM pg_attribute",
@@ -91,6 +93,9 @@ PATHS = {
     "pg_class": "SELECT * FROM pg_catalog.pg_class",
     "information_schema.columns": "SELECT * FROM information_schema.columns",
     "pg_tables": "SELECT * FROM pg_tables",
+    "pg_views": "SELECT * FROM pg_views",
+    "pg_constraint": "SELECT conname, conrelid::regclass::text FROM pg_constraint",
+    "pg_indexes": "SELECT * FROM pg_indexes",
 }
 
 
@@ -102,7 +107,7 @@ def test_every_oid_through_each_catalog_path_hides_the_other_view(server, secret
         assert rows or path in ("col_description(o, k)", "pg_get_viewdef(o)"), path
         assert _leaks(rows, texts) == [], path
         # The user's own view is there (the path works, it is not simply empty).
-        if path in ("o::regclass::text", "CAST(o AS regclass)", "pg_class", "pg_tables"):
+        if path in ("o::regclass::text", "CAST(o AS regclass)", "pg_class", "pg_views", "pg_constraint", "pg_indexes"):
             assert VISIBLE_VIEW in repr(rows), path
 
 

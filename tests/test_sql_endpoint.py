@@ -184,12 +184,12 @@ def psql(endpoint, *commands: str, user: str = "analyst", password: str = PASSWO
 
 
 def test_psql_lists_describes_and_queries(endpoint, truth):
-    out = psql(endpoint, r"\dt").stdout
-    assert "public|conversion_monitoring|table|" in out and "public|fraud_monitoring|table|" in out
+    out = psql(endpoint, r"\dv").stdout
+    assert "public|conversion_monitoring|view|" in out and "public|fraud_monitoring|view|" in out
     out = psql(endpoint, r"\d conversion_monitoring").stdout
     assert "accuracy|double precision" in out and "created_at|timestamp without time zone" in out
     assert "lead_count|bigint" in out and "utm_source|text" in out
-    out = psql(endpoint, r"\dt+").stdout
+    out = psql(endpoint, r"\dv+").stdout
     assert "Quality of the lead-conversion model" in out
     assert "metrics|" in psql(endpoint, r"\l").stdout and "public|" in psql(endpoint, r"\dn").stdout
     lines = psql(endpoint, Q_ACCURACY).stdout.strip().splitlines()
@@ -410,7 +410,8 @@ def test_sqlalchemy_inspector_and_pandas(endpoint, truth):
     try:
         inspector = sa.inspect(engine)
         assert "public" in inspector.get_schema_names()
-        assert sorted(inspector.get_table_names()) == ["conversion_monitoring", "fraud_monitoring", "merchant_features", "slow_view"]
+        views = ["conversion_monitoring", "fraud_monitoring", "merchant_features", "slow_view"]
+        assert sorted(inspector.get_view_names()) == views and inspector.get_table_names() == []
         columns = {c["name"]: c for c in inspector.get_columns("conversion_monitoring")}
         assert list(columns)[:3] == ["utm_source", "model_version", "created_at"]
         assert isinstance(columns["accuracy"]["type"], sa.Float) and isinstance(columns["lead_count"]["type"], sa.BigInteger)
@@ -418,7 +419,13 @@ def test_sqlalchemy_inspector_and_pandas(endpoint, truth):
         assert columns["accuracy"]["comment"].startswith("Share of predicted leads")
         assert inspector.has_table("fraud_monitoring") and not inspector.has_table("leads")
         assert inspector.get_table_comment("fraud_monitoring")["text"].startswith("Cost and quality")
+        # The dimension key: rows are one per group; a keyed view's entity is its primary key.
         assert inspector.get_pk_constraint("fraud_monitoring")["constrained_columns"] == []
+        assert inspector.get_pk_constraint("merchant_features")["constrained_columns"] == ["merchant"]
+        unique = inspector.get_unique_constraints("fraud_monitoring")
+        assert [u["column_names"] for u in unique] == [["model_version", "merchant_category", "created_at"]]
+        assert [i["column_names"] for i in inspector.get_indexes("conversion_monitoring")] == [["utm_source", "model_version", "created_at"]]
+        assert "fraud_loss" in inspector.get_view_definition("fraud_monitoring")
         frame = pd.read_sql(Q_FRAUD, engine)
         assert list(frame.columns) == ["merchant_category", "fraud_loss"]
         assert_rows(frame.itertuples(index=False), expected_fraud(truth), "pandas fraud_loss")
@@ -428,6 +435,55 @@ def test_sqlalchemy_inspector_and_pandas(endpoint, truth):
         assert_rows(frame.itertuples(index=False), [e for e in expected_accuracy(truth) if e[0] == "v1"])
     finally:
         engine.dispose()
+
+
+def test_views_are_views_with_their_dimension_keys(endpoint, truth):
+    """Views are listed as views (\\dv, get_view_names, pg_views, information_schema) or, for a
+    session with metrics.views_as = 'table', as tables (\\dt, get_table_names); each view's
+    dimensions are its unique key, a keyed view's entity its primary key and first column."""
+    sa = pytest.importorskip("sqlalchemy")
+    pd = pytest.importorskip("pandas")
+    dv = psql(endpoint, "\\dv")
+    assert "|conversion_monitoring|view|" in dv.stdout, dv.stdout
+    dt_ = psql(endpoint, "\\dt")
+    assert "Did not find any" in dt_.stdout + dt_.stderr
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        views = conn.execute("SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1").fetchall()
+        assert [v[0] for v in views] == ["conversion_monitoring", "fraud_monitoring", "merchant_features", "slow_view"]
+        assert "accuracy" in views[0][1]
+        assert conn.execute("SELECT count(*) FROM information_schema.views WHERE table_schema = 'public'").fetchone() == (4,)
+        keys = conn.execute(
+            "SELECT tc.table_name, tc.constraint_type, string_agg(k.column_name, ',' ORDER BY k.ordinal_position) "
+            "FROM information_schema.table_constraints tc JOIN information_schema.key_column_usage k "
+            "ON k.constraint_name = tc.constraint_name GROUP BY 1, 2 ORDER BY 1").fetchall()
+        assert keys[:3] == [("conversion_monitoring", "UNIQUE", "utm_source,model_version,created_at"),
+                            ("fraud_monitoring", "UNIQUE", "model_version,merchant_category,created_at"),
+                            ("merchant_features", "PRIMARY KEY", "merchant")]
+        index = conn.execute("SELECT i.indisunique, i.indisprimary, i.indkey, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                             "WHERE i.indrelid = 'merchant_features'::regclass").fetchone()
+        assert index[:3] == (True, True, "1") and index[3].endswith("USING btree (merchant)")
+        # The keyed view answers an online lookup in SQL, equal to hand-written SQL at metrics.as_of.
+        conn.execute("SET metrics.as_of = '2026-02-25 12:00:00'")
+        rows = conn.execute("SELECT merchant, merchant_fraud_rate_7d FROM merchant_features "
+                            "WHERE merchant IN (1, 2, 3, 4, 5) ORDER BY 1").fetchall()
+    expected = truth(
+        "SELECT t.merchant_id, count(c.transaction_id) / count(*) FROM transactions t LEFT JOIN (SELECT DISTINCT transaction_id "
+        "FROM chargebacks WHERE charged_back_at <= TIMESTAMP '2026-02-25 12:00:00') c ON c.transaction_id = t.id "
+        "WHERE t.created_at > TIMESTAMP '2026-02-18 12:00:00' AND t.created_at <= TIMESTAMP '2026-02-25 12:00:00' "
+        "AND t.merchant_id IN (1, 2, 3, 4, 5) GROUP BY 1 ORDER BY 1")
+    assert len(rows) == len(expected) > 0
+    assert_rows(rows, expected, "merchant_features by merchant")
+    engine = sa.create_engine(endpoint.url(driver="postgresql+psycopg"), connect_args={"options": "-c metrics.views_as=table"})
+    try:
+        inspector = sa.inspect(engine)
+        assert "conversion_monitoring" in inspector.get_table_names() and inspector.get_view_names() == []
+        frame = pd.read_sql_table("fraud_monitoring", engine, columns=["merchant_category", "fraud_loss"])
+        assert set(frame["merchant_category"]) == {row[0] for row in expected_fraud(truth)}
+    finally:
+        engine.dispose()
+    with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="views_as"):
+            conn.execute("SET metrics.views_as = 'materialized'")
 
 
 # ---- JDBC ------------------------------------------------------------------------------------
@@ -457,8 +513,8 @@ def test_jdbc(endpoint, truth, tmp_path):
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert lines[-1] == ["OK"]
     tables = {line[1]: line[2] for line in lines if line[0] == "TABLE"}
-    assert tables == {"conversion_monitoring": "TABLE", "fraud_monitoring": "TABLE", "merchant_features": "TABLE",
-                      "slow_view": "TABLE"}
+    assert tables == {"conversion_monitoring": "VIEW", "fraud_monitoring": "VIEW", "merchant_features": "VIEW",
+                      "slow_view": "VIEW"}
     columns = {line[2]: (int(line[3]), line[4]) for line in lines if line[0] == "COLUMN"}
     assert columns["accuracy"] == (8, "float8") and columns["lead_count"] == (-5, "int8")
     assert columns["created_at"] == (93, "timestamp") and columns["utm_source"] == (12, "text")
@@ -488,7 +544,7 @@ def test_users_and_view_access(endpoint):
         with pytest.raises(psycopg.errors.UndefinedTable) as info:
             conn.execute("SELECT accuracy FROM conversion_monitoring")
         assert "fraud_monitoring" in str(info.value)
-    out = psql(endpoint, r"\dt", user="fraud_team", password="fraud-pw").stdout
+    out = psql(endpoint, r"\dv", user="fraud_team", password="fraud-pw").stdout
     assert "fraud_monitoring" in out and "conversion_monitoring" not in out
 
 
@@ -496,11 +552,12 @@ def test_users_and_view_access(endpoint):
 
 # file name -> what the result must show (rows containing these values)
 GOLDEN_EXPECT = {
-    "psql_dt_01.sql": {"conversion_monitoring", "fraud_monitoring"},
+    "psql_dt_01.sql": {"conversion_monitoring", "fraud_monitoring"},  # under metrics.views_as = table (GOLDEN_AS_TABLES)
+    "psql_dv_01.sql": {"conversion_monitoring", "fraud_monitoring", "merchant_features", "view"},
     "psql_d_01.sql": {"conversion_monitoring", "fraud_monitoring"},
     "psql_d_conversion_monitoring_03.sql": {"accuracy", "double precision", "timestamp without time zone", "bigint"},
     "psql_dt_plus_01.sql": {"Quality of the lead-conversion model, by model version, channel and time."},
-    "jdbc_04.sql": {"conversion_monitoring", "fraud_monitoring", "TABLE"},
+    "jdbc_04.sql": {"conversion_monitoring", "fraud_monitoring", "VIEW"},
     "jdbc_05.sql": {"utm_source", "model_version", "created_at", "accuracy", "lead_count"},
     "sqlalchemy_inspector_07.sql": {"conversion_monitoring", "fraud_monitoring"},
     "sqlalchemy_inspector_09.sql": {"accuracy", "double precision", "lead_count", "bigint"},
@@ -516,7 +573,7 @@ GOLDEN_EXPECT = {
     "dbeaver_16.sql": {"True", "_aclitem"},
     "npgsql_02.sql": {"int4", "text", "timestamp", "float8", "numeric", "_int4", "a", "b"},
     "npgsql4_01.sql": {"int4", "text", "timestamp", "_int4", "a"},
-    "metabase_03.sql": {"conversion_monitoring", "fraud_monitoring", "TABLE"},
+    "metabase_03.sql": {"conversion_monitoring", "fraud_monitoring", "VIEW"},
     "metabase_04.sql": {"accuracy", "float8", "timestamp", "int8", "numeric", "fraud_loss", "Share of leads that converted."},
     "grafana_01.sql": {"1500"},
     "grafana_03.sql": {"public"},
@@ -525,6 +582,8 @@ GOLDEN_EXPECT = {
     "grafana_08.sql": {"accuracy", "lead_count"},
     "grafana_09.sql": {"conversion_monitoring", "created_at"},
 }
+# Statements of tools that list only tables, captured with the views shown as tables.
+GOLDEN_AS_TABLES = {"psql_dt_01.sql", "psql_dt_plus_01.sql", "sqlalchemy_inspector_07.sql", "pandas_02.sql"}
 
 
 def _golden(path: Path) -> tuple[str, list]:
@@ -543,7 +602,8 @@ def test_captured_catalog_statement(endpoint, path):
     sql, params = _golden(path)
 
     async def go():
-        conn = await asyncpg.connect(endpoint.url())
+        settings = {"metrics.views_as": "table"} if path.name in GOLDEN_AS_TABLES else {}
+        conn = await asyncpg.connect(endpoint.url(), server_settings=settings)
         try:
             if sql.lower().startswith(("set ", "show ")):
                 await conn.execute(sql)
@@ -899,3 +959,17 @@ def test_set_follows_postgresql_and_pg_stat_activity_shows_the_session(endpoint,
         rows = conn.execute("SELECT pid, usename, datname, application_name, state FROM pg_stat_activity "
                             f"WHERE pid = {pid}").fetchall()
     assert rows == [(pid, "analyst", "metrics", "superset", "active")]
+
+
+def test_views_as_is_a_project_setting(tmp_path):
+    from metrics_layer.project import ProjectError, load_project
+    from metrics_layer.serve.pgwire.endpoint import views_as_config
+    from metrics_layer.serve.pgwire.semantic import Settings
+
+    folder = make_project(tmp_path / "p", "\"duckdb:///:memory:\"", "sql:\n  views_as: table\n")
+    assert views_as_config(load_project(folder)) == "table"
+    assert Settings("15.6", "u", {}, "table").get("metrics.views_as") == "table"
+    assert Settings("15.6", "u", {"options": "-c metrics.views_as=view"}, "table").get("metrics.views_as") == "view"
+    (folder / "metrics_layer.yml").write_text("engine: \"duckdb:///:memory:\"\nsql:\n  views_as: tables\n")
+    with pytest.raises(ProjectError, match=r"sql.views_as: must be one of view, table, got 'tables'"):
+        views_as_config(load_project(folder))

@@ -25,8 +25,11 @@ and rewritten before it runs there:
 The shadow DuckDB has external access disabled and locked, and the rewrite refuses DuckDB
 file/table functions, so a catalog query can read nothing but the shadow catalog.
 
-Views are shown as tables (relkind 'r', BASE TABLE): psql's \\dt, SQLAlchemy's
-get_table_names and most BI tools list tables; pgjdbc's getTables shows them as TABLE.
+Views are views (relkind 'v': psql's \\dv, SQLAlchemy's get_view_names, pg_views, VIEW in
+information_schema.tables and pgjdbc's getTables), or tables (relkind 'r', BASE TABLE) for a session
+whose metrics.views_as is 'table' (tools that list only tables: \\dt, get_table_names). A view
+with dimensions has a unique index and constraint on them (its rows are one per group; a keyed
+view's entity is its primary key): pg_index, pg_constraint, pg_indexes, information_schema.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from sqlglot import exp
 
 from ...query import QueryError
 from ...views import PublicView
+from .protocol import clip_name
+from .values import array_text
 from .catalog_tables import (
     AGGREGATES, ARRAY_TYPES, BASE_TYPES, INFORMATION_SCHEMA, NAMESPACES, PG_CATALOG, PG_VIEWS, REGPROC_COLUMNS,
     SYSTEM_RELATIONS,
@@ -64,6 +69,11 @@ _DUCK_OIDS = {
     "VARCHAR": 25, "DATE": 1082, "TIME": 1083, "TIMESTAMP": 1114, "TIMESTAMP WITH TIME ZONE": 1184,
     "INTERVAL": 1186, "UUID": 2950, "JSON": 114, "BLOB": 17, "NULL": 25, '"NULL"': 25,
 }
+
+# DuckDB list element type -> PostgreSQL array type OID (values.ARRAY_ELEMENTS encodes them).
+_ARRAY_OIDS = {"VARCHAR": 1009, "UINTEGER": 1028, "BOOLEAN": 1000, "SMALLINT": 1005, "INTEGER": 1007, "BIGINT": 1016}
+# Catalog columns of type int2vector / oidvector (PostgreSQL prints them space-separated).
+_VECTOR_COLUMNS = {"indkey", "indoption", "indcollation", "indclass", "proargtypes"}
 
 # Table-valued objects resolved per session (database, user): created as DuckDB table macros.
 _SESSION_TABLES = {"pg_database", "pg_roles", "pg_user", "pg_authid", "pg_tables", "pg_stat_activity"}
@@ -121,9 +131,11 @@ class ShadowCatalog:
 
     # ---- building ---------------------------------------------------------------------
 
-    def schema_for(self, model: Any, views: dict[str, PublicView], types: Callable[[PublicView], list[FieldType]]) -> tuple[str, dict]:
-        """The shadow schema for `views` of `model` (built on first use) and its name index."""
-        key = (id(model), tuple(sorted(views)))
+    def schema_for(self, model: Any, views: dict[str, PublicView], types: Callable[[PublicView], list[FieldType]],
+                   views_as: str = "view") -> tuple[str, dict]:
+        """The shadow schema for `views` of `model` (built on first use) and its name index;
+        `views_as` ("view" or "table", the session's metrics.views_as) is their relkind."""
+        key = (id(model), tuple(sorted(views)), views_as)
         with self._lock:
             entry = self._schemas.get(key)
             if entry is not None and entry[0]() is model:
@@ -136,20 +148,22 @@ class ShadowCatalog:
             # Unguessable as well as refused by the rewrite: one session cannot name another's schema.
             name = f"c{next(self._counter)}_{secrets.token_hex(6)}"
             try:
-                index = self._build(name, views, types)
+                index = self._build(name, views, types, VIEWS_AS[views_as])
             except BaseException:
                 self._db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
                 raise
             self._schemas[key] = (weakref.ref(model), name, index)
             return name, index
 
-    def _build(self, s: str, views: dict[str, PublicView], types: Callable[[PublicView], list[FieldType]]) -> dict:
+    def _build(self, s: str, views: dict[str, PublicView], types: Callable[[PublicView], list[FieldType]], relkind: str) -> dict:
         db = self._db
         db.execute(f"CREATE SCHEMA {s}")
         for table, columns in PG_CATALOG.items():
             db.execute(f"CREATE TABLE {s}.{table} ({columns})")
         db.execute(f"CREATE TABLE {s}.ml_types (oid UINTEGER, typname VARCHAR, sqlname VARCHAR)")
         db.execute(f"CREATE TABLE {s}.ml_type_alias (alias VARCHAR, oid UINTEGER)")
+        db.execute(f"CREATE TABLE {s}.ml_defs (oid UINTEGER, col INTEGER, definition VARCHAR)")
+        db.execute(f"CREATE TABLE {s}.ml_key_columns (conoid UINTEGER, relid UINTEGER, attname VARCHAR, position INTEGER)")
 
         def insert(table: str, rows: list[tuple]) -> None:
             if rows:
@@ -195,6 +209,8 @@ class ShadowCatalog:
             ))
 
         class_rows, attr_rows, desc_rows = [], [], []
+        key_rows: dict[str, list] = {"pg_index": [], "pg_constraint": [], "pg_indexes": [], "ml_key_columns": []}
+        definitions: list[tuple] = []  # (oid, column, text): pg_get_viewdef / pg_get_indexdef / pg_get_constraintdef
         for rel, oid in SYSTEM_RELATIONS.items():
             class_rows.append(_class_row(oid, rel, 11, 0, "v" if oid >= 12000 else "r", 0))
         names: dict[str, int] = {rel: oid for rel, oid in SYSTEM_RELATIONS.items()}
@@ -206,7 +222,8 @@ class ShadowCatalog:
             next_oid += 2
             names[view_name] = rel_oid
             fields = view.dimensions + view.metrics
-            class_rows.append(_class_row(rel_oid, view_name, PUBLIC_NAMESPACE, row_type, "r", len(fields)))
+            class_rows.append(_class_row(rel_oid, view_name, PUBLIC_NAMESPACE, row_type, relkind, len(fields), bool(view.key)))
+            definitions.append((rel_oid, 0, _view_definition(view)))
             type_rows.append(dict(
                 oid=row_type, typname=view_name, typnamespace=PUBLIC_NAMESPACE, typowner=OWNER_OID, typlen=-1,
                 typbyval=False, typtype="c", typcategory="C", typispreferred=False, typisdefined=True,
@@ -229,6 +246,8 @@ class ShadowCatalog:
                 ))
                 if f.description:
                     desc_rows.append((rel_oid, 1259, attnum, " ".join(f.description.split())))
+            if view.key:
+                next_oid = self._key(view, rel_oid, next_oid, fields, attr_rows, class_rows, key_rows, definitions)
         db.executemany(
             f"INSERT INTO {s}.pg_class (oid, relname, relnamespace, reltype, reloftype, relowner, relam, relfilenode, "
             "reltablespace, relpages, reltuples, relallvisible, reltoastrelid, relhasindex, relisshared, relpersistence, "
@@ -239,6 +258,9 @@ class ShadowCatalog:
         )
         insert_named("pg_type", type_rows)
         insert_named("pg_attribute", attr_rows)
+        for table, rows in key_rows.items():
+            insert(table, rows)
+        insert("ml_defs", definitions)
         proc_oids = self._procedures(type_rows, insert_named)
         insert("pg_description", desc_rows)
         insert("pg_am", [(2, "heap", "heap_tableam_handler", "t"), (403, "btree", "bthandler", "i"),
@@ -316,6 +338,13 @@ class ShadowCatalog:
                 "THEN replace(regexp_replace(x, '^\"?(public|pg_catalog|information_schema)\"?\\.', ''), '\"', '') "
                 "ELSE lower(regexp_replace(x, '^(public|pg_catalog|information_schema)\\.', '')) END LIMIT 1)"
             ),
+            # The definitions of the views and their keys (ml_defs; col 0 the whole, col n an index column).
+            "pg_get_viewdef(v)": (
+                f"(SELECT d.definition FROM {s}.ml_defs d WHERE d.col = 0 AND d.oid = "
+                f"CASE WHEN TRY_CAST(v AS UINTEGER) IS NOT NULL THEN TRY_CAST(v AS UINTEGER) ELSE {s}.regclass_in(CAST(v AS VARCHAR)) END)"
+            ),
+            "pg_get_indexdef(o, c)": f"(SELECT d.definition FROM {s}.ml_defs d WHERE d.oid = o AND d.col = coalesce(c, 0))",
+            "pg_get_constraintdef(o)": f"(SELECT d.definition FROM {s}.ml_defs d WHERE d.oid = o AND d.col = 0)",
             "regclass_out(o)": f"coalesce((SELECT k.relname FROM {s}.pg_class k WHERE k.oid = o), CAST(o AS VARCHAR))",
             "regtype_in(x)": (
                 f"coalesce((SELECT a.oid FROM {s}.ml_type_alias a WHERE a.alias = lower(trim(regexp_replace(x, '^pg_catalog\\.', '')))), "
@@ -362,6 +391,40 @@ class ShadowCatalog:
             "ELSE 'reserved (can be function or type name)' END AS barelabel FROM duckdb_keywords()"
         )
         return {"relations": names}
+
+    @staticmethod
+    def _key(view: PublicView, rel_oid: int, next_oid: int, fields, attr_rows, class_rows, key_rows, definitions) -> int:
+        """The view's dimension key (PublicView.key) as PostgreSQL shows a table's: a unique index
+        (NULLS NOT DISTINCT: a NULL dimension value is one group) and its constraint, a primary key
+        for a keyed view (its entity). Returns the next free OID."""
+        index_oid, constraint_oid = next_oid, next_oid + 1
+        primary = view.entity is not None
+        name = clip_name(f"{view.name}_pkey" if primary else f"{view.name}_dimensions_key")
+        attnums = [fields.index(f) + 1 for f in view.key]
+        class_rows.append(_class_row(index_oid, name, PUBLIC_NAMESPACE, 0, "i", len(attnums)))
+        collations = []
+        for position, (attnum, f) in enumerate(zip(attnums, view.key), start=1):
+            column = next(a for a in attr_rows if a["attrelid"] == rel_oid and a["attnum"] == attnum)
+            attr_rows.append({**column, "attrelid": index_oid, "attnum": position})
+            collations.append(column["attcollation"])
+            key_rows["ml_key_columns"].append((constraint_oid, rel_oid, f.name, position))
+            definitions.append((index_oid, position, _ident(f.name)))
+        columns = ", ".join(_ident(f.name) for f in view.key)
+        nulls = "" if primary else " NULLS NOT DISTINCT"
+        index_def = f"CREATE UNIQUE INDEX {_ident(name)} ON public.{_ident(view.name)} USING btree ({columns}){nulls}"
+        definitions += [(index_oid, 0, index_def),
+                        (constraint_oid, 0, f"PRIMARY KEY ({columns})" if primary else f"UNIQUE{nulls} ({columns})")]
+        n = len(attnums)
+        key_rows["pg_index"].append((
+            index_oid, rel_oid, n, n, True, not primary, primary, False, True, False, True, False, True, True, False,
+            attnums, collations, [0] * n, [0] * n, None, None,
+        ))
+        key_rows["pg_constraint"].append((
+            constraint_oid, name, PUBLIC_NAMESPACE, "p" if primary else "u", False, False, True, rel_oid, 0, index_oid,
+            0, 0, " ", " ", " ", True, 0, True, attnums, None, None, None, None, None, None, None,
+        ))
+        key_rows["pg_indexes"].append(("public", view.name, name, None, index_def))
+        return next_oid + 2
 
     @staticmethod
     def _procedures(type_rows: list[dict], insert_named: Callable) -> dict[str, int]:
@@ -427,18 +490,36 @@ class ShadowCatalog:
         finally:
             if cancel is not None:
                 cancel.bind(None)
-        oids = [_duck_oid(d[1]) for d in description]
         if names is None or len(names) != len(description):
             names = [d[0] for d in description]
-        list_columns = [i for i, d in enumerate(description) if str(d[1]).endswith("[]")]
-        if list_columns and rows:
-            rows = [tuple(_pg_array(v) if i in list_columns else v for i, v in enumerate(row)) for row in rows]
+        # int2vector / oidvector columns travel as PostgreSQL prints them (space-separated text),
+        # lists of a type without an array codec (values.ARRAY_ELEMENTS) in array text form.
+        oids = [25 if name in _VECTOR_COLUMNS else _duck_oid(d[1]) for name, d in zip(names, description)]
+        texts = {i: _vector_text if names[i] in _VECTOR_COLUMNS else _array_text
+                 for i, d in enumerate(description) if str(d[1]).endswith("[]") and oids[i] == 25}
+        if texts and rows:
+            rows = [tuple(texts[i](v) if i in texts else v for i, v in enumerate(row)) for row in rows]
         return CatalogResult(names, oids, rows)
 
 
-def _class_row(oid: int, name: str, namespace: int, row_type: int, kind: str, natts: int) -> tuple:
+VIEWS_AS = {"view": "v", "table": "r"}  # metrics.views_as -> the views' relkind
+
+
+def _ident(name: str) -> str:
+    return exp.to_identifier(name).sql(dialect="postgres")
+
+
+def _view_definition(view: PublicView) -> str:
+    """What pg_views.definition / pg_get_viewdef show: the view's fields, not engine SQL."""
+    dims = ", ".join(f.name for f in view.dimensions) or "(none)"
+    metrics = ", ".join(f.name for f in view.metrics) or "(none)"
+    return f" -- metrics-layer view {view.name}: metrics {metrics}; by {dims}"
+
+
+def _class_row(oid: int, name: str, namespace: int, row_type: int, kind: str, natts: int, has_index: bool = False) -> tuple:
+    am = {"r": 2, "i": 403}.get(kind, 0)
     return (
-        oid, name, namespace, row_type, 0, OWNER_OID, 2 if kind == "r" else 0, 0, 0, 0, -1.0, 0, 0, False,
+        oid, name, namespace, row_type, 0, OWNER_OID, am, 0, 0, 0, -1.0, 0, 0, has_index,
         False, "p", kind, natts, 0, False, False, False, False, False, True, "d", False, 0, 0, 1, False,
     )
 
@@ -447,29 +528,19 @@ def _duck_oid(duck_type: Any) -> int:
     name = str(duck_type)
     if name.startswith("DECIMAL"):
         return 1700
-    if name.endswith("[]") or name.startswith("STRUCT") or name.startswith("MAP"):
+    if name.endswith("[]"):
+        return _ARRAY_OIDS.get(name[:-2], 25)
+    if name.startswith("STRUCT") or name.startswith("MAP"):
         return 25
     return _DUCK_OIDS.get(name, 25)
 
 
-def _pg_array(value: Any) -> Any:
-    """A DuckDB list as PostgreSQL's array text form."""
-    if value is None:
-        return None
-    parts = []
-    for item in value:
-        if item is None:
-            parts.append("NULL")
-        elif isinstance(item, bool):
-            parts.append("t" if item else "f")
-        elif isinstance(item, (int, float, decimal.Decimal)):
-            parts.append(str(item))
-        else:
-            text = str(item)
-            if text == "" or re.search(r'[\s,{}"\\]', text) or text.upper() == "NULL":
-                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            parts.append(text)
-    return "{" + ",".join(parts) + "}"
+def _array_text(value: Any) -> Any:
+    return None if value is None else array_text(value)
+
+
+def _vector_text(value: Any) -> Any:
+    return None if value is None else " ".join(map(str, value))
 
 
 def _catalog_error(e: Exception) -> QueryError:
@@ -573,7 +644,7 @@ _TRUE_FUNCTIONS = {
 }
 _FALSE_FUNCTIONS = {"pg_is_in_recovery", "pg_relation_is_publishable", "pg_is_other_temp_schema"}
 _NULL_FUNCTIONS = {
-    "pg_get_expr", "pg_get_constraintdef", "pg_get_indexdef", "pg_get_viewdef", "pg_get_triggerdef",
+    "pg_get_expr", "pg_get_triggerdef",
     "pg_get_ruledef", "pg_get_functiondef", "pg_get_function_arguments", "pg_get_function_result",
     "pg_get_function_identity_arguments", "pg_get_partkeydef", "pg_get_statisticsobjdef_columns",
     "pg_get_serial_sequence", "pg_get_partition_constraintdef", "shobj_description", "pg_column_size",
@@ -729,6 +800,10 @@ class Rewriter:
             return exp.cast(exp.Null(), "text")
         if name in _ZERO_FUNCTIONS:
             return exp.cast(exp.Literal.number(0), "bigint")
+        if name in ("pg_get_viewdef", "pg_get_constraintdef"):  # (x [, pretty])
+            return self._macro(name, args[:1])
+        if name == "pg_get_indexdef":  # (index [, column, pretty])
+            return self._macro(name, [args[0], args[1] if len(args) > 1 else exp.Literal.number(0)])
         if name == "obj_description":
             return self._macro(f"obj_description__{min(len(args), 2)}", args[:2])
         if name in _MACRO_FUNCTIONS:

@@ -186,7 +186,6 @@ PG_CATALOG: dict[str, str] = {
         "schemaname VARCHAR, matviewname VARCHAR, matviewowner VARCHAR, tablespace VARCHAR, "
         "hasindexes BOOLEAN, ispopulated BOOLEAN, definition VARCHAR"
     ),
-    "pg_views": "schemaname VARCHAR, viewname VARCHAR, viewowner VARCHAR, definition VARCHAR",
     "pg_statio_user_tables": "relid UINTEGER, schemaname VARCHAR, relname VARCHAR",
     "pg_stat_user_tables": "relid UINTEGER, schemaname VARCHAR, relname VARCHAR, n_live_tup BIGINT",
 }
@@ -198,6 +197,11 @@ PG_VIEWS: dict[str, str] = {
         "CAST(NULL AS VARCHAR) AS tablespace, c.relhasindex AS hasindexes, c.relhasrules AS hasrules, "
         "c.relhastriggers AS hastriggers, c.relrowsecurity AS rowsecurity "
         "FROM {s}.pg_class c JOIN {s}.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
+    ),
+    "pg_views": (
+        "SELECT n.nspname AS schemaname, c.relname AS viewname, '{owner}' AS viewowner, d.definition "
+        "FROM {s}.pg_class c JOIN {s}.pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN {s}.ml_defs d ON d.oid = c.oid AND d.col = 0 WHERE c.relkind = 'v'"
     ),
 }
 
@@ -221,10 +225,11 @@ INFORMATION_SCHEMA: dict[str, str] = {
     ),
     "views": (
         "SELECT '{db}' AS table_catalog, n.nspname AS table_schema, c.relname AS table_name, "
-        "CAST(NULL AS VARCHAR) AS view_definition, 'NONE' AS check_option, 'NO' AS is_updatable, "
+        "d.definition AS view_definition, 'NONE' AS check_option, 'NO' AS is_updatable, "
         "'NO' AS is_insertable_into, 'NO' AS is_trigger_updatable, 'NO' AS is_trigger_deletable, "
         "'NO' AS is_trigger_insertable_into "
-        "FROM {s}.pg_class c JOIN {s}.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'v'"
+        "FROM {s}.pg_class c JOIN {s}.pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN {s}.ml_defs d ON d.oid = c.oid AND d.col = 0 WHERE c.relkind = 'v'"
     ),
     "columns": (
         "SELECT '{db}' AS table_catalog, n.nspname AS table_schema, c.relname AS table_name, "
@@ -253,20 +258,19 @@ INFORMATION_SCHEMA: dict[str, str] = {
         "JOIN {s}.pg_namespace n ON n.oid = c.relnamespace JOIN {s}.ml_types t ON t.oid = a.atttypid "
         "WHERE a.attnum > 0 AND c.relkind IN ('r', 'v', 'p', 'm')"
     ),
+    # A view's dimension key (catalog.py, ShadowCatalog._key): PRIMARY KEY or UNIQUE.
     "table_constraints": (
-        "SELECT CAST(NULL AS VARCHAR) AS constraint_catalog, CAST(NULL AS VARCHAR) AS constraint_schema, "
-        "CAST(NULL AS VARCHAR) AS constraint_name, CAST(NULL AS VARCHAR) AS table_catalog, "
-        "CAST(NULL AS VARCHAR) AS table_schema, CAST(NULL AS VARCHAR) AS table_name, "
-        "CAST(NULL AS VARCHAR) AS constraint_type, CAST(NULL AS VARCHAR) AS is_deferrable, "
-        "CAST(NULL AS VARCHAR) AS initially_deferred, CAST(NULL AS VARCHAR) AS enforced, "
-        "CAST(NULL AS VARCHAR) AS nulls_distinct WHERE false"
+        "SELECT '{db}' AS constraint_catalog, 'public' AS constraint_schema, k.conname AS constraint_name, "
+        "'{db}' AS table_catalog, 'public' AS table_schema, c.relname AS table_name, "
+        "CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END AS constraint_type, 'NO' AS is_deferrable, "
+        "'NO' AS initially_deferred, 'YES' AS enforced, CASE k.contype WHEN 'u' THEN 'NO' END AS nulls_distinct "
+        "FROM {s}.pg_constraint k JOIN {s}.pg_class c ON c.oid = k.conrelid"
     ),
     "key_column_usage": (
-        "SELECT CAST(NULL AS VARCHAR) AS constraint_catalog, CAST(NULL AS VARCHAR) AS constraint_schema, "
-        "CAST(NULL AS VARCHAR) AS constraint_name, CAST(NULL AS VARCHAR) AS table_catalog, "
-        "CAST(NULL AS VARCHAR) AS table_schema, CAST(NULL AS VARCHAR) AS table_name, "
-        "CAST(NULL AS VARCHAR) AS column_name, CAST(NULL AS INTEGER) AS ordinal_position, "
-        "CAST(NULL AS INTEGER) AS position_in_unique_constraint WHERE false"
+        "SELECT '{db}' AS constraint_catalog, 'public' AS constraint_schema, k.conname AS constraint_name, "
+        "'{db}' AS table_catalog, 'public' AS table_schema, c.relname AS table_name, "
+        "u.attname AS column_name, u.position AS ordinal_position, CAST(NULL AS INTEGER) AS position_in_unique_constraint "
+        "FROM {s}.ml_key_columns u JOIN {s}.pg_constraint k ON k.oid = u.conoid JOIN {s}.pg_class c ON c.oid = u.relid"
     ),
     "referential_constraints": (
         "SELECT CAST(NULL AS VARCHAR) AS constraint_catalog, CAST(NULL AS VARCHAR) AS constraint_schema, "
@@ -276,10 +280,9 @@ INFORMATION_SCHEMA: dict[str, str] = {
         "CAST(NULL AS VARCHAR) AS delete_rule WHERE false"
     ),
     "constraint_column_usage": (
-        "SELECT CAST(NULL AS VARCHAR) AS table_catalog, CAST(NULL AS VARCHAR) AS table_schema, "
-        "CAST(NULL AS VARCHAR) AS table_name, CAST(NULL AS VARCHAR) AS column_name, "
-        "CAST(NULL AS VARCHAR) AS constraint_catalog, CAST(NULL AS VARCHAR) AS constraint_schema, "
-        "CAST(NULL AS VARCHAR) AS constraint_name WHERE false"
+        "SELECT '{db}' AS table_catalog, 'public' AS table_schema, c.relname AS table_name, u.attname AS column_name, "
+        "'{db}' AS constraint_catalog, 'public' AS constraint_schema, k.conname AS constraint_name "
+        "FROM {s}.ml_key_columns u JOIN {s}.pg_constraint k ON k.oid = u.conoid JOIN {s}.pg_class c ON c.oid = u.relid"
     ),
     "routines": (
         "SELECT CAST(NULL AS VARCHAR) AS specific_catalog, CAST(NULL AS VARCHAR) AS specific_schema, "

@@ -7,6 +7,8 @@ Project file:
       auth: scram-sha-256          # or md5, password, trust
       tls_cert: server.crt         # optional: TLS of the endpoint's own (PEM, relative to the project)
       tls_key: server.key
+      views_as: view               # how the catalog lists views: view (\\dv, get_view_names), or table for
+                                   # tools that list only tables (\\dt, get_table_names); SET metrics.views_as per session
       failed_logins:               # rate limit (auth.LoginThrottle); these are the defaults
         per_address: {burst: 10, per_minute: 10}   # then refused (53300) until refilled
         per_user: {burst: 30, per_minute: 30}      # then each attempt delayed, up to max_delay
@@ -156,6 +158,17 @@ def limits_config(project: Project) -> dict[str, int]:
     return limits
 
 
+def views_as_config(project: Project) -> str:
+    """`sql: {views_as: view | table}`: the relkind the catalog gives the views (default view)."""
+    from .catalog import VIEWS_AS
+
+    sql_settings = project.settings.get("sql") or {}
+    value = sql_settings.get("views_as", "view") if isinstance(sql_settings, dict) else "view"
+    if value not in VIEWS_AS:
+        raise ProjectError(f"sql.views_as: must be one of {', '.join(VIEWS_AS)}, got {value!r}")
+    return value
+
+
 FAILED_LOGIN_KEYS = ("per_address", "per_user", "max_delay")
 FAILED_LOGIN_BUCKET_KEYS = ("burst", "per_minute")
 
@@ -200,7 +213,7 @@ async def start_sql_endpoint(service, host: str, port: int, project: Project, **
 
     auth, passwords, views = endpoint_config(project, host)
     check_views(views, list(public_views(service.model)))
-    backend = SemanticBackend(service, views)
+    backend = SemanticBackend(service, views, views_as=views_as_config(project))
     server_options = {**limits_config(project), "login_throttle": login_throttle_config(project), **server_options}
     tls = project.tls("sql")
     if tls is not None and "ssl_context" not in server_options:

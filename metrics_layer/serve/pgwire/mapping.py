@@ -267,15 +267,19 @@ _LABEL_ENDS = (TokenType.COMMA, TokenType.FROM, TokenType.R_PAREN, TokenType.SEM
 
 
 def _quote_keyword_labels(sql: str) -> str | None:
-    """`sql` with keywords used as column labels after AS quoted (`... AS select,`: PostgreSQL
-    takes any keyword there; sqlglot does not, and Metabase's privilege query writes it), or
-    None when there is none."""
+    """`sql` repaired where PostgreSQL's grammar takes what sqlglot's does not, or None when
+    nothing is to repair: keywords used as column labels after AS are quoted (`... AS select,`:
+    Metabase's privilege query writes it), and `::oid[]` (asyncpg's type introspection; sqlglot
+    has no oid arrays) is written `::uinteger[]`, the shadow catalog's OID type (described as oid[])."""
     tokens = Postgres().tokenize(sql)
-    spans = [word for as_, word, after in zip(tokens, tokens[1:], tokens[2:] + [None])
+    spans = [(word, f'"{word.text.lower()}"') for as_, word, after in zip(tokens, tokens[1:], tokens[2:] + [None])
              if as_.token_type == TokenType.ALIAS and word.token_type not in (TokenType.VAR, TokenType.IDENTIFIER)
              and word.text.isidentifier() and (after is None or after.token_type in _LABEL_ENDS)]
-    for word in reversed(spans):
-        sql = f'{sql[:word.start]}"{word.text.lower()}"{sql[word.end + 1:]}'
+    spans += [(word, "uinteger") for cast, word, open_, close in zip(tokens, tokens[1:], tokens[2:], tokens[3:])
+              if cast.token_type == TokenType.DCOLON and word.text.lower() == "oid"
+              and open_.token_type == TokenType.L_BRACKET and close.token_type == TokenType.R_BRACKET]
+    for word, text in sorted(spans, key=lambda span: span[0].start, reverse=True):
+        sql = f"{sql[:word.start]}{text}{sql[word.end + 1:]}"
     return sql if spans else None
 
 

@@ -37,7 +37,7 @@ from ...query import COLUMN_TYPES, DimensionRef, QueryError, SemanticQuery, pars
 from ...views import PublicView, ViewField, public_views
 from ...service import describe_freshness
 from .backend import BackendError, ColumnDesc, Described, Notice, Outcome
-from .catalog import CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
+from .catalog import VIEWS_AS, CatalogResult, FieldType, SessionInfo, ShadowCatalog, references_catalog
 from .mapping import Template, parse_sql, template_for
 from .pg_parameters import PG_PARAMETERS
 from .protocol import clip_name
@@ -96,7 +96,7 @@ def _default_settings(server_version: str) -> dict[str, tuple[str, str]]:
         "jit": "off", "work_mem": "4MB", "max_connections": "100", "default_text_search_config": "pg_catalog.english",
         "ssl": "off", "geqo": "on", "default_table_access_method": "heap", "backslash_quote": "safe_encoding", "xmloption": "content",
         "data_directory_mode": "0700", "in_hot_standby": "off", "session_authorization": "",
-        "metrics.as_of": "", "metrics.window": "",
+        "metrics.as_of": "", "metrics.window": "", "metrics.views_as": "view",
     }
     return {name.lower(): (name, value) for name, value in pairs.items()}
 
@@ -109,12 +109,14 @@ class Settings:
 
     As in PostgreSQL, SET takes PostgreSQL's parameters (pg_parameters.py) and custom ones with a
     dot (`myapp.x`); any other name is 42704, as is SHOW of an unknown name. Startup parameters
-    we cannot honour are ignored. `metrics.as_of` and `metrics.window` apply to the following queries.
+    we cannot honour are ignored. `metrics.as_of` and `metrics.window` apply to the following queries;
+    `metrics.views_as` (view | table, default the project's sql.views_as) is how the catalog lists views.
     """
 
-    def __init__(self, server_version: str, user: str, startup: dict[str, str]):
+    def __init__(self, server_version: str, user: str, startup: dict[str, str], views_as: str = "view"):
         self._defaults = _default_settings(server_version)
         self._defaults["session_authorization"] = ("session_authorization", user)
+        self._defaults["metrics.views_as"] = ("metrics.views_as", views_as)
         self._values: dict[str, tuple[str, str]] = {}
         self.as_of: dt.datetime | None = None
         self.window: str | None = None
@@ -166,9 +168,15 @@ class Settings:
                 if value.strip() and parse_interval(value) is None:
                     raise QueryError(f"metrics.window: {value!r} is not a duration; write e.g. '3 hours', '1 day'", "22023")
                 self.window = value.strip() or None
+            elif key == "metrics.views_as":
+                value = value.strip().lower()
+                if value not in VIEWS_AS:
+                    raise QueryError(f"metrics.views_as: {value!r} is not one of {', '.join(VIEWS_AS)} (how the catalog "
+                                     "lists the views: as views, or as tables for tools that list only tables)", "22023")
             else:
                 raise QueryError(
-                    f"unrecognized configuration parameter \"{name}\"; the metrics settings are metrics.as_of and metrics.window",
+                    f"unrecognized configuration parameter \"{name}\"; the metrics settings are metrics.as_of, "
+                    "metrics.window and metrics.views_as",
                     "42704",
                 )
         elif key == "client_encoding" and value.upper().replace("-", "") not in ("UTF8", "UNICODE"):
@@ -326,10 +334,11 @@ class SemanticBackend:
     """
 
     def __init__(self, service, user_views: dict[str, list[str] | None] | None = None,
-                 server_version: str | None = None, probe_types: bool = True):
+                 server_version: str | None = None, probe_types: bool = True, views_as: str = "view"):
         from .server import SERVER_VERSION
 
         self.service = service
+        self.views_as = views_as  # the sessions' default metrics.views_as (sql.views_as)
         self.user_views = dict(user_views or {})
         self.server_version = server_version or SERVER_VERSION
         self.catalog = ShadowCatalog()
@@ -480,7 +489,7 @@ class SemanticSession:
         self.backend = backend
         self.user = user
         self.database = database
-        self.settings = Settings(backend.server_version, user, startup)
+        self.settings = Settings(backend.server_version, user, startup, backend.views_as)
         self.info = SessionInfo(user, database, self.settings, pid)
         self._cancel: Cancel | None = None
         self._cancel_lock = threading.Lock()
@@ -581,7 +590,7 @@ class SemanticSession:
     def _cast_param_oids(tree: exp.Expression, oids: list[int]) -> list[int]:
         """Catalog statements: $n::type tells the parameter's type."""
         names = {"int": 23, "integer": 23, "int4": 23, "smallint": 21, "int2": 21, "bigint": 20, "int8": 20,
-                 "oid": 26, "bool": 16, "boolean": 16, "float8": 701, "double": 701}
+                 "oid": 26, "bool": 16, "boolean": 16, "float8": 701, "double": 701, "bigint[]": 1016, "uinteger[]": 1028}
         for cast in tree.find_all(exp.Cast):
             if isinstance(cast.this, exp.Parameter):
                 try:
@@ -613,7 +622,8 @@ class SemanticSession:
     def _catalog(self, tree: exp.Expression, params: list[Any], describe_only: bool = False) -> CatalogResult:
         state = self.backend.state()
         views = self.backend.views_for(state, self.user)
-        schema, index = self.backend.catalog.schema_for(state.model, views, state.types.field_types)
+        schema, index = self.backend.catalog.schema_for(state.model, views, state.types.field_types,
+                                                        self.settings.get("metrics.views_as"))
         if params or _param_count(tree):
             tree = _inline_params(tree, params)
         cancel, timer = self._cancellable()

@@ -321,6 +321,55 @@ _BINARY_ENCODERS: dict[int, Callable[[Any], bytes]] = {
 }
 
 # ---------------------------------------------------------------------------------------
+# One-dimensional arrays (catalog columns: pg_constraint.conkey, array_agg(attname)...); lists
+# of other types travel as their text (catalog.py).
+
+ARRAY_ELEMENTS = {1009: OID.TEXT, 1028: OID.OID, 1000: OID.BOOL, 1005: OID.INT2, 1007: OID.INT4, 1016: OID.INT8}
+
+
+def array_text(items: Sequence[Any]) -> str:
+    """PostgreSQL's text form of a one-dimensional array: {a,"b c",NULL}."""
+    parts = []
+    for item in items:
+        if item is None:
+            parts.append("NULL")
+        elif isinstance(item, bool):
+            parts.append("t" if item else "f")
+        elif isinstance(item, (int, float, Decimal)):
+            parts.append(str(item))
+        else:
+            text = str(item)
+            if text == "" or re.search(r'[\s,{}"\\]', text) or text.upper() == "NULL":
+                text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            parts.append(text)
+    return "{" + ",".join(parts) + "}"
+
+
+def _array_binary(element: int) -> Callable[[Sequence[Any]], bytes]:
+    encode = _BINARY_ENCODERS[element]
+
+    def pack(items: Sequence[Any]) -> bytes:
+        if not items:
+            return _i32.pack(0) + _i32.pack(0) + _u32.pack(element)
+        out = [_i32.pack(1), _i32.pack(int(any(i is None for i in items))), _u32.pack(element),
+               _i32.pack(len(items)), _i32.pack(1)]
+        for item in items:
+            if item is None:
+                out.append(_i32.pack(-1))
+            else:
+                data = encode(item)
+                out += [_i32.pack(len(data)), data]
+        return b"".join(out)
+
+    return pack
+
+
+for _oid, _element in ARRAY_ELEMENTS.items():
+    _TEXT_ENCODERS[_oid] = lambda v: array_text(v).encode()
+    _BINARY_ENCODERS[_oid] = _array_binary(_element)
+TYPE_NAMES.update({1009: "text[]", 1028: "oid[]", 1000: "boolean[]", 1005: "smallint[]", 1007: "integer[]", 1016: "bigint[]"})
+
+# ---------------------------------------------------------------------------------------
 # Text input (parameters)
 
 _TRUE = {"t", "true", "y", "yes", "on", "1"}
@@ -509,6 +558,36 @@ _BINARY_DECODERS: dict[int, Callable[[bytes], Any]] = {
     OID.JSONB: _jsonb_from_binary,
     **{oid: lambda d: d.decode() for oid in _TEXT_LIKE},
 }
+
+
+def _int_array_from_binary(data: bytes) -> list[int | None]:
+    """A one-dimensional bigint[] / oid[] parameter in binary (asyncpg's type introspection sends one)."""
+    ndim, _, element = struct.unpack_from("!iiI", data)
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise BackendError("only one-dimensional array parameters are supported", "0A000")
+    count, _ = struct.unpack_from("!ii", data, 12)
+    decode = _BINARY_DECODERS[element]
+    items, at = [], 20
+    for _ in range(count):
+        (length,) = struct.unpack_from("!i", data, at)
+        at += 4
+        items.append(None if length < 0 else decode(data[at:at + length]))
+        at += max(length, 0)
+    return items
+
+
+def _int_array_from_text(s: str) -> list[int | None]:
+    body = s.strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        raise ValueError(s)
+    return [None if x.strip().upper() == "NULL" else int(x) for x in body[1:-1].split(",") if x.strip()]
+
+
+for _oid in (1016, 1028):
+    _BINARY_DECODERS[_oid] = _int_array_from_binary
+    _TEXT_DECODERS[_oid] = _int_array_from_text
 
 
 def decode_param(oid: int, fmt: int, data: bytes | None, index: int) -> Any:
