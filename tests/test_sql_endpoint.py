@@ -462,6 +462,9 @@ def test_views_are_views_with_their_dimension_keys(endpoint, truth):
         index = conn.execute("SELECT i.indisunique, i.indisprimary, i.indkey, pg_get_indexdef(i.indexrelid) FROM pg_index i "
                              "WHERE i.indrelid = 'merchant_features'::regclass").fetchone()
         assert index[:3] == (True, True, "1") and index[3].endswith("USING btree (merchant)")
+        # int2vector::varchar prints as PostgreSQL does (SQLAlchemy 1.4's get_indexes, under Superset)
+        assert conn.execute("SELECT indkey::varchar FROM pg_index WHERE indrelid = 'conversion_monitoring'::regclass"
+                            ).fetchone() == ("1 2 3",)
         # The keyed view answers an online lookup in SQL, equal to hand-written SQL at metrics.as_of.
         conn.execute("SET metrics.as_of = '2026-02-25 12:00:00'")
         rows = conn.execute("SELECT merchant, merchant_fraud_rate_7d FROM merchant_features "

@@ -1032,6 +1032,9 @@ class Rewriter:
         target = _DUCK_CAST.get(kind)
         if target is not None:
             return exp.Cast(this=inner, to=exp.DataType.build(target, dialect="duckdb"))
+        if isinstance(inner, exp.Column) and inner.name.lower() in _VECTOR_COLUMNS and node.to.is_type(*exp.DataType.TEXT_TYPES):
+            # int2vector::text is "1 2 3" (SQLAlchemy 1.4 reads ix.indkey::varchar)
+            return exp.Anonymous(this="array_to_string", expressions=[inner, exp.Literal.string(" ")])
         return node
 
     def _reg_in(self, kind: str, inner: exp.Expression) -> exp.Expression:
