@@ -359,6 +359,7 @@ def test_fuzz_sql_endpoint(doors):
     @_fuzz_settings(1500)
     @example(statement=("SELECT '²'::regclass", None))  # found by this test: int('²') in the catalog
     @example(statement=("FETCH ² FROM c", None))
+    @example(statement=("SELECT 1 ?", None))  # sqlglot raised TypeError: a syntax error, not XX000
     @given(statement=sql_statements())
     def case(statement):
         sql, params = statement

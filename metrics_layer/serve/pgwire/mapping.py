@@ -230,11 +230,15 @@ def parse_sql(sql: str) -> exp.Expression:
         raise QueryError(f"syntax error: {_token_error(sql)}", "42601") from None
     except RecursionError:
         raise too_deep() from None
+    except (TypeError, ValueError):
+        # sqlglot's parser trips over a few malformed inputs (`SELECT 1 ?` builds an alias of
+        # None); they are syntax errors, not the server's.
+        raise QueryError("syntax error at or near the end of the statement", "42601") from None
     except sqlglot.errors.ParseError as e:
         quoted = _quote_keyword_labels(sql)
         try:
             statements = [s for s in sqlglot.parse(quoted, read="postgres") if s is not None] if quoted else None
-        except sqlglot.errors.ParseError:
+        except (sqlglot.errors.ParseError, TypeError, ValueError):
             statements = None
         if statements is None:
             errors = getattr(e, "errors", None) or [{}]
