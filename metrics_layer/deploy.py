@@ -15,14 +15,19 @@ applied:
 
 Refresh (PostgreSQL and DuckDB; streaming engines keep materializations current) recomputes a
 materialization from the definition deployed, in one transaction with its `refreshed_at`, so
-the time recorded is the transaction time its trailing windows were computed at.
+the time recorded is the transaction time its trailing windows were computed at. A DuckDB file
+that `serve` opens read-only (so that the CLI can read it too) is refreshed into a copy beside
+it instead (engine.refreshed_copy, an attached database): `<schema>.<materialization>` there,
+with a row of `metrics_layer_refreshes` (name, digest, refreshed_at) in the same transaction.
+Reading what is deployed takes the copy's row where its digest is the deployed one and it is
+the fresher.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import sqlglot
@@ -35,11 +40,13 @@ from .engines import Engine, EngineError
 from .model.types import SemanticModel
 
 METADATA_TABLE = "metrics_layer_deployments"
+REFRESHES_TABLE = "metrics_layer_refreshes"  # in a refreshed copy: which definition, refreshed when
 DEFAULT_SCHEMA = "metrics_layer"
 
 _COLUMNS = ("name", "kind", "object", "digest", "definition", "model_version", "refresh_seconds",
             "deployed_at", "refreshed_at")
 _TYPES = ("TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TIMESTAMP", "TIMESTAMP")
+_NOW = exp.Cast(this=exp.CurrentTimestamp(), to=exp.DataType.build("TIMESTAMP"))  # the transaction's time, UTC
 
 
 class DeployError(Exception):
@@ -59,6 +66,7 @@ class Deployed:
     refresh_seconds: int | None
     deployed_at: dt.datetime
     refreshed_at: dt.datetime | None
+    catalog: str | None = None  # where the rows are read from when not the database itself: a refreshed copy
 
     def age(self, now: dt.datetime) -> float | None:
         return None if self.refreshed_at is None else (now - self.refreshed_at).total_seconds()
@@ -101,23 +109,43 @@ def _label(kind: str) -> str:
 
 # ---- reading what is deployed ------------------------------------------------------------
 
-def _table(schema: str, name: str) -> exp.Table:
-    return exp.Table(this=exp.to_identifier(name, quoted=True), db=exp.to_identifier(schema, quoted=True))
+def _table(schema: str, name: str, catalog: str | None = None) -> exp.Table:
+    return exp.Table(this=exp.to_identifier(name, quoted=True), db=exp.to_identifier(schema, quoted=True),
+                     catalog=exp.to_identifier(catalog, quoted=True) if catalog else None)
 
 
 def _metadata(schema: str) -> exp.Table:
     return _table(schema, METADATA_TABLE)
 
 
-def read_deployed(engine: Engine, schema: str) -> dict[str, Deployed]:
-    """The metadata rows by name; empty when nothing was deployed into `schema` yet."""
+def _exists(engine: Engine, schema: str, table: str, catalog: str | None = None) -> bool:
     exists = (exp.select("1").from_(exp.Table(this=exp.to_identifier("tables"), db=exp.to_identifier("information_schema")))
               .where(exp.column("table_schema").eq(exp.Literal.string(schema)))
-              .where(exp.column("table_name").eq(exp.Literal.string(METADATA_TABLE))))
-    if not engine.execute(exists.sql(dialect=engine.dialect)).rows:
+              .where(exp.column("table_name").eq(exp.Literal.string(table))))
+    if catalog is not None:
+        exists = exists.where(exp.column("table_catalog").eq(exp.Literal.string(catalog)))
+    return bool(engine.execute(exists.sql(dialect=engine.dialect)).rows)
+
+
+def read_deployed(engine: Engine, schema: str) -> dict[str, Deployed]:
+    """The metadata rows by name; empty when nothing was deployed into `schema` yet. A
+    materialization refreshed more recently into the engine's refreshed copy, from the same
+    definition, is read from there."""
+    if not _exists(engine, schema, METADATA_TABLE):
         return {}
     rows = engine.execute(exp.select(*_COLUMNS).from_(_metadata(schema)).sql(dialect=engine.dialect)).rows
-    return {row[0]: Deployed(*row) for row in rows}
+    deployed = {row[0]: Deployed(*row) for row in rows}
+    copy = engine.refreshed_copy
+    if copy is None or not _exists(engine, schema, REFRESHES_TABLE, copy):
+        return deployed
+    records = engine.execute(exp.select("name", "digest", "refreshed_at").from_(_table(schema, REFRESHES_TABLE, copy))
+                             .sql(dialect=engine.dialect)).rows
+    for name, digest, refreshed_at in records:
+        d = deployed.get(name)
+        if d is not None and d.kind == MATERIALIZATION and d.digest == digest and (
+                d.refreshed_at is None or refreshed_at > d.refreshed_at):
+            deployed[name] = replace(d, object=name, refreshed_at=refreshed_at, catalog=copy)
+    return deployed
 
 
 def current_schema(engine: Engine) -> str:
@@ -180,11 +208,10 @@ def plan_deploy(model: SemanticModel, engine: Engine, schema: str = DEFAULT_SCHE
     if gone:
         metadata.append(render(exp.Delete(this=meta.copy(), where=exp.Where(
             this=exp.column("name").isin(*[exp.Literal.string(n) for n in gone])))))
-    stamp = exp.Cast(this=exp.CurrentTimestamp(), to=exp.DataType.build("TIMESTAMP"))
     for name, kind, target, digest, definition, version_, refresh in rows:
         values = [exp.Literal.string(v) for v in (name, kind, target, digest, definition, version_)]
-        values += [exp.Literal.number(refresh) if refresh is not None else exp.Null(), stamp.copy(),
-                   stamp.copy() if kind == MATERIALIZATION else exp.Null()]
+        values += [exp.Literal.number(refresh) if refresh is not None else exp.Null(), _NOW.copy(),
+                   _NOW.copy() if kind == MATERIALIZATION else exp.Null()]
         metadata.append(render(exp.insert(exp.select(*values), meta.copy(), columns=list(_COLUMNS))))
     if changes and all(c.action == "unchanged" for c in changes):
         statements = []
@@ -287,17 +314,37 @@ def refresh(engine: Engine, schema: str = DEFAULT_SCHEMA, names: list[str] | Non
             if d.refresh_seconds is None or (age is not None and age < d.refresh_seconds / 2):
                 continue
         select = sqlglot.parse_one(d.definition, read=engine.dialect)  # our own SQL, as deployed
-        statements = dialect.refresh_materialization(_table(schema, d.object), select)
-        if not statements:
-            continue
-        stamp = exp.Cast(this=exp.CurrentTimestamp(), to=exp.DataType.build("TIMESTAMP"))
-        mark = exp.update(_metadata(schema), {"refreshed_at": stamp}, where=exp.column("name").eq(exp.Literal.string(name)))
+        if engine.refreshed_copy is not None:
+            statements = _refresh_into_copy(engine.refreshed_copy, schema, d, select)
+        else:
+            statements = dialect.refresh_materialization(_table(schema, d.object), select)
+            if not statements:
+                continue
+            statements.append(exp.update(_metadata(schema), {"refreshed_at": _NOW.copy()},
+                                         where=exp.column("name").eq(exp.Literal.string(name))))
         try:
-            engine.run_statements([s.sql(dialect=engine.dialect) for s in statements] + [mark.sql(dialect=engine.dialect)])
+            engine.run_statements([s.sql(dialect=engine.dialect) for s in statements])
         except EngineError as e:
             raise DeployError(f"refresh of {schema}.{name} failed, it keeps its last rows: {e.message}") from None
         done.append(name)
     return done
+
+
+def _refresh_into_copy(copy: str, schema: str, d: Deployed, select: exp.Select) -> list[exp.Expression]:
+    """The materialization recomputed into the refreshed copy (one database written per DuckDB
+    transaction: only the copy is), with its record of which definition, and when."""
+    records = _table(schema, REFRESHES_TABLE, copy)
+    columns = [exp.ColumnDef(this=exp.to_identifier(c), kind=exp.DataType.build(t))
+               for c, t in (("name", "TEXT"), ("digest", "TEXT"), ("refreshed_at", "TIMESTAMP"))]
+    name = exp.Literal.string(d.name)
+    return [
+        exp.Create(this=exp.Table(this=exp.to_identifier(schema, quoted=True), db=exp.to_identifier(copy, quoted=True)),
+                   kind="SCHEMA", exists=True),
+        exp.Create(this=_table(schema, d.name, copy), kind="TABLE", expression=select, replace=True),
+        exp.Create(this=exp.Schema(this=records, expressions=columns), kind="TABLE", exists=True),
+        exp.delete(records.copy(), where=exp.column("name").eq(name)),
+        exp.insert(exp.select(name, exp.Literal.string(d.digest), _NOW.copy()), records.copy()),
+    ]
 
 
 def _kept_after(mat, d: "Deployed", streaming: bool, now: dt.datetime) -> dt.datetime | None:
@@ -325,23 +372,25 @@ class Routes:
 
     routes: tuple[Route, ...] = ()
     deployed: dict = field(default_factory=dict)  # name -> Deployed, for freshness
-    lags: dict = field(default_factory=dict)  # name -> seconds behind the wall clock (engines that keep them current)
+    lags: dict = field(default_factory=dict)  # name -> (seconds behind the wall clock, how known): engines that keep them current
     excluded: tuple[tuple[str, str], ...] = ()  # (materialization, why not)
 
 
-def read_lags(engine: Engine, schema: str, deployed: dict[str, Deployed]) -> dict[str, float]:
-    """How many seconds each deployed materialization trails the wall clock, where the engine
-    keeps it current and says so (Materialize); {} elsewhere."""
+def read_lags(engine: Engine, schema: str, deployed: dict[str, Deployed]) -> dict[str, tuple[float, str]]:
+    """How far each deployed materialization trails the wall clock, where the engine keeps it
+    current and says so: (seconds, "wallclock") measured on Materialize, (seconds,
+    "checkpoint_interval") at most on RisingWave; {} elsewhere."""
     objects = {d.object: name for name, d in deployed.items() if d.kind == MATERIALIZATION}
-    query = dialects.get(engine.dialect).lag_query(schema, sorted(objects))
+    dialect = dialects.get(engine.dialect)
+    query = dialect.lag_query(schema, sorted(objects))
     if query is None or not objects:
         return {}
     rows = engine.execute(query.sql(dialect=engine.dialect)).rows
-    return {objects[obj]: float(lag) for obj, lag in rows if obj in objects and lag is not None}
+    return {objects[obj]: lag for obj, lag in dialect.lags(rows, sorted(objects)).items()}
 
 
 def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deployed], schema: str,
-                  home: str, now: dt.datetime, lags: dict[str, float] | None = None) -> Routes:
+                  home: str, now: dt.datetime, lags: dict[str, tuple[float, str]] | None = None) -> Routes:
     """Deployed materializations whose definition is the model's over the tables of `home` (the
     connection's schema) and, where the engine does not keep them current, whose last refresh
     is within their refresh interval."""
@@ -361,5 +410,5 @@ def usable_routes(model: SemanticModel, dialect: str, deployed: dict[str, Deploy
             excluded.append((name, f"it is stale: refreshed {d.refreshed_at} UTC, longer ago than its refresh interval "
                                    f"({d.refresh_seconds} s); run metrics-layer refresh"))
         else:
-            routes.append(Route(name, schema, d.object, _kept_after(model.materializations[name], d, streaming, now)))
+            routes.append(Route(name, schema, d.object, _kept_after(model.materializations[name], d, streaming, now), d.catalog))
     return Routes(tuple(sorted(routes, key=lambda r: r.name)), dict(deployed), lags or {}, tuple(excluded))

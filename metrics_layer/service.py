@@ -37,10 +37,14 @@ class Explained:
         return lines + [f"not {name}: {why}" for name, why in self.not_used]
 
 
+LAG_PHRASES = {"wallclock": ", {:.1f} s behind the wall clock",
+               "checkpoint_interval": ", reads its latest checkpoint (taken every {:.1f} s)"}
+
+
 def describe_freshness(freshness: dict) -> str:
     if freshness.get("refreshed_at") is None:
         lag = freshness.get("lag_s")
-        behind = f", {lag:.1f} s behind the wall clock" if lag is not None else ""
+        behind = LAG_PHRASES[freshness.get("lag_kind") or "wallclock"].format(lag) if lag is not None else ""
         return f"kept current by {freshness['maintained_by']}{behind}"
     return f"refreshed {freshness['refreshed_at']}, every {freshness['refresh_every_s']} s"
 
@@ -208,14 +212,16 @@ class MetricsService:
         return result
 
 
-def _freshness(deployed, dialect: str, lags: dict[str, float]) -> dict:
+def _freshness(deployed, dialect: str, lags: dict[str, tuple[float, str]]) -> dict:
     """How current a materialization's rows are: its last refresh, or kept current by the engine
-    (and how far it trails the wall clock, where the engine says: lag_s)."""
+    (and how far it trails the wall clock, where the engine says: lag_s, measured when lag_kind
+    is "wallclock", at most when it is "checkpoint_interval")."""
     from .compile import dialects
 
     if dialects.get(dialect).streaming:
+        lag, kind = lags.get(deployed.name, (None, None))
         return {"materialization": deployed.name, "maintained_by": dialect, "refreshed_at": None,
-                "refresh_every_s": None, "lag_s": lags.get(deployed.name)}
+                "refresh_every_s": None, "lag_s": lag, "lag_kind": kind}
     return {"materialization": deployed.name, "maintained_by": "refresh",
             "refreshed_at": deployed.refreshed_at.isoformat(sep=" ") + "Z" if deployed.refreshed_at else None,
-            "refresh_every_s": deployed.refresh_seconds, "lag_s": None}
+            "refresh_every_s": deployed.refresh_seconds, "lag_s": None, "lag_kind": None}

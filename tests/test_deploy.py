@@ -8,6 +8,7 @@ hand-written SQL; a stale materialization is not read.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import shutil
@@ -297,6 +298,84 @@ def test_every_door_says_when_a_result_comes_from_a_materialization(tmp_path, de
         endpoint.stop()
 
 
+def test_serve_refreshes_a_read_only_duckdb_file_into_a_copy_while_the_cli_reads_the_file(tmp_path, demo_duckdb_path):
+    """serve opens a DuckDB file read-only so that the CLI can read it too; its refresher then
+    writes due materializations into `<name>.refreshed.duckdb`, which routing reads while it is
+    the fresher. The CLI, in another process at the same time, reads the file's own (stale)
+    materializations' base tables; every number equals the base tables and hand-written SQL."""
+    from metrics_layer.serve.refresher import Refresher
+
+    path = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_duckdb_path, path)
+    folder = make_project(tmp_path / "project", f"duckdb:///{path}", f"deploy:\n  schema: {SCHEMA}\n")
+    assert cli(["deploy", "--project", str(folder)]) == 0
+    writer = _service(folder)  # the deploy an hour ago: every materialization is stale in the file
+    writer.engine.run_statements([f"UPDATE \"{SCHEMA}\".metrics_layer_deployments SET refreshed_at = refreshed_at - INTERVAL '1 hour'"])
+    filed = {n: d.refreshed_at for n, d in deploy.read_deployed(writer.engine, SCHEMA).items() if d.kind == deploy.MATERIALIZATION}
+    writer.engine.close()
+
+    svc = MetricsService(load_project(folder))  # read-only, as under serve
+    refresher = Refresher(svc, tick=3600).start()
+    try:
+        assert svc.engine.read_only and svc.engine.refreshed_copy == "metrics_layer_refreshed"
+        assert (tmp_path / "demo.refreshed.duckdb").exists()
+        assert sorted(refresher.once()) == sorted(filed)
+        assert refresher.once() == []  # the copy is fresh: nothing is due
+        deployed = deploy.read_deployed(svc.engine, SCHEMA)
+        assert all(deployed[n].catalog == "metrics_layer_refreshed" and deployed[n].refreshed_at > filed[n] for n in filed)
+
+        explained = svc.explain(BY_VERSION)
+        assert explained.materialization == "conversion_by_model_version", explained.not_used
+        assert '"metrics_layer_refreshed"."' + SCHEMA in explained.sql
+        base = MetricsService(load_project(make_project(tmp_path / "base", f"duckdb:///{path}", "deploy:\n  route: false\n")),
+                              engine=svc.engine)
+        hand = svc.engine.execute(reference.conversion_metrics_by_model_version()).rows
+        routed = svc.run(BY_VERSION)
+        assert_same_rows(routed.rows, base.run(BY_VERSION).rows, "routed from the copy")
+        assert_same_rows([r[:3] for r in hand], routed.rows, "hand-written")
+        assert routed.freshness["refreshed_at"] == deployed["conversion_by_model_version"].refreshed_at.isoformat(sep=" ") + "Z"
+        for query in (SemanticQuery(("accuracy", "leads.lead_count", "accuracy_3h")),
+                      SemanticQuery(("accuracy_3h", "leads.lead_count"), (DimensionRef("leads.created_at", "hour"),))):
+            assert svc.explain(query).materialization is not None
+            assert_same_rows(svc.run(query).rows, base.run(query).rows, str(query.metrics))
+
+        # the result cache keeps routed reads of the copy, and a refresh of the copy empties it
+        cache = svc.engine.result_cache
+        svc.run(BY_VERSION), svc.run(BY_VERSION)
+        hits = cache.hits
+        assert_same_rows(svc.run(BY_VERSION).rows, routed.rows, "cached")
+        assert cache.hits == hits + 1
+        svc.engine.run_statements([f"UPDATE metrics_layer_refreshed.\"{SCHEMA}\".metrics_layer_refreshes "
+                                   "SET refreshed_at = refreshed_at - INTERVAL '1 hour'"])
+        assert "conversion_by_model_version" in refresher.once()
+        assert not cache.peek(svc.explain(BY_VERSION).sql)
+
+        # meanwhile the CLI reads the file (read-only too); its materializations are stale there
+        cli_run = subprocess.run([sys.executable, "-m", "metrics_layer.cli", "query", "--project", str(folder), "-m", "accuracy",
+                                  "-b", "predictions.model_version", "--format", "csv", "--show-sql"],
+                                 capture_output=True, text=True, timeout=300)
+        assert cli_run.returncode == 0, cli_run.stderr
+        assert "metrics_layer_refreshed" not in cli_run.stderr + cli_run.stdout and "read from materialization" not in cli_run.stderr
+        printed = {v: float(a) if a else None for v, a in csv.reader(cli_run.stdout.splitlines()[1:])}
+        assert printed == {("" if r[0] is None else str(r[0])): (None if r[1] is None else pytest.approx(r[1])) for r in routed.rows}
+
+        # a second serve on the same file cannot take the copy: it serves without refreshing
+        other = MetricsService(load_project(folder))
+        assert Refresher(other, tick=3600).start()._thread is None and other.engine.refreshed_copy is None
+        other.engine.close()
+    finally:
+        refresher.stop()
+        svc.engine.close()
+
+    # with serve stopped, metrics-layer refresh writes the file: fresher than the copy, it is read again
+    assert cli(["refresh", "--project", str(folder)]) == 0
+    again = MetricsService(load_project(folder))
+    again.engine.attach_refreshed_copy()
+    assert deploy.read_deployed(again.engine, SCHEMA)["conversion_by_model_version"].catalog is None
+    assert "metrics_layer_refreshed" not in again.explain(BY_VERSION).sql
+    again.engine.close()
+
+
 @pytest.mark.parametrize("dialect", ["materialize", "risingwave"])
 def test_streaming_deploy_creates_new_names_then_swaps_then_drops(dialect):
     """Without transactional DDL a changed object is created under a new name, the metadata
@@ -452,8 +531,53 @@ def test_materialize_freshness_is_its_wallclock_lag(tmp_path):
     ])
     freshness = svc.explain(BY_VERSION).freshness
     assert freshness == {"materialization": "conversion_by_model_version", "maintained_by": "materialize",
-                         "refreshed_at": None, "refresh_every_s": None, "lag_s": 2.5}
+                         "refreshed_at": None, "refresh_every_s": None, "lag_s": 2.5, "lag_kind": "wallclock"}
     assert describe_freshness(freshness) == "kept current by materialize, 2.5 s behind the wall clock"
     engine.run_statements(["DROP TABLE mz_internal.mz_wallclock_global_lag_recent_history"])
     svc.forget_routes()
     assert svc.explain(BY_VERSION).freshness["lag_s"] is None  # the catalog cannot say: still routed, lag unknown
+
+
+def test_risingwave_freshness_is_at_most_one_checkpoint_interval(tmp_path):
+    """RisingWave documents no per-view lag: a batch read sees the latest checkpoint, taken every
+    barrier_interval_ms x checkpoint_frequency, which SHOW PARAMETERS lists as rows of (Name,
+    Value, Mutable) (docs.risingwave.com/reference/data-persistence). RisingWave does not run
+    here: the statement deploy sends is checked, and its documented rows are fed to the dialect
+    through a DuckDB table standing in for SHOW PARAMETERS."""
+    from metrics_layer.compile import dialects
+    from metrics_layer.engines import connect
+    from metrics_layer.service import describe_freshness
+
+    rw = dialects.get("risingwave")
+    assert rw.lag_query(SCHEMA, ["o"]).sql(dialect="risingwave") == "SHOW PARAMETERS"
+    documented = [("barrier_interval_ms", "1000", "t"), ("checkpoint_frequency", "1", "t"),
+                  ("sstable_size_mb", "256", "f")]  # the defaults, as the docs list them
+    assert rw.lags(documented, ["a", "b"]) == {"a": (1.0, "checkpoint_interval"), "b": (1.0, "checkpoint_interval")}
+    assert rw.lags([("barrier_interval_ms", "250", "t"), ("checkpoint_frequency", "10", "t")], ["a"]) == \
+        {"a": (2.5, "checkpoint_interval")}
+    assert rw.lags([("barrier_interval_ms", "1000", "t")], ["a"]) == {}  # cannot say: no lag, not a guess
+
+    engine = connect("duckdb:///:memory:")
+    engine.dialect = "risingwave"
+    folder = make_project(tmp_path / "project", "\"duckdb:///:memory:\"", f"deploy:\n  schema: {SCHEMA}\n")
+    svc = MetricsService(load_project(folder), engine=engine)
+    plan = deploy.plan_deploy(svc.model, engine, SCHEMA)
+    engine.run_statements(plan.statements[:2] + [s for s in plan.statements if s.startswith("INSERT INTO")])
+    engine.run_statements(["CREATE TABLE show_parameters (name TEXT, value TEXT, mutable BOOLEAN)",
+                           "INSERT INTO show_parameters VALUES ('barrier_interval_ms', '500', true), "
+                           "('checkpoint_frequency', '4', true), ('state_store', 'hummock+s3://b', false)"])
+    sent = []
+    execute = engine.execute
+
+    def execute_show_as_table(sql, **kw):
+        if sql == "SHOW PARAMETERS":
+            sent.append(sql)
+            sql = "SELECT * FROM show_parameters"
+        return execute(sql, **kw)
+
+    engine.execute = execute_show_as_table
+    freshness = svc.explain(BY_VERSION).freshness
+    assert sent == ["SHOW PARAMETERS"]
+    assert freshness == {"materialization": "conversion_by_model_version", "maintained_by": "risingwave",
+                         "refreshed_at": None, "refresh_every_s": None, "lag_s": 2.0, "lag_kind": "checkpoint_interval"}
+    assert describe_freshness(freshness) == "kept current by risingwave, reads its latest checkpoint (taken every 2.0 s)"

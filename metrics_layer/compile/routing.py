@@ -40,6 +40,7 @@ class Route:
     table: str
     # With a retention: every bucket newer than this moment is stored (older ones may be gone).
     kept_after: dt.datetime | None = None
+    catalog: str | None = None  # an attached database holding a fresher copy (DuckDB under serve)
 
 
 @dataclass
@@ -119,6 +120,7 @@ def _read(compiler, stored, candidate: Route, row_filters) -> exp.Select:
                     "cannot be re-aggregated exactly")
 
     table = exp.Table(this=exp.to_identifier(candidate.table, quoted=True), db=exp.to_identifier(candidate.schema, quoted=True),
+                      catalog=exp.to_identifier(candidate.catalog, quoted=True) if candidate.catalog else None,
                       alias=exp.TableAlias(this=exp.to_identifier("mat")))
     outputs = []
     for i, (stored_index, trunc) in enumerate(dims):

@@ -79,6 +79,9 @@ class Engine:
     dialect = "duckdb"
     url = ""
     read_only = False  # a DuckDB file opened read-only (shared with other processes) cannot be written
+    # An attached database this process writes refreshed materializations into, when the
+    # database itself is read-only (DuckDB under serve); deploy.refresh and routing use it.
+    refreshed_copy: str | None = None
 
     def stream(self, sql: str, cancel: Cancel | None = None, batch_size: int = 10_000) -> tuple[list[Column], Iterator[list[tuple]]]:
         raise NotImplementedError

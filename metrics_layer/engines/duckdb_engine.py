@@ -41,6 +41,8 @@ _TYPES = {
 
 # Only single read-only queries are prepared: `PREPARE x AS a; b` would run `b` right away,
 # and a statement that writes must never run twice (see DuckDBEngine._run).
+REFRESHED_COPY = "metrics_layer_refreshed"  # the catalog name of attach_refreshed_copy's database
+
 _PREPARABLE = re.compile(r"\s*\(*\s*(?:SELECT|WITH)\b", re.I)
 _WRITES = re.compile(
     r"\b(?:INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|COPY|ATTACH|DETACH|PRAGMA|SET|RESET|CALL|"
@@ -98,8 +100,9 @@ class DuckDBEngine(Engine):
                            "refresh, or serve with deploy: {refresh: true}); wait for it to finish or stop it")
                 else:
                     why = (f"cannot write DuckDB database {path!r}: process {holder.group(1)} (e.g. metrics-layer serve) has it "
-                           "open; stop it first, or set deploy: {refresh: true} in metrics_layer.yml to have serve hold the "
-                           "write lock and refresh materializations itself")
+                           "open; stop it first (serve refreshes due materializations itself, into a copy beside the file), "
+                           "or set deploy: {refresh: true} in metrics_layer.yml to have serve hold the write lock and "
+                           "refresh them in the file")
                 raise EngineError(why + " (DuckDB lets one process write a file, or several only read it)") from None
             raise EngineError(f"cannot open DuckDB database {path!r}: {e}") from None
         self._connection.execute("SET TimeZone = 'UTC'")
@@ -410,6 +413,30 @@ class DuckDBEngine(Engine):
             _close_quietly(cursor)
             if self.result_cache is not None:
                 self.result_cache.clear()  # an in-memory database changes without a file to tell
+
+    def attach_refreshed_copy(self) -> str:
+        """Attach `<name>.refreshed.duckdb` beside the read-only file, writable, as the catalog
+        that refreshed materializations go to (deploy.refresh): other processes keep reading the
+        file itself (its materializations as last refreshed there), and this one holds the
+        copy's write lock. Returns the copy's path."""
+        if not self.read_only:
+            raise EngineError("a DuckDB database opened for writing refreshes its materializations in place")
+        root, ext = os.path.splitext(self.path)
+        path = f"{root}.refreshed{ext or '.duckdb'}"
+        attach = exp.Attach(this=exp.Alias(this=exp.Literal.string(path), alias=exp.to_identifier(REFRESHED_COPY)),
+                            expressions=[exp.AttachOption(this=exp.var("READ_WRITE"))])
+        try:
+            self._connection.execute(attach.sql(dialect="duckdb"))
+        except self._duckdb.Error as e:
+            holder = re.search(r"\(PID (\d+)\)", str(e))
+            if holder is not None:
+                raise EngineError(f"cannot write {path!r}, the copy materializations are refreshed into: process "
+                                  f"{holder.group(1)} (another metrics-layer serve) holds it") from None
+            raise EngineError(f"cannot attach {path!r}, the copy materializations are refreshed into: {e}") from None
+        self.refreshed_copy = REFRESHED_COPY
+        if self.result_cache is not None:
+            self.result_cache.trust(REFRESHED_COPY, path)  # written only here, through run_statements
+        return path
 
     def describe(self, relation: exp.Expression) -> dict[str, str]:
         """DuckDB's DESCRIBE, on a cursor of its own: it binds the query without running it, and

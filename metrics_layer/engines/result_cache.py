@@ -53,7 +53,18 @@ class ResultCache:
         self._verdicts: OrderedDict[str, bool | None] = OrderedDict()  # SQL text -> cacheable (None: seen once)
         self._signature = self.signature()
         self._unstable: frozenset[str] | None = None  # _UNSTABLE + DuckDB's volatile and user functions
+        self._trusted: set[str] = set()  # attached databases only this process writes (see trust)
         self.hits = 0
+
+    def trust(self, catalog: str, path: str) -> None:
+        """Treat the attached database `catalog` (file `path`) as the database's own: this process
+        holds its write lock and writes it only through the engine (which clears the cache), and
+        its file signature joins the database's."""
+        with self._lock:
+            self._trusted.add(catalog)
+            self._files = (*self._files, path, path + ".wal")
+            self._signature = None
+            self._renew(self.signature())
 
     # ---- validity ---------------------------------------------------------------------
 
@@ -177,7 +188,9 @@ class ResultCache:
         """A base table of the opened database, or a view whose own SQL is deterministic."""
         database = cursor.execute("SELECT current_database()").fetchone()[0]
         if table.catalog and table.catalog != database:
-            return False  # an attached database may be written by others
+            if table.catalog not in self._trusted:
+                return False  # an attached database may be written by others
+            database = table.catalog
         schema = table.db or "main"
         found = cursor.execute(
             "SELECT 'table', NULL FROM duckdb_tables() WHERE database_name = ? AND lower(schema_name) = lower(?) "

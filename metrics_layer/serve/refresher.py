@@ -5,6 +5,12 @@ due_only), so that routing, which stops reading it past the full interval, keeps
 One refresh at a time, in a thread of its own; a failed refresh is logged and retried at the
 next tick, and queries fall back to the base tables once it is stale. Streaming engines keep
 their materializations current and need none of this.
+
+A DuckDB file that serve opens read-only (so the CLI and other readers can open it too) is not
+written: refreshes go to a copy beside it that serve attaches and holds (`<name>.refreshed.duckdb`,
+engine.attach_refreshed_copy), and routing reads a materialization from there while it is the
+fresher. Other processes read the file's own materializations, as last refreshed there, or the
+base tables once those are stale: exact either way.
 """
 
 from __future__ import annotations
@@ -30,11 +36,17 @@ class Refresher:
     def start(self) -> "Refresher":
         if self.service.project.deploy.get("refresh", True) is False or dialects.get(self.service.dialect).streaming:
             return self
-        if self.service.engine.read_only:
+        engine = self.service.engine
+        if engine.read_only and engine.refreshed_copy is None:
+            try:
+                path = engine.attach_refreshed_copy()
+            except EngineError as e:
+                log.warning("deployed materializations are not refreshed under serve: %s; queries read them as last "
+                            "refreshed, or the base tables once they are stale", e.message)
+                return self
             log.info("the DuckDB file is open read-only (so the CLI can read it too): deployed materializations are "
-                     "not refreshed under serve; stop serve to run metrics-layer refresh, or set deploy: {refresh: true} to have "
-                     "serve hold the file's write lock and refresh them")
-            return self
+                     "refreshed into %s", path)
+            self.service.forget_routes()
         self._thread = threading.Thread(target=self._run, name="metrics-layer-refresh", daemon=True)
         self._thread.start()
         return self

@@ -137,10 +137,15 @@ class Dialect:
 
     transactional_ddl = True  # CREATE/DROP commit or roll back with the transaction around them
 
-    def lag_query(self, schema: str, objects: list[str]) -> exp.Select | None:
-        """A catalog query giving (object, seconds behind the wall clock) for materializations the
-        engine keeps current; None where `refresh` keeps them (their freshness is refreshed_at)."""
+    def lag_query(self, schema: str, objects: list[str]) -> exp.Expression | None:
+        """A catalog statement saying how far materializations the engine keeps current trail the
+        wall clock (read by `lags`); None where `refresh` keeps them (their freshness is refreshed_at)."""
         return None
+
+    def lags(self, rows: list[tuple], objects: list[str]) -> dict[str, tuple[float, str]]:
+        """(seconds, what they are) per object from the rows of `lag_query`: here rows of
+        (object, seconds behind the wall clock), as measured by the engine."""
+        return {obj: (float(lag), "wallclock") for obj, lag in rows if obj in objects and lag is not None}
     stored_kind = "MATERIALIZED VIEW"  # what a materialization is stored as
 
     def create_view(self, table: exp.Table, select: exp.Select) -> list[exp.Expression]:

@@ -37,6 +37,23 @@ class RisingWave(Streaming):
             .where(exp.EQ(this=exp.column("_row_rank"), expression=exp.Literal.number(1)), copy=False)
         )
 
+    def lag_query(self, schema: str, objects: list[str]) -> exp.Expression:
+        """The system parameters (rows of name, value, mutable): RisingWave documents no per-view
+        lag; a batch read sees the latest checkpoint, taken every barrier_interval_ms ×
+        checkpoint_frequency (https://docs.risingwave.com/reference/data-persistence,
+        https://docs.risingwave.com/operate/view-configure-system-parameters)."""
+        return exp.Command(this="SHOW", expression="PARAMETERS")
+
+    def lags(self, rows, objects):
+        """Every materialization trails by up to one checkpoint interval (a database's own
+        interval, a premium setting since v2.5, is not read: the system's is)."""
+        params = {str(row[0]).lower(): row[1] for row in rows if len(row) >= 2}
+        try:
+            interval = float(params["barrier_interval_ms"]) * float(params["checkpoint_frequency"]) / 1000
+        except (KeyError, TypeError, ValueError):
+            return {}
+        return {obj: (interval, "checkpoint_interval") for obj in objects}
+
 
 def _utc(naive: exp.Expression) -> exp.Expression:
     """A naive UTC timestamp as timestamptz, whatever the session's time zone."""
