@@ -501,20 +501,29 @@ def test_a_retention_keeps_the_newest_buckets_and_serves_only_queries_inside_the
                 conn.execute(f'DROP SCHEMA IF EXISTS "{data}" CASCADE')
 
 
+def _streaming_stand_in(tmp_path, dialect: str) -> MetricsService:
+    """A service over in-memory DuckDB that says it is `dialect`, holding the deploy metadata
+    (not the objects: only the streaming engine could create them) as deploy would write it."""
+    from metrics_layer.engines import connect
+
+    engine = connect("duckdb:///:memory:")
+    engine.dialect = dialect
+    folder = make_project(tmp_path / "project", "\"duckdb:///:memory:\"", f"deploy:\n  schema: {SCHEMA}\n")
+    svc = MetricsService(load_project(folder), engine=engine)
+    plan = deploy.plan_deploy(svc.model, engine, SCHEMA)
+    engine.run_statements(plan.statements[:2] + [s for s in plan.statements if s.startswith("INSERT INTO")])
+    return svc
+
+
 def test_materialize_freshness_is_its_wallclock_lag(tmp_path):
     """On Materialize a routed result says how far the materialization trails the wall clock,
     from the catalog view its freshness guide queries. Materialize does not run here: its
     catalog tables are recreated in DuckDB with the documented columns, and the query deploy
     sends is the Materialize dialect's, run as written."""
-    from metrics_layer.engines import connect
     from metrics_layer.service import describe_freshness
 
-    engine = connect("duckdb:///:memory:")
-    engine.dialect = "materialize"
-    folder = make_project(tmp_path / "project", "\"duckdb:///:memory:\"", f"deploy:\n  schema: {SCHEMA}\n")
-    svc = MetricsService(load_project(folder), engine=engine)
-    plan = deploy.plan_deploy(svc.model, engine, SCHEMA)
-    engine.run_statements(plan.statements[:2] + [s for s in plan.statements if s.startswith("INSERT INTO")])
+    svc = _streaming_stand_in(tmp_path, "materialize")
+    engine = svc.engine
     deployed = deploy.read_deployed(engine, SCHEMA)
     mine = deployed["conversion_by_model_version"].object
     engine.run_statements([
@@ -545,7 +554,6 @@ def test_risingwave_freshness_is_at_most_one_checkpoint_interval(tmp_path):
     here: the statement deploy sends is checked, and its documented rows are fed to the dialect
     through a DuckDB table standing in for SHOW PARAMETERS."""
     from metrics_layer.compile import dialects
-    from metrics_layer.engines import connect
     from metrics_layer.service import describe_freshness
 
     rw = dialects.get("risingwave")
@@ -557,12 +565,8 @@ def test_risingwave_freshness_is_at_most_one_checkpoint_interval(tmp_path):
         {"a": (2.5, "checkpoint_interval")}
     assert rw.lags([("barrier_interval_ms", "1000", "t")], ["a"]) == {}  # cannot say: no lag, not a guess
 
-    engine = connect("duckdb:///:memory:")
-    engine.dialect = "risingwave"
-    folder = make_project(tmp_path / "project", "\"duckdb:///:memory:\"", f"deploy:\n  schema: {SCHEMA}\n")
-    svc = MetricsService(load_project(folder), engine=engine)
-    plan = deploy.plan_deploy(svc.model, engine, SCHEMA)
-    engine.run_statements(plan.statements[:2] + [s for s in plan.statements if s.startswith("INSERT INTO")])
+    svc = _streaming_stand_in(tmp_path, "risingwave")
+    engine = svc.engine
     engine.run_statements(["CREATE TABLE show_parameters (name TEXT, value TEXT, mutable BOOLEAN)",
                            "INSERT INTO show_parameters VALUES ('barrier_interval_ms', '500', true), "
                            "('checkpoint_frequency', '4', true), ('state_store', 'hummock+s3://b', false)"])
