@@ -19,6 +19,10 @@ The accepted shape (each part optional except SELECT and FROM):
   column is an IN. A condition on a metric filters the aggregated rows.
 * Wrappers tools put around a query: `SELECT * FROM (<query>) t [LIMIT n] [OFFSET n]` and
   `SELECT count(*) FROM (<query>) t`.
+* A series limit (Superset's "top N series"): `<query> JOIN (SELECT d AS d__, ..., <metric>
+  FROM <the same view> [WHERE ...] GROUP BY d, ... ORDER BY <metric> [DESC] LIMIT n) AS s
+  ON d = d__ [AND ...]` keeps the groups whose d.. are among the subquery's top n: a
+  `TopGroups` restriction (query.py), see `_series_limited`.
 
 Anything else is refused with QueryError (SQLSTATE 0A000, or 42703 / 42P01 for unknown names):
 never approximated. Parsing happens once per SQL text: the result is a `Template` whose
@@ -41,7 +45,7 @@ from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
 from ...model.types import SemanticModel, dimension_aggregate, qualify
-from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
+from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery, TopGroups
 from ...views import PublicView, ViewField
 from . import folding
 from .folding import Deferred
@@ -92,6 +96,17 @@ class FilterTemplate:
     negate_like: bool = False
 
 
+@dataclass(frozen=True)
+class TopTemplate:
+    """A series limit: the top `limit` groups of `dimensions` by `metric` under `filters`."""
+
+    dimensions: tuple[DimensionRef, ...]
+    metric: str
+    descending: bool
+    filters: tuple[FilterTemplate, ...]
+    limit: int | Param
+
+
 @dataclass
 class Template:
     """A mapped statement: everything but the parameter values."""
@@ -111,6 +126,7 @@ class Template:
     param_fields: dict[int, Any] = field(default_factory=dict)  # $n -> ViewField, or "int8"/"text"
     param_count: int = 0
     star: bool = False  # the select list has SELECT *
+    top: TopTemplate | None = None  # a series limit (JOIN with a top-N subquery)
 
     @property
     def identity(self) -> bool:
@@ -126,23 +142,34 @@ class Template:
                 f"bind message supplies {len(params)} parameters, but the statement requires {self.param_count}", "08P01"
             )
         clock = now or (as_of if isinstance(as_of, dt.datetime) else None) or folding.utc_now()
-        filters = []
-        for f in self.filters:
-            value = _bind_value(f.value, params, clock)
-            op = f.op
-            if f.like:
-                op, value = _like_filter(f.field.name, value, f.negate_like)
-            filters.append(Filter(f.field.ref, op, value, f.grain))
         limit = _bind_count(self.limit, params, "LIMIT")
         offset = _bind_count(self.offset, params, "OFFSET")
+        top = None
+        if self.top is not None:
+            count = _bind_count(self.top.limit, params, "LIMIT")
+            if count is None:
+                raise QueryError("the series limit subquery's LIMIT must be a number of groups, not NULL or ALL", "22023")
+            top = TopGroups(self.top.dimensions, self.top.metric, count, self.top.descending,
+                            _bind_filters(self.top.filters, params, clock))
         return SemanticQuery(
-            metrics=self.metrics, dimensions=self.dimensions, filters=tuple(filters), order_by=self.order_by,
-            limit=limit, offset=offset or None, window=window, as_of=as_of,
+            metrics=self.metrics, dimensions=self.dimensions, filters=_bind_filters(self.filters, params, clock),
+            order_by=self.order_by, limit=limit, offset=offset or None, window=window, as_of=as_of, top=top,
         )
 
     def bind_post(self, params) -> tuple[int, int | None]:
         """(offset, limit) of an outer wrapper, applied to the rows as they stream."""
         return _bind_count(self.post_offset, params, "OFFSET") or 0, _bind_count(self.post_limit, params, "LIMIT")
+
+
+def _bind_filters(templates: tuple[FilterTemplate, ...], params, clock: dt.datetime) -> tuple[Filter, ...]:
+    filters = []
+    for f in templates:
+        value = _bind_value(f.value, params, clock)
+        op = f.op
+        if f.like:
+            op, value = _like_filter(f.field.name, value, f.negate_like)
+        filters.append(Filter(f.field.ref, op, value, f.grain))
+    return tuple(filters)
 
 
 def _bind_value(value: Any, params, now: dt.datetime) -> Any:
@@ -387,6 +414,9 @@ class _Mapper:
         or LIMIT inside (they would pick groups before they are added up)."""
         inner_sql = sub.this
         inner = self._select(inner_sql.copy())
+        if inner.top is not None:
+            raise QueryError("a query with a series limit (JOIN ... series_limit) can only be wrapped as "
+                             "SELECT * FROM (<query>) t [LIMIT n] or SELECT count(*) FROM (<query>) t", UNSUPPORTED)
         alias = ident(sub.args["alias"].this) if sub.alias else None  # "Quoted" keeps its case
         names: dict[str, tuple[exp.Expression, OutputColumn]] = {}
         for column, node in zip(inner.columns, self._projections(inner_sql, inner)):
@@ -567,14 +597,11 @@ class _Mapper:
         return outer
 
     def _select(self, select: exp.Select) -> Template:
+        if select.args.get("joins") and _top_n_join(select):
+            return self._series_limited(select)
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
                            ("with_", "WITH"), ("into", "SELECT INTO"), ("locks", "FOR UPDATE / FOR SHARE")):
             if select.args.get(part):
-                if part == "joins" and _top_n_join(select):
-                    raise QueryError(
-                        "JOIN cannot be mapped onto a metrics query: a join with a subquery that picks the top N groups "
-                        "(ORDER BY ... LIMIT n; Superset's series limit) is two metrics queries; leave the series limit "
-                        "empty, or filter the series with IN (...)", UNSUPPORTED)
                 raise QueryError(f"{what} cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
         distinct = select.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
@@ -621,6 +648,134 @@ class _Mapper:
             filters=tuple(filters), order_by=tuple(order), limit=limit, offset=offset,
             param_fields=dict(self.params), param_count=max(self.params, default=0), star=self.star,
         )
+
+    def _series_limited(self, select: exp.Select) -> Template:
+        """`<query> JOIN (<top-N subquery>) AS s ON d = d__ [AND ...]`: a chart's series limit.
+
+        Superset (superset/models/helpers.py, `get_sqla_query`) writes this when the engine
+        spec allows joins and subqueries, as PostgreSQL's does: the subquery selects each
+        series column as `<col> AS <col>__` and the main metric `AS mme_inner__`, has the
+        chart's filters (its own time range, which may differ) as WHERE, groups by the series
+        columns, orders by the series-limit metric (`mme_inner__` or its expression), ASC or
+        DESC, and LIMITs to the series limit; the ON clause is an AND of `<col> = <col>__`.
+        Without joins it runs that query first and adds `WHERE (d = v AND ...) OR ...`
+        (`_get_top_groups`), which is a plain filter here (an OR of equalities on one column is
+        an IN). "Group others" (a LEFT JOIN and CASE ... 'Others') is not this shape: refused.
+
+        The subquery is mapped like any statement over the view (the same select-list,
+        aggregate-wrapper and WHERE rules); its ORDER BY must be one metric, its LIMIT a count.
+        """
+        joins = select.args["joins"]
+        if len(joins) != 1:
+            raise QueryError("a series limit is one JOIN with a top-N subquery; several JOINs cannot be mapped", UNSUPPORTED)
+        join = joins[0]
+        kind = (join.args.get("kind") or "").upper()
+        if join.args.get("side") or kind not in ("", "INNER") or join.args.get("using") or join.args.get("method"):
+            written = " ".join(p for p in (join.args.get("method"), join.args.get("side"), join.args.get("kind")) if p)
+            raise QueryError(
+                f"{written.upper() or 'this'} JOIN with a top-N subquery cannot be mapped: a series limit is an inner "
+                "JOIN ... ON <column> = <subquery column>, which keeps the top groups only (Superset's \"group "
+                "others\" series limit is not supported: turn it off)", UNSUPPORTED)
+        sub = join.this
+        alias = ident(sub.args["alias"].this) if sub.args.get("alias") is not None and sub.args["alias"].this else None
+        ranking_sql = sub.this
+        for part, what in (("offset", "OFFSET"), ("distinct", "DISTINCT"), ("with_", "WITH")):
+            if ranking_sql.args.get(part):
+                raise QueryError(f"{what} in a series limit subquery cannot be mapped; it picks the top groups "
+                                 "with ORDER BY <metric> LIMIT n only", UNSUPPORTED)
+        order = ranking_sql.args.get("order")
+        if order is None or len(order.expressions) != 1:
+            raise QueryError("a series limit subquery must be ordered by one metric (ORDER BY SUM(x) DESC LIMIT n): "
+                             "that order picks the top groups", UNSUPPORTED)
+
+        # The subquery, mapped like any statement; its ORDER BY is resolved here, since the
+        # series may be ranked by a metric the subquery does not select.
+        ranker = _Mapper(self.model, self.views)
+        ranker.params = self.params
+        unordered = ranking_sql.copy()
+        unordered.set("order", None)
+        ranked = ranker._select(unordered)
+        if not ranked.dimensions:
+            raise QueryError("a series limit subquery must group by the series columns (GROUP BY d)", UNSUPPORTED)
+        if ranked.limit is None:
+            raise QueryError("a series limit subquery needs LIMIT n: the number of series to keep", UNSUPPORTED)
+        ordered = order.expressions[0]
+        item = ranker._resolve_reference(ordered.this, ranker._items(unordered), "ORDER BY")
+        if item.kind != "metric":
+            raise QueryError(f"a series limit subquery must be ordered by a metric; '{item.field.name}' is a dimension",
+                             UNSUPPORTED)
+        descending = bool(ordered.args.get("desc"))
+        if "NULLS" in ordered.sql("postgres").upper() and bool(ordered.args.get("nulls_first")) != descending:
+            raise QueryError(
+                f"ORDER BY {item.field.name} {'DESC NULLS LAST' if descending else 'ASC NULLS FIRST'} in a series limit "
+                "cannot be mapped; NULLs sort last ascending and first descending (the PostgreSQL default)", UNSUPPORTED)
+
+        outer_sql = select.copy()
+        outer_sql.set("joins", None)
+        template = self._select(outer_sql)
+        if ranked.view is not template.view:
+            raise QueryError(f"a series limit subquery must read the same view as the query ({template.view.name}), "
+                             f"not {ranked.view.name}", UNSUPPORTED)
+
+        # ON: each series column of the subquery equals the same dimension of the outer query.
+        series = {c.name: (c.field, c.grain) for c in ranked.columns if c.field.kind == "dimension"}
+        fields = {f.name for f in template.view.fields}
+        matched: dict[str, tuple[str, str | None]] = {}
+        on = join.args.get("on")
+        if on is None:
+            raise QueryError("a series limit JOIN needs ON <column> = <subquery column>", UNSUPPORTED)
+        for condition in _conjuncts(on):
+            if not isinstance(condition, exp.EQ):
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} cannot be mapped: write an AND of "
+                    "<column> = <subquery column>", UNSUPPORTED)
+            sides = [_strip_parens(condition.this), _strip_parens(condition.expression)]
+            inner = [i for i, side in enumerate(sides) if self._series_column(side, alias, series, fields)]
+            if len(inner) != 1:
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} must compare a column of the query "
+                    f"with a series column of the subquery ({', '.join(series)})", UNSUPPORTED)
+            name = ident(sides[inner[0]].this)
+            outer_item = self._expression(sides[1 - inner[0]])
+            field_, grain = series[name]
+            if outer_item.kind != "dimension" or (outer_item.field.ref, outer_item.grain) != (field_.ref, grain):
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} compares different columns; "
+                    f"'{name}' is {field_.name}" + (f" at grain {grain}" if grain else ""), UNSUPPORTED)
+            if name in matched:
+                raise QueryError(f"the series limit JOIN's ON compares '{name}' twice", UNSUPPORTED)
+            matched[name] = (field_.ref, grain)
+        missing = [n for n in series if n not in matched]
+        if missing:
+            raise QueryError(f"the series limit JOIN's ON must compare every series column of the subquery; "
+                             f"'{missing[0]}' is not compared", UNSUPPORTED)
+        selected = {(d.name, d.grain) for d in template.dimensions}
+        for name, key in matched.items():
+            if key not in selected:
+                raise QueryError(
+                    f"series column '{series[name][0].name}' must be selected and grouped by in the query it limits: "
+                    "the series limit keeps whole groups of the query", UNSUPPORTED)
+        template.top = TopTemplate(ranked.dimensions, item.field.ref, descending, ranked.filters, ranked.limit)
+        template.param_fields.update(self.params)
+        template.param_count = max(self.params, default=0)
+        return template
+
+    def _series_column(self, node: exp.Expression, alias: str | None, series: dict, fields: set[str]) -> bool:
+        """True when `node` names a series column of the subquery (`d__` or `s.d__`)."""
+        if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
+            return False
+        table, name = ident(node.args.get("table")), ident(node.this)
+        if table is not None:
+            if table == alias:
+                if name not in series:
+                    raise QueryError(f"column {alias}.{name} does not exist{did_you_mean(name, list(series), 'columns')}",
+                                     "42703")
+                return True
+            return False
+        if name in series and name in fields:
+            raise QueryError(f"column reference \"{name}\" is ambiguous: both the view and the series limit subquery "
+                             f"have it; alias the subquery's column (AS {name}__)", "42702")
+        return name in series
 
     def _from(self, select: exp.Select) -> None:
         source = select.args.get("from_")
@@ -1250,6 +1405,13 @@ def _top_n_join(select: exp.Select) -> bool:
     return any(isinstance(j.this, exp.Subquery) and isinstance(j.this.this, exp.Select)
                and j.this.this.args.get("limit") is not None and j.this.this.args.get("group") is not None
                for j in select.args.get("joins") or [])
+
+
+def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+    node = _strip_parens(node)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
 
 
 def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
