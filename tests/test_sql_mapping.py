@@ -578,3 +578,49 @@ def test_count_star_needs_the_view_count(tmp_path):
     with pytest.raises(Exception) as info:
         load_model(tmp_path / "metrics")
     assert "conversion.yml" in str(info.value) and "not a count measure" in str(info.value)
+
+
+# ---- a property: the mapped series limit equals a plain Python reference ----------------------
+
+SOURCES = (None, "a", "b", "c", "d")
+
+
+def python_series_limit(rows, limit, desc, inner_from, outer_from):
+    """Per (day, source) lead counts since `outer_from`, for the sources among the top `limit`
+    by count since `inner_from` (ties by name, NULL last; the NULL source ranks but is not kept)."""
+    ranked: dict = {}
+    for day, source in rows:
+        if day >= inner_from:
+            ranked[source] = ranked.get(source, 0) + 1
+    order = sorted(ranked, key=lambda s: (-ranked[s] if desc else ranked[s], s is None, s or ""))
+    kept = {s for s in order[:limit] if s is not None}
+    counts: dict = {}
+    for day, source in rows:
+        if day >= outer_from and source in kept:
+            counts[(day, source)] = counts.get((day, source), 0) + 1
+    return counts
+
+
+def test_series_limit_property_against_python(model):
+    import duckdb
+    from hypothesis import given, settings, strategies as st
+
+    con = duckdb.connect()
+    base = dt.datetime(2030, 1, 1)
+
+    @settings(max_examples=80, deadline=None)
+    @given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(SOURCES)), max_size=40),
+           limit=st.integers(0, 6), desc=st.booleans(), inner_from=st.integers(0, 3), outer_from=st.integers(0, 3))
+    def check(rows, limit, desc, inner_from, outer_from):
+        con.execute("CREATE OR REPLACE TABLE leads (id INTEGER, created_at TIMESTAMP, utm_source VARCHAR)")
+        if rows:
+            con.executemany("INSERT INTO leads VALUES (?, ?, ?)",
+                            [(i, base + dt.timedelta(days=day, hours=i % 24), source) for i, (day, source) in enumerate(rows)])
+        day = lambda d: (base + dt.timedelta(days=d)).date().isoformat()
+        sql = series_limit_sql("utm_source", limit, "SUM(lead_count) DESC" if desc else "SUM(lead_count) ASC",
+                               inner_since=day(inner_from), outer_since=day(outer_from))
+        query = template_for(sql, model, public_views(model)).bind([])
+        got = {((t - base).days, s): n for t, s, n in con.execute(compile_query(model, query)).fetchall()}
+        assert got == python_series_limit(rows, limit, desc, inner_from, outer_from)
+
+    check()
