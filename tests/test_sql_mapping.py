@@ -331,6 +331,34 @@ def test_series_limit_shapes_that_are_refused(model, sql, words):
     assert words in info.value.message, info.value.message
 
 
+VIRTUAL = "(SELECT utm_source, model_version, lead_count, created_at FROM conversion_monitoring) AS virtual_table"
+
+
+def virtual_series_limit_sql(limit=2, since="2026-02-10") -> str:
+    """Superset's statement for the same chart over a virtual dataset: FROM (<its SQL>) AS virtual_table."""
+    after = f"created_at >= TO_TIMESTAMP('{since} 00:00:00.000000', 'YYYY-MM-DD HH24:MI:SS.US')"
+    return (f"SELECT DATE_TRUNC('DAY', created_at) AS created_at, utm_source AS utm_source, sum(lead_count) AS \"SUM(lead_count)\" "
+            f"FROM {VIRTUAL} JOIN (SELECT utm_source AS utm_source__, sum(lead_count) AS mme_inner__ FROM {VIRTUAL} "
+            f"WHERE {after} GROUP BY utm_source ORDER BY sum(lead_count) DESC LIMIT {limit}) AS series_limit "
+            f"ON utm_source = utm_source__ WHERE {after} GROUP BY DATE_TRUNC('DAY', created_at), utm_source "
+            f"ORDER BY \"SUM(lead_count)\" DESC LIMIT 10000")
+
+
+def test_series_limit_over_a_virtual_dataset(model):
+    """Both the query and the ranking read the virtual dataset's subquery; a grain of its raw time
+    re-aggregates its groups (exact for SUM of a sum or count)."""
+    t, q = mapped(model, virtual_series_limit_sql())
+    _, plain = mapped(model, SUPERSET_SERIES_LIMIT)
+    assert [c.name for c in t.columns] == ["created_at", "utm_source", "SUM(lead_count)"]
+    assert (q.dimensions, q.filters, q.top) == (plain.dimensions, plain.filters, plain.top)
+    assert q.order_by == (OrderBy("leads.lead_count", True),)
+    # without a series limit, the same time series over the virtual dataset
+    _, q = mapped(model, f"SELECT DATE_TRUNC('DAY', created_at) AS created_at, sum(lead_count) FROM {VIRTUAL} GROUP BY 1")
+    assert q.dimensions == (DimensionRef("leads.created_at", "day"),) and q.top is None
+    assert "only SUM" in refused(model, f"SELECT DATE_TRUNC('DAY', created_at), MAX(accuracy) FROM "
+                                        "(SELECT created_at, accuracy FROM conversion_monitoring) t GROUP BY 1")
+
+
 def test_a_join_that_is_not_a_series_limit_is_refused(model):
     message = refused(model, "SELECT v.utm_source FROM conversion_monitoring v JOIN conversion_monitoring w ON true")
     assert "JOIN cannot be mapped" in message and "series limit" not in message
@@ -440,6 +468,25 @@ def test_two_series_columns(series_service, limit):
     assert got == want and got
     pairs = {(r[1], r[2]) for r in got}
     assert len(pairs) <= limit and not any(None in p for p in pairs)
+
+
+def test_series_limit_over_a_virtual_dataset_equals_hand_written_sql(series_service):
+    got = run_mapped(series_service, virtual_series_limit_sql(3, "2026-02-20"))
+    assert got == hand_top(series_service, ["utm_source"], 3, True, "2026-02-20", "2026-02-20")
+
+
+def test_a_series_column_at_a_grain(series_service):
+    """The series are days: the 3 days with most leads since Feb 20, by source."""
+    sql = ("SELECT DATE_TRUNC('DAY', created_at) AS day, utm_source, SUM(lead_count) FROM conversion_monitoring "
+           "JOIN (SELECT DATE_TRUNC('DAY', created_at) AS day__, SUM(lead_count) AS n FROM conversion_monitoring "
+           "WHERE created_at >= '2026-02-20' GROUP BY 1 ORDER BY 2 DESC LIMIT 3) AS s ON DATE_TRUNC('DAY', created_at) = day__ "
+           "GROUP BY 1, 2")
+    got = run_mapped(series_service, sql)
+    want = series_service.engine.execute(
+        "WITH top AS (SELECT date_trunc('day', created_at) AS day FROM leads WHERE created_at >= TIMESTAMP '2026-02-20' "
+        "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 3) SELECT date_trunc('day', l.created_at), l.utm_source, count(*) "
+        "FROM leads l JOIN top ON date_trunc('day', l.created_at) = top.day GROUP BY 1, 2").rows
+    assert got == sorted(want, key=lambda r: tuple((v is None, str(v)) for v in r)) and len({r[0] for r in got}) == 3
 
 
 def test_series_limit_inside_a_wrapper_and_with_a_weekly_grain(series_service):

@@ -408,6 +408,30 @@ def test_series_limit_equals_hand_written_sql(superset, datasets, truth):  # noq
         assert got == expected and 1 <= len({s for _, s in got}) <= limit, sql
 
 
+def test_series_limit_over_a_virtual_dataset(superset, datasets, truth):  # noqa: F811
+    """The same chart over a virtual (SQL) dataset: both the query and the top-N subquery read
+    FROM (<sql>) AS virtual_table, and DATE_TRUNC groups the dataset's raw times into days."""
+    created = superset.post("/api/v1/dataset/", {
+        "database": datasets["database"], "schema": "public", "table_name": "leads_with_time",
+        "sql": "SELECT utm_source, model_version, lead_count, created_at FROM conversion_monitoring"}, expect=201)
+    x_axis = {"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "created_at",
+              "label": "created_at", "expressionType": "SQL"}
+    rows, sql = chart_data(superset, created["id"], {
+        "columns": [x_axis, "utm_source"], "series_columns": ["utm_source"], "series_limit": 3,
+        "series_limit_metric": simple_metric("lead_count", "SUM"),
+        "metrics": [simple_metric("lead_count", "SUM")], "row_limit": 10000,
+        "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE", "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]})
+    assert "virtual_table" in sql and "series_limit" in sql, sql
+    in_range = "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-12'"
+    expected = {(int(d.replace(tzinfo=dt.timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
+        f"WITH top AS (SELECT utm_source FROM leads WHERE {in_range} GROUP BY 1 "
+        "ORDER BY count(DISTINCT id) DESC, utm_source NULLS LAST LIMIT 3) "
+        "SELECT date_trunc('day', created_at), l.utm_source, count(DISTINCT id) FROM leads l "
+        f"JOIN top ON l.utm_source = top.utm_source WHERE {in_range} GROUP BY 1, 2")}
+    got = {(r["created_at"], r["utm_source"]): r["SUM(lead_count)"] for r in rows}
+    assert got == expected and 1 <= len({s for _, s in got}) <= 3, sql
+
+
 def test_dashboard_filter_values_and_column_refresh(superset, datasets, truth):  # noqa: F811
     """A dashboard's select filter asks for a column's distinct values; "Sync columns from source"
     re-reads the view's columns through the catalog."""

@@ -368,6 +368,8 @@ class _Mapper:
             raise QueryError(f"only SELECT over a view is supported here; {SHAPE_HINT}", UNSUPPORTED)
         if tree.args.get("with_"):
             tree = self._with(tree)
+        if tree.args.get("joins") and _top_n_join(tree):
+            return self._series_limited(tree)  # over the view, or over a virtual dataset's subquery
         source = tree.args.get("from_")
         if source is not None and isinstance(source.this, exp.Subquery) and isinstance(source.this.this, exp.Select):
             return self._wrapper(tree, source.this)
@@ -509,7 +511,9 @@ class _Mapper:
         result = self._select(merged)
         inner_dims = {(d.name, d.grain) for d in inner.dimensions}
         outer_dims = {(d.name, d.grain) for d in result.dimensions}
-        if not outer_dims <= inner_dims:
+        # A grain of a time the subquery groups by raw (Superset's DATE_TRUNC over a virtual
+        # dataset) groups the subquery's groups into buckets: a re-aggregation like fewer dimensions.
+        if not all(d in inner_dims or (d[0], None) in inner_dims for d in outer_dims):
             raise QueryError("the outer query groups by a column the subquery does not group by; group inside the subquery",
                              UNSUPPORTED)
         regrouped = outer_dims != inner_dims
@@ -688,31 +692,36 @@ class _Mapper:
             raise QueryError("a series limit subquery must be ordered by one metric (ORDER BY SUM(x) DESC LIMIT n): "
                              "that order picks the top groups", UNSUPPORTED)
 
-        # The subquery, mapped like any statement; its ORDER BY is resolved here, since the
-        # series may be ranked by a metric the subquery does not select.
-        ranker = _Mapper(self.model, self.views)
-        ranker.params = self.params
+        # The subquery, mapped like any statement (over the view, or over a virtual dataset's
+        # subquery). Its ORDER BY is resolved here, since the series may be ranked by a metric
+        # the subquery does not select: an output column, or the expression as an extra column.
         unordered = ranking_sql.copy()
         unordered.set("order", None)
-        ranked = ranker._select(unordered)
+        ranked = self._mapped(unordered)
+        if ranked.top is not None or ranked.count_rows or ranked.post_limit is not None or ranked.post_offset is not None:
+            raise QueryError("a series limit subquery is one SELECT ... GROUP BY ... ORDER BY <metric> LIMIT n", UNSUPPORTED)
         if not ranked.dimensions:
             raise QueryError("a series limit subquery must group by the series columns (GROUP BY d)", UNSUPPORTED)
-        if ranked.limit is None:
-            raise QueryError("a series limit subquery needs LIMIT n: the number of series to keep", UNSUPPORTED)
+        if ranked.limit is None or ranked.offset:
+            raise QueryError("a series limit subquery needs LIMIT n (and no OFFSET): the number of series to keep", UNSUPPORTED)
         ordered = order.expressions[0]
-        item = ranker._resolve_reference(ordered.this, ranker._items(unordered), "ORDER BY")
-        if item.kind != "metric":
-            raise QueryError(f"a series limit subquery must be ordered by a metric; '{item.field.name}' is a dimension",
+        rank = self._output_column(ordered.this, ranked)
+        if rank is None:
+            rank = self._extra_columns(unordered, [ordered.this])[0]
+        if rank.field.kind != "metric":
+            raise QueryError(f"a series limit subquery must be ordered by a metric; '{rank.field.name}' is a dimension",
                              UNSUPPORTED)
         descending = bool(ordered.args.get("desc"))
         if "NULLS" in ordered.sql("postgres").upper() and bool(ordered.args.get("nulls_first")) != descending:
             raise QueryError(
-                f"ORDER BY {item.field.name} {'DESC NULLS LAST' if descending else 'ASC NULLS FIRST'} in a series limit "
+                f"ORDER BY {rank.field.name} {'DESC NULLS LAST' if descending else 'ASC NULLS FIRST'} in a series limit "
                 "cannot be mapped; NULLs sort last ascending and first descending (the PostgreSQL default)", UNSUPPORTED)
 
         outer_sql = select.copy()
         outer_sql.set("joins", None)
-        template = self._select(outer_sql)
+        template = self.statement(outer_sql)
+        if template.count_rows:
+            raise QueryError("SELECT count(*) with a series limit JOIN cannot be mapped; wrap the query instead", UNSUPPORTED)
         if ranked.view is not template.view:
             raise QueryError(f"a series limit subquery must read the same view as the query ({template.view.name}), "
                              f"not {ranked.view.name}", UNSUPPORTED)
@@ -720,10 +729,10 @@ class _Mapper:
         # ON: each series column of the subquery equals the same dimension of the outer query.
         series = {c.name: (c.field, c.grain) for c in ranked.columns if c.field.kind == "dimension"}
         fields = {f.name for f in template.view.fields}
-        matched: dict[str, tuple[str, str | None]] = {}
         on = join.args.get("on")
         if on is None:
             raise QueryError("a series limit JOIN needs ON <column> = <subquery column>", UNSUPPORTED)
+        pairs = []  # (subquery column name, the outer side, the condition)
         for condition in _conjuncts(on):
             if not isinstance(condition, exp.EQ):
                 raise QueryError(
@@ -735,30 +744,67 @@ class _Mapper:
                 raise QueryError(
                     f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} must compare a column of the query "
                     f"with a series column of the subquery ({', '.join(series)})", UNSUPPORTED)
-            name = ident(sides[inner[0]].this)
-            outer_item = self._expression(sides[1 - inner[0]])
+            pairs.append((ident(sides[inner[0]].this), sides[1 - inner[0]], condition))
+        # The outer sides, resolved in the outer query's scope (the view, or a virtual dataset):
+        # selected and grouped by as extra columns of the same statement.
+        outer_sides = self._extra_columns(outer_sql, [side for _, side, _ in pairs], group=True)
+        selected = {(d.name, d.grain) for d in template.dimensions}
+        matched = set()
+        for (name, _, condition), column in zip(pairs, outer_sides):
             field_, grain = series[name]
-            if outer_item.kind != "dimension" or (outer_item.field.ref, outer_item.grain) != (field_.ref, grain):
+            if column.field.kind != "dimension" or (column.field.ref, column.grain) != (field_.ref, grain):
                 raise QueryError(
                     f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} compares different columns; "
                     f"'{name}' is {field_.name}" + (f" at grain {grain}" if grain else ""), UNSUPPORTED)
             if name in matched:
                 raise QueryError(f"the series limit JOIN's ON compares '{name}' twice", UNSUPPORTED)
-            matched[name] = (field_.ref, grain)
+            matched.add(name)
+            if (field_.ref, grain) not in selected:
+                raise QueryError(
+                    f"series column '{field_.name}' must be selected and grouped by in the query it limits: "
+                    "the series limit keeps whole groups of the query", UNSUPPORTED)
         missing = [n for n in series if n not in matched]
         if missing:
             raise QueryError(f"the series limit JOIN's ON must compare every series column of the subquery; "
                              f"'{missing[0]}' is not compared", UNSUPPORTED)
-        selected = {(d.name, d.grain) for d in template.dimensions}
-        for name, key in matched.items():
-            if key not in selected:
-                raise QueryError(
-                    f"series column '{series[name][0].name}' must be selected and grouped by in the query it limits: "
-                    "the series limit keeps whole groups of the query", UNSUPPORTED)
-        template.top = TopTemplate(ranked.dimensions, item.field.ref, descending, ranked.filters, ranked.limit)
+        template.top = TopTemplate(ranked.dimensions, rank.field.ref, descending, ranked.filters, ranked.limit)
         template.param_fields.update(self.params)
         template.param_count = max(self.params, default=0)
         return template
+
+    def _mapped(self, select: exp.Select) -> Template:
+        """`select` mapped by a mapper of its own (its own view and scope), sharing the parameters."""
+        mapper = _Mapper(self.model, self.views)
+        mapper.params = self.params
+        return mapper.statement(select)
+
+    def _extra_columns(self, select: exp.Select, nodes: list[exp.Expression], group: bool = False) -> list[OutputColumn]:
+        """What `nodes` are in the scope of `select`: each added as a last select item (and
+        GROUP BY item) of a copy of it, mapped like the statement."""
+        extended = select.copy()
+        for i, node in enumerate(nodes):
+            extended.select(exp.alias_(node.copy(), exp.to_identifier(f"series limit {i}", quoted=True)), copy=False)
+            if group and extended.args.get("group") is not None:
+                extended.args["group"].append("expressions", node.copy())
+        return self._mapped(extended).columns[-len(nodes):]
+
+    @staticmethod
+    def _output_column(node: exp.Expression, template: Template) -> OutputColumn | None:
+        """The output column `node` names (an alias or a position), if it names one."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            try:
+                position = int(node.this)
+            except ValueError:
+                return None
+            if not 1 <= position <= len(template.columns):
+                raise QueryError(f"ORDER BY position {node.this} is not in select list", "42P10")
+            return template.columns[position - 1]
+        if isinstance(node, exp.Column) and node.args.get("table") is None:
+            named = [c for c in template.columns if c.name == ident(node.this)]
+            if named and all(c.field == named[0].field for c in named):
+                return named[0]
+        return None
 
     def _series_column(self, node: exp.Expression, alias: str | None, series: dict, fields: set[str]) -> bool:
         """True when `node` names a series column of the subquery (`d__` or `s.d__`)."""
