@@ -118,11 +118,44 @@ class OrderBy:
 
 
 @dataclass(frozen=True)
+class TopGroups:
+    """Keep only the groups whose `dimensions` are among the top `limit` groups of those
+    dimensions, ranked by `metric` (descending unless `descending` is false) under `filters`.
+
+    A chart's series limit (Superset's "top N series"). The ranking is the query
+    `SemanticQuery((metric,), dimensions, filters, order_by=(metric, *dimensions), limit=limit)`
+    with the outer query's window and as_of: ties on the metric are broken by the dimensions
+    (ascending), so the answer is deterministic where Superset's own SQL is not. A group with a
+    NULL dimension value takes a place in the ranking but is never kept (as an equality join
+    drops it). Each dimension must be one of the outer query's dimensions, at the same grain.
+    """
+
+    dimensions: tuple[DimensionRef, ...]
+    metric: str
+    limit: int
+    descending: bool = True
+    filters: tuple[Filter, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dimensions, (str, DimensionRef)) or isinstance(self.filters, Filter):
+            raise QueryError(f"top groups: dimensions and filters must be lists, got {self.dimensions!r}, {self.filters!r}")
+        object.__setattr__(self, "dimensions", tuple(DimensionRef(d) if isinstance(d, str) else d for d in self.dimensions))
+        object.__setattr__(self, "filters", tuple(self.filters))
+        if not self.dimensions:
+            raise QueryError("top groups need at least one dimension to rank the groups of")
+        if not isinstance(self.metric, str):
+            raise QueryError(f"top groups are ranked by a metric named by text, got {self.metric!r}")
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 0:
+            raise QueryError(f"top groups: the number of groups must be a non-negative integer, got {self.limit!r}")
+
+
+@dataclass(frozen=True)
 class SemanticQuery:
     """One request: metrics sliced by dimensions, filtered, ordered and limited.
 
     `window` overrides every metric's trailing window ("3 hours"); `as_of` evaluates the
     query using only rows whose time is at or before that moment, in every model involved.
+    `top` keeps only the top groups of some of its dimensions (TopGroups: a series limit).
     """
 
     metrics: tuple[str, ...] = ()
@@ -133,6 +166,7 @@ class SemanticQuery:
     offset: int | None = None
     window: str | None = None
     as_of: dt.datetime | None = None
+    top: TopGroups | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from callers; store tuples so the query stays hashable.
@@ -164,6 +198,8 @@ class SemanticQuery:
             raise QueryError(f"window must be a duration such as '3 hours', got {self.window!r}")
         if not self.metrics and not self.dimensions:
             raise QueryError("a query needs at least one metric or dimension")
+        if self.top is not None and not isinstance(self.top, TopGroups):
+            raise QueryError(f"top must be a TopGroups restriction, got {self.top!r}")
 
 
 def parse_timestamp(text: str, what: str) -> dt.datetime:

@@ -18,7 +18,7 @@ from metrics_layer.compile import Route, explain_query
 from metrics_layer.compile.compiler import compile_materialization
 from metrics_layer.model import load_model
 from metrics_layer.project import load_project
-from metrics_layer.query import DimensionRef, Filter, SemanticQuery
+from metrics_layer.query import DimensionRef, Filter, SemanticQuery, TopGroups
 from metrics_layer.service import MetricsService
 from test_metrics_numbers import assert_same_rows
 
@@ -52,6 +52,8 @@ NOT_ROUTED = {  # query -> words the reason for the closest materialization must
     "a range inside a bucket": (SemanticQuery(("leads.lead_count",), (DAY,), filters=(Filter("leads.created_at", ">=", "2026-02-20 00:30:00"),)), "filter on leads.created_at"),
     "as_of": (SemanticQuery(("accuracy",), (VERSION,), as_of="2026-02-25T00:00:00"), "as_of"),
     "another window": (SemanticQuery(("accuracy",), (VERSION,), window="6 hours"), "does not store"),
+    # answerable by conversion_by_model_version but for its top groups restriction (a series limit)
+    "top groups": (SemanticQuery(("accuracy", "precision"), (VERSION,), top=TopGroups((VERSION,), "precision", 2)), "top groups"),
 }
 
 

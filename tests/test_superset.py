@@ -385,25 +385,51 @@ def test_virtual_dataset(superset, datasets, truth):  # noqa: F811
     assert {r["utm_source"]: r["SUM(lead_count)"] for r in rows} == expected, sql
 
 
-def test_series_limit_is_refused_with_the_reason(superset, datasets):
+def test_series_limit_equals_hand_written_sql(superset, datasets, truth):  # noqa: F811
     """A time series limited to its top N series: Superset joins the query with a subquery of the
-    top N groups, which is two metrics queries: refused (0A000), and Superset shows why."""
+    top N groups (ON utm_source = utm_source__); the endpoint maps it onto a TopGroups restriction.
+    The chart is the daily lead count of the 2 sources with most leads in the range, by hand."""
     x_axis = {"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "created_at",
               "label": "created_at", "expressionType": "SQL"}
-    payload = {"datasource": {"id": datasets["conversion_monitoring"], "type": "table"}, "force": True,
-               "result_format": "json", "result_type": "full", "queries": [{
-                   "columns": [x_axis, "utm_source"], "series_columns": ["utm_source"], "series_limit": 2,
-                   "series_limit_metric": simple_metric("lead_count", "SUM"),
-                   "metrics": [simple_metric("lead_count", "SUM")], "row_limit": 10000,
-                   "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE",
-                                "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]}]}
-    r = superset.http.post("/api/v1/chart/data", json=payload)
-    assert r.status_code == 400, r.text[:3000]
-    assert "JOIN cannot be mapped onto a metrics query" in r.json()["message"], r.text[:3000]
-    assert "series limit" in r.json()["message"], r.text[:3000]
-    assert superset.post("/api/v1/sqllab/execute/", {  # the endpoint's connection is still usable
-        "database_id": datasets["database"], "schema": "public", "runAsync": False, "select_as_cta": False,
-        "client_id": "mlsqllab2", "tab": "metrics", "queryLimit": 10, "sql": "SELECT 1 AS one"})["data"] == [{"one": 1}]
+    for limit, desc in ((2, True), (3, False)):
+        rows, sql = chart_data(superset, datasets["conversion_monitoring"], {
+            "columns": [x_axis, "utm_source"], "series_columns": ["utm_source"], "series_limit": limit,
+            "series_limit_metric": simple_metric("lead_count", "SUM"), "order_desc": desc,
+            "metrics": [simple_metric("lead_count", "SUM")], "row_limit": 10000,
+            "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE", "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]})
+        assert "series_limit" in sql and "utm_source__" in sql, sql
+        in_range = "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-12'"
+        expected = {(int(d.replace(tzinfo=dt.timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
+            f"WITH top AS (SELECT utm_source FROM leads WHERE {in_range} GROUP BY 1 "
+            f"ORDER BY count(DISTINCT id) {'DESC' if desc else 'ASC'}, utm_source NULLS LAST LIMIT {limit}) "
+            "SELECT date_trunc('day', created_at), l.utm_source, count(DISTINCT id) FROM leads l "
+            f"JOIN top ON l.utm_source = top.utm_source WHERE {in_range} GROUP BY 1, 2")}
+        got = {(r["created_at"], r["utm_source"]): r["SUM(lead_count)"] for r in rows}
+        assert got == expected and 1 <= len({s for _, s in got}) <= limit, sql
+
+
+def test_series_limit_over_a_virtual_dataset(superset, datasets, truth):  # noqa: F811
+    """The same chart over a virtual (SQL) dataset: both the query and the top-N subquery read
+    FROM (<sql>) AS virtual_table, and DATE_TRUNC groups the dataset's raw times into days."""
+    created = superset.post("/api/v1/dataset/", {
+        "database": datasets["database"], "schema": "public", "table_name": "leads_with_time",
+        "sql": "SELECT utm_source, model_version, lead_count, created_at FROM conversion_monitoring"}, expect=201)
+    x_axis = {"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "created_at",
+              "label": "created_at", "expressionType": "SQL"}
+    rows, sql = chart_data(superset, created["id"], {
+        "columns": [x_axis, "utm_source"], "series_columns": ["utm_source"], "series_limit": 3,
+        "series_limit_metric": simple_metric("lead_count", "SUM"),
+        "metrics": [simple_metric("lead_count", "SUM")], "row_limit": 10000,
+        "filters": [{"col": "created_at", "op": "TEMPORAL_RANGE", "val": "2026-02-10T00:00:00 : 2026-02-12T00:00:00"}]})
+    assert "virtual_table" in sql and "series_limit" in sql, sql
+    in_range = "created_at >= TIMESTAMP '2026-02-10' AND created_at < TIMESTAMP '2026-02-12'"
+    expected = {(int(d.replace(tzinfo=dt.timezone.utc).timestamp() * 1000), s): n for d, s, n in truth(
+        f"WITH top AS (SELECT utm_source FROM leads WHERE {in_range} GROUP BY 1 "
+        "ORDER BY count(DISTINCT id) DESC, utm_source NULLS LAST LIMIT 3) "
+        "SELECT date_trunc('day', created_at), l.utm_source, count(DISTINCT id) FROM leads l "
+        f"JOIN top ON l.utm_source = top.utm_source WHERE {in_range} GROUP BY 1, 2")}
+    got = {(r["created_at"], r["utm_source"]): r["SUM(lead_count)"] for r in rows}
+    assert got == expected and 1 <= len({s for _, s in got}) <= 3, sql
 
 
 def test_dashboard_filter_values_and_column_refresh(superset, datasets, truth):  # noqa: F811

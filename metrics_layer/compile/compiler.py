@@ -26,7 +26,7 @@ from ..model.errors import did_you_mean
 from ..model.joins import JoinError, join_path, join_plan
 from ..model.types import parse_interval, qualify
 from ..model.types import Interval, Materialization, Measure, MeasureInput, Metric, Model, SemanticModel, describe_seconds
-from ..query import GRAINS, DimensionRef, Filter, QueryError, SemanticQuery, parse_timestamp
+from ..query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery, parse_timestamp
 from . import dialects
 from .routing import Route, Routing, route
 
@@ -314,7 +314,13 @@ class _Compiler:
     def build(self) -> exp.Select:
         metric_exprs = [(name, self.metric_expression(name)) for name in self.query.metrics]
         metric_filters, row_filters = self._split_filters()
-        if self.routes:
+        top = self._top_groups() if self.query.top is not None else None
+        if self.routes and top is not None:
+            # The ranking is a second query over the same rows: reading it and the groups from
+            # one place (the base tables) keeps them consistent; routing both is not worth it.
+            self.routing = Routing(reasons={r.name: "the query keeps only its top groups (a series limit), which "
+                                            "reads the base tables" for r in self.routes})
+        elif self.routes:
             self.routing = route(self, self.routes, row_filters)
         source = self.routing.source if self.routing.source is not None else self.aggregated(row_filters)
         if self.sql_dialect.streaming:
@@ -324,7 +330,42 @@ class _Compiler:
         outer = outer.from_(source.subquery("agg", copy=False), copy=False)
         for condition in metric_filters:
             outer = outer.where(condition, copy=False)
+        if top is not None:
+            outer = outer.where(top, copy=False)
         return self._order_and_limit(outer, metric_exprs)
+
+    def _top_groups(self) -> exp.Expression:
+        """`(d..) IN (<the ranking query's dimensions, ORDER BY metric, d.. LIMIT n>)` on the groups.
+
+        The ranking is an ordinary SemanticQuery compiled like any other (as_of, dedupe,
+        windows, the same window override), so its groups are exactly the ones this query
+        would return for those dimensions and filters. The dimensions break ties on the metric.
+        IN keeps no group with a NULL dimension value, as Superset's `ON d = d__` join does,
+        while a NULL group still takes its place in the ranking there and here.
+        """
+        top = self.query.top
+        positions = []
+        for ref in top.dimensions:
+            wanted = self._dimension(ref)
+            index = next((i for i, d in enumerate(self.dimensions) if (d.name, d.grain) == (wanted.name, wanted.grain)), None)
+            if index is None:
+                asked = ", ".join(f"{d.label}" + (f" ({d.grain})" if d.grain else "") for d in self.dimensions) or "none"
+                raise QueryError(
+                    f"top groups by '{ref.name}'" + (f" at grain {wanted.grain}" if wanted.grain else "")
+                    + f": it must be one of the query's dimensions at the same grain (the query's dimensions: {asked})", "0A000")
+            if index in positions:
+                raise QueryError(f"top groups name '{ref.name}' twice; name each dimension once")
+            positions.append(index)
+        ranking = SemanticQuery(
+            metrics=(top.metric,), dimensions=top.dimensions, filters=top.filters,
+            order_by=(OrderBy(top.metric, top.descending), *[OrderBy(d.label) for d in top.dimensions]),
+            limit=top.limit, window=self.query.window, as_of=self.query.as_of,
+        )
+        ranked = _Compiler(self.model, ranking, self.dialect).build()
+        ranked.set("expressions", ranked.expressions[:len(positions)])  # the dimensions; ORDER BY still reads the metric
+        groups = [exp.column(f"d{i}", table="agg") for i in positions]
+        target = groups[0] if len(groups) == 1 else exp.Tuple(expressions=groups)
+        return exp.In(this=target, query=exp.Subquery(this=ranked))
 
     def aggregated(self, row_filters: list[tuple[_Dimension, Filter]]) -> exp.Select:
         """The groups level: one row per dimension values d0.. with the aggregated measures m0.."""

@@ -19,6 +19,10 @@ The accepted shape (each part optional except SELECT and FROM):
   column is an IN. A condition on a metric filters the aggregated rows.
 * Wrappers tools put around a query: `SELECT * FROM (<query>) t [LIMIT n] [OFFSET n]` and
   `SELECT count(*) FROM (<query>) t`.
+* A series limit (Superset's "top N series"): `<query> JOIN (SELECT d AS d__, ..., <metric>
+  FROM <the same view> [WHERE ...] GROUP BY d, ... ORDER BY <metric> [DESC] LIMIT n) AS s
+  ON d = d__ [AND ...]` keeps the groups whose d.. are among the subquery's top n: a
+  `TopGroups` restriction (query.py), see `_series_limited`.
 
 Anything else is refused with QueryError (SQLSTATE 0A000, or 42703 / 42P01 for unknown names):
 never approximated. Parsing happens once per SQL text: the result is a `Template` whose
@@ -41,7 +45,7 @@ from sqlglot.tokens import TokenType
 
 from ...model.errors import did_you_mean
 from ...model.types import SemanticModel, dimension_aggregate, qualify
-from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery
+from ...query import GRAINS, DimensionRef, Filter, OrderBy, QueryError, SemanticQuery, TopGroups
 from ...views import PublicView, ViewField
 from . import folding
 from .folding import Deferred
@@ -92,6 +96,17 @@ class FilterTemplate:
     negate_like: bool = False
 
 
+@dataclass(frozen=True)
+class TopTemplate:
+    """A series limit: the top `limit` groups of `dimensions` by `metric` under `filters`."""
+
+    dimensions: tuple[DimensionRef, ...]
+    metric: str
+    descending: bool
+    filters: tuple[FilterTemplate, ...]
+    limit: int | Param
+
+
 @dataclass
 class Template:
     """A mapped statement: everything but the parameter values."""
@@ -111,6 +126,7 @@ class Template:
     param_fields: dict[int, Any] = field(default_factory=dict)  # $n -> ViewField, or "int8"/"text"
     param_count: int = 0
     star: bool = False  # the select list has SELECT *
+    top: TopTemplate | None = None  # a series limit (JOIN with a top-N subquery)
 
     @property
     def identity(self) -> bool:
@@ -126,23 +142,34 @@ class Template:
                 f"bind message supplies {len(params)} parameters, but the statement requires {self.param_count}", "08P01"
             )
         clock = now or (as_of if isinstance(as_of, dt.datetime) else None) or folding.utc_now()
-        filters = []
-        for f in self.filters:
-            value = _bind_value(f.value, params, clock)
-            op = f.op
-            if f.like:
-                op, value = _like_filter(f.field.name, value, f.negate_like)
-            filters.append(Filter(f.field.ref, op, value, f.grain))
         limit = _bind_count(self.limit, params, "LIMIT")
         offset = _bind_count(self.offset, params, "OFFSET")
+        top = None
+        if self.top is not None:
+            count = _bind_count(self.top.limit, params, "LIMIT")
+            if count is None:
+                raise QueryError("the series limit subquery's LIMIT must be a number of groups, not NULL or ALL", "22023")
+            top = TopGroups(self.top.dimensions, self.top.metric, count, self.top.descending,
+                            _bind_filters(self.top.filters, params, clock))
         return SemanticQuery(
-            metrics=self.metrics, dimensions=self.dimensions, filters=tuple(filters), order_by=self.order_by,
-            limit=limit, offset=offset or None, window=window, as_of=as_of,
+            metrics=self.metrics, dimensions=self.dimensions, filters=_bind_filters(self.filters, params, clock),
+            order_by=self.order_by, limit=limit, offset=offset or None, window=window, as_of=as_of, top=top,
         )
 
     def bind_post(self, params) -> tuple[int, int | None]:
         """(offset, limit) of an outer wrapper, applied to the rows as they stream."""
         return _bind_count(self.post_offset, params, "OFFSET") or 0, _bind_count(self.post_limit, params, "LIMIT")
+
+
+def _bind_filters(templates: tuple[FilterTemplate, ...], params, clock: dt.datetime) -> tuple[Filter, ...]:
+    filters = []
+    for f in templates:
+        value = _bind_value(f.value, params, clock)
+        op = f.op
+        if f.like:
+            op, value = _like_filter(f.field.name, value, f.negate_like)
+        filters.append(Filter(f.field.ref, op, value, f.grain))
+    return tuple(filters)
 
 
 def _bind_value(value: Any, params, now: dt.datetime) -> Any:
@@ -341,6 +368,8 @@ class _Mapper:
             raise QueryError(f"only SELECT over a view is supported here; {SHAPE_HINT}", UNSUPPORTED)
         if tree.args.get("with_"):
             tree = self._with(tree)
+        if tree.args.get("joins") and _top_n_join(tree):
+            return self._series_limited(tree)  # over the view, or over a virtual dataset's subquery
         source = tree.args.get("from_")
         if source is not None and isinstance(source.this, exp.Subquery) and isinstance(source.this.this, exp.Select):
             return self._wrapper(tree, source.this)
@@ -387,6 +416,9 @@ class _Mapper:
         or LIMIT inside (they would pick groups before they are added up)."""
         inner_sql = sub.this
         inner = self._select(inner_sql.copy())
+        if inner.top is not None:
+            raise QueryError("a query with a series limit (JOIN ... series_limit) can only be wrapped as "
+                             "SELECT * FROM (<query>) t [LIMIT n] or SELECT count(*) FROM (<query>) t", UNSUPPORTED)
         alias = ident(sub.args["alias"].this) if sub.alias else None  # "Quoted" keeps its case
         names: dict[str, tuple[exp.Expression, OutputColumn]] = {}
         for column, node in zip(inner.columns, self._projections(inner_sql, inner)):
@@ -479,7 +511,9 @@ class _Mapper:
         result = self._select(merged)
         inner_dims = {(d.name, d.grain) for d in inner.dimensions}
         outer_dims = {(d.name, d.grain) for d in result.dimensions}
-        if not outer_dims <= inner_dims:
+        # A grain of a time the subquery groups by raw (Superset's DATE_TRUNC over a virtual
+        # dataset) groups the subquery's groups into buckets: a re-aggregation like fewer dimensions.
+        if not all(d in inner_dims or (d[0], None) in inner_dims for d in outer_dims):
             raise QueryError("the outer query groups by a column the subquery does not group by; group inside the subquery",
                              UNSUPPORTED)
         regrouped = outer_dims != inner_dims
@@ -567,14 +601,11 @@ class _Mapper:
         return outer
 
     def _select(self, select: exp.Select) -> Template:
+        if select.args.get("joins") and _top_n_join(select):
+            return self._series_limited(select)
         for part, what in (("joins", "JOIN"), ("laterals", "LATERAL"), ("qualify", "QUALIFY"), ("windows", "WINDOW"),
                            ("with_", "WITH"), ("into", "SELECT INTO"), ("locks", "FOR UPDATE / FOR SHARE")):
             if select.args.get(part):
-                if part == "joins" and _top_n_join(select):
-                    raise QueryError(
-                        "JOIN cannot be mapped onto a metrics query: a join with a subquery that picks the top N groups "
-                        "(ORDER BY ... LIMIT n; Superset's series limit) is two metrics queries; leave the series limit "
-                        "empty, or filter the series with IN (...)", UNSUPPORTED)
                 raise QueryError(f"{what} cannot be mapped onto a metrics query; {SHAPE_HINT}", UNSUPPORTED)
         distinct = select.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
@@ -621,6 +652,176 @@ class _Mapper:
             filters=tuple(filters), order_by=tuple(order), limit=limit, offset=offset,
             param_fields=dict(self.params), param_count=max(self.params, default=0), star=self.star,
         )
+
+    def _series_limited(self, select: exp.Select) -> Template:
+        """`<query> JOIN (<top-N subquery>) AS s ON d = d__ [AND ...]`: a chart's series limit.
+
+        Superset (superset/models/helpers.py, `get_sqla_query`) writes this when the engine
+        spec allows joins and subqueries, as PostgreSQL's does: the subquery selects each
+        series column as `<col> AS <col>__` and the main metric `AS mme_inner__`, has the
+        chart's filters (its own time range, which may differ) as WHERE, groups by the series
+        columns, orders by the series-limit metric (`mme_inner__` or its expression), ASC or
+        DESC, and LIMITs to the series limit; the ON clause is an AND of `<col> = <col>__`.
+        Without joins it runs that query first and adds `WHERE (d = v AND ...) OR ...`
+        (`_get_top_groups`), which is a plain filter here (an OR of equalities on one column is
+        an IN). "Group others" (a LEFT JOIN and CASE ... 'Others') is not this shape: refused.
+
+        The subquery is mapped like any statement over the view (the same select-list,
+        aggregate-wrapper and WHERE rules); its ORDER BY must be one metric, its LIMIT a count.
+        """
+        joins = select.args["joins"]
+        if len(joins) != 1:
+            raise QueryError("a series limit is one JOIN with a top-N subquery; several JOINs cannot be mapped", UNSUPPORTED)
+        join = joins[0]
+        kind = (join.args.get("kind") or "").upper()
+        if join.args.get("side") or kind not in ("", "INNER") or join.args.get("using") or join.args.get("method"):
+            written = " ".join(p for p in (join.args.get("method"), join.args.get("side"), join.args.get("kind")) if p)
+            raise QueryError(
+                f"{written.upper() or 'this'} JOIN with a top-N subquery cannot be mapped: a series limit is an inner "
+                "JOIN ... ON <column> = <subquery column>, which keeps the top groups only (Superset's \"group "
+                "others\" series limit is not supported: turn it off)", UNSUPPORTED)
+        sub = join.this
+        alias = ident(sub.args["alias"].this) if sub.args.get("alias") is not None and sub.args["alias"].this else None
+        ranking_sql = sub.this
+        for part, what in (("offset", "OFFSET"), ("distinct", "DISTINCT"), ("with_", "WITH")):
+            if ranking_sql.args.get(part):
+                raise QueryError(f"{what} in a series limit subquery cannot be mapped; it picks the top groups "
+                                 "with ORDER BY <metric> LIMIT n only", UNSUPPORTED)
+        order = ranking_sql.args.get("order")
+        if order is None or len(order.expressions) != 1:
+            raise QueryError("a series limit subquery must be ordered by one metric (ORDER BY SUM(x) DESC LIMIT n): "
+                             "that order picks the top groups", UNSUPPORTED)
+
+        # The subquery, mapped like any statement (over the view, or over a virtual dataset's
+        # subquery). Its ORDER BY is resolved here, since the series may be ranked by a metric
+        # the subquery does not select: an output column, or the expression as an extra column.
+        unordered = ranking_sql.copy()
+        unordered.set("order", None)
+        ranked = self._mapped(unordered)
+        if ranked.top is not None or ranked.count_rows or ranked.post_limit is not None or ranked.post_offset is not None:
+            raise QueryError("a series limit subquery is one SELECT ... GROUP BY ... ORDER BY <metric> LIMIT n", UNSUPPORTED)
+        if not ranked.dimensions:
+            raise QueryError("a series limit subquery must group by the series columns (GROUP BY d)", UNSUPPORTED)
+        if ranked.limit is None or ranked.offset:
+            raise QueryError("a series limit subquery needs LIMIT n (and no OFFSET): the number of series to keep", UNSUPPORTED)
+        ordered = order.expressions[0]
+        rank = self._output_column(ordered.this, ranked)
+        if rank is None:
+            rank = self._extra_columns(unordered, [ordered.this])[0]
+        if rank.field.kind != "metric":
+            raise QueryError(f"a series limit subquery must be ordered by a metric; '{rank.field.name}' is a dimension",
+                             UNSUPPORTED)
+        descending = bool(ordered.args.get("desc"))
+        if "NULLS" in ordered.sql("postgres").upper() and bool(ordered.args.get("nulls_first")) != descending:
+            raise QueryError(
+                f"ORDER BY {rank.field.name} {'DESC NULLS LAST' if descending else 'ASC NULLS FIRST'} in a series limit "
+                "cannot be mapped; NULLs sort last ascending and first descending (the PostgreSQL default)", UNSUPPORTED)
+
+        outer_sql = select.copy()
+        outer_sql.set("joins", None)
+        template = self.statement(outer_sql)
+        if template.count_rows:
+            raise QueryError("SELECT count(*) with a series limit JOIN cannot be mapped; wrap the query instead", UNSUPPORTED)
+        if ranked.view is not template.view:
+            raise QueryError(f"a series limit subquery must read the same view as the query ({template.view.name}), "
+                             f"not {ranked.view.name}", UNSUPPORTED)
+
+        # ON: each series column of the subquery equals the same dimension of the outer query.
+        series = {c.name: (c.field, c.grain) for c in ranked.columns if c.field.kind == "dimension"}
+        fields = {f.name for f in template.view.fields}
+        on = join.args.get("on")
+        if on is None:
+            raise QueryError("a series limit JOIN needs ON <column> = <subquery column>", UNSUPPORTED)
+        pairs = []  # (subquery column name, the outer side, the condition)
+        for condition in _conjuncts(on):
+            if not isinstance(condition, exp.EQ):
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} cannot be mapped: write an AND of "
+                    "<column> = <subquery column>", UNSUPPORTED)
+            sides = [_strip_parens(condition.this), _strip_parens(condition.expression)]
+            inner = [i for i, side in enumerate(sides) if self._series_column(side, alias, series, fields)]
+            if len(inner) != 1:
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} must compare a column of the query "
+                    f"with a series column of the subquery ({', '.join(series)})", UNSUPPORTED)
+            pairs.append((ident(sides[inner[0]].this), sides[1 - inner[0]], condition))
+        # The outer sides, resolved in the outer query's scope (the view, or a virtual dataset):
+        # selected and grouped by as extra columns of the same statement.
+        outer_sides = self._extra_columns(outer_sql, [side for _, side, _ in pairs], group=True)
+        selected = {(d.name, d.grain) for d in template.dimensions}
+        matched = set()
+        for (name, _, condition), column in zip(pairs, outer_sides):
+            field_, grain = series[name]
+            if column.field.kind != "dimension" or (column.field.ref, column.grain) != (field_.ref, grain):
+                raise QueryError(
+                    f"the series limit JOIN's ON {condition.sql('postgres')[:60]!r} compares different columns; "
+                    f"'{name}' is {field_.name}" + (f" at grain {grain}" if grain else ""), UNSUPPORTED)
+            if name in matched:
+                raise QueryError(f"the series limit JOIN's ON compares '{name}' twice", UNSUPPORTED)
+            matched.add(name)
+            if (field_.ref, grain) not in selected:
+                raise QueryError(
+                    f"series column '{field_.name}' must be selected and grouped by in the query it limits: "
+                    "the series limit keeps whole groups of the query", UNSUPPORTED)
+        missing = [n for n in series if n not in matched]
+        if missing:
+            raise QueryError(f"the series limit JOIN's ON must compare every series column of the subquery; "
+                             f"'{missing[0]}' is not compared", UNSUPPORTED)
+        template.top = TopTemplate(ranked.dimensions, rank.field.ref, descending, ranked.filters, ranked.limit)
+        template.param_fields.update(self.params)
+        template.param_count = max(self.params, default=0)
+        return template
+
+    def _mapped(self, select: exp.Select) -> Template:
+        """`select` mapped by a mapper of its own (its own view and scope), sharing the parameters."""
+        mapper = _Mapper(self.model, self.views)
+        mapper.params = self.params
+        return mapper.statement(select)
+
+    def _extra_columns(self, select: exp.Select, nodes: list[exp.Expression], group: bool = False) -> list[OutputColumn]:
+        """What `nodes` are in the scope of `select`: each added as a last select item (and
+        GROUP BY item) of a copy of it, mapped like the statement."""
+        extended = select.copy()
+        for i, node in enumerate(nodes):
+            extended.select(exp.alias_(node.copy(), exp.to_identifier(f"series limit {i}", quoted=True)), copy=False)
+            if group and extended.args.get("group") is not None:
+                extended.args["group"].append("expressions", node.copy())
+        return self._mapped(extended).columns[-len(nodes):]
+
+    @staticmethod
+    def _output_column(node: exp.Expression, template: Template) -> OutputColumn | None:
+        """The output column `node` names (an alias or a position), if it names one."""
+        node = _strip_parens(node)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            try:
+                position = int(node.this)
+            except ValueError:
+                return None
+            if not 1 <= position <= len(template.columns):
+                raise QueryError(f"ORDER BY position {node.this} is not in select list", "42P10")
+            return template.columns[position - 1]
+        if isinstance(node, exp.Column) and node.args.get("table") is None:
+            named = [c for c in template.columns if c.name == ident(node.this)]
+            if named and all(c.field == named[0].field for c in named):
+                return named[0]
+        return None
+
+    def _series_column(self, node: exp.Expression, alias: str | None, series: dict, fields: set[str]) -> bool:
+        """True when `node` names a series column of the subquery (`d__` or `s.d__`)."""
+        if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
+            return False
+        table, name = ident(node.args.get("table")), ident(node.this)
+        if table is not None:
+            if table == alias:
+                if name not in series:
+                    raise QueryError(f"column {alias}.{name} does not exist{did_you_mean(name, list(series), 'columns')}",
+                                     "42703")
+                return True
+            return False
+        if name in series and name in fields:
+            raise QueryError(f"column reference \"{name}\" is ambiguous: both the view and the series limit subquery "
+                             f"have it; alias the subquery's column (AS {name}__)", "42702")
+        return name in series
 
     def _from(self, select: exp.Select) -> None:
         source = select.args.get("from_")
@@ -1250,6 +1451,13 @@ def _top_n_join(select: exp.Select) -> bool:
     return any(isinstance(j.this, exp.Subquery) and isinstance(j.this.this, exp.Select)
                and j.this.this.args.get("limit") is not None and j.this.this.args.get("group") is not None
                for j in select.args.get("joins") or [])
+
+
+def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+    node = _strip_parens(node)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
 
 
 def _refers_to_inner(node: exp.Expression, names: dict, alias: str | None, outer: exp.Select) -> bool:
