@@ -359,10 +359,25 @@ def test_serve_refreshes_a_read_only_duckdb_file_into_a_copy_while_the_cli_reads
         printed = {v: float(a) if a else None for v, a in csv.reader(cli_run.stdout.splitlines()[1:])}
         assert printed == {("" if r[0] is None else str(r[0])): (None if r[1] is None else pytest.approx(r[1])) for r in routed.rows}
 
-        # a second serve on the same file cannot take the copy: it serves without refreshing
-        other = MetricsService(load_project(folder))
-        assert Refresher(other, tick=3600).start()._thread is None and other.engine.refreshed_copy is None
-        other.engine.close()
+        # a second serve on the same file (another process: DuckDB's lock is per process) cannot
+        # take the copy: it says so and serves without refreshing, reading the file
+        second = textwrap.dedent(f"""
+            import logging, sys
+            logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+            from metrics_layer.project import load_project
+            from metrics_layer.query import DimensionRef, SemanticQuery
+            from metrics_layer.serve.refresher import Refresher
+            from metrics_layer.service import MetricsService
+            svc = MetricsService(load_project({str(folder)!r}))
+            refresher = Refresher(svc, tick=3600).start()
+            assert refresher._thread is None and svc.engine.refreshed_copy is None
+            result = svc.run(SemanticQuery(("accuracy",), (DimensionRef("predictions.model_version"),)))
+            print(sorted(((str(v), a) for v, a in result.rows), key=str), result.freshness)
+        """)
+        other = subprocess.run([sys.executable, "-c", second], capture_output=True, text=True, timeout=300)
+        assert other.returncode == 0, other.stderr
+        assert "another metrics-layer serve" in other.stderr and "not refreshed under serve" in other.stderr, other.stderr
+        assert other.stdout.strip() == f"{sorted(((str(v), a) for v, a, _ in routed.rows), key=str)} None", other.stdout
     finally:
         refresher.stop()
         svc.engine.close()
